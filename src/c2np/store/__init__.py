@@ -1,0 +1,1 @@
+"""The on-disk dataset store: layout, build, manifest and the reading API."""

@@ -1,0 +1,67 @@
+"""Space-group analysis of unit cells with spglib.
+
+One place decides how symmetry is detected and which cell setting is "the" cell, so the
+bundled catalogue, Task 2 targets and any solver agree: spglib's conventional standard
+cell (``spglib.standardize_cell(to_primitive=False, no_idealize=False)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import spglib
+from ase import Atoms
+
+from c2np.errors import InvalidStructureError
+
+#: Default distance tolerance (Angstrom) for symmetry detection.
+SYMPREC = 1e-3
+
+
+@dataclass(frozen=True)
+class SpaceGroup:
+    """A detected space group: ITA number and Hermann-Mauguin symbol."""
+
+    number: int
+    symbol: str
+
+
+def _spglib_cell(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return (np.asarray(atoms.cell[:], float), atoms.get_scaled_positions(wrap=True),
+            atoms.numbers.copy())
+
+
+def space_group(atoms: Atoms, symprec: float = SYMPREC) -> SpaceGroup:
+    """Space group of a periodic cell at distance tolerance ``symprec`` (Angstrom)."""
+    dataset = spglib.get_symmetry_dataset(_spglib_cell(atoms), symprec=symprec)
+    if dataset is None:
+        raise InvalidStructureError(f"spglib found no symmetry at symprec={symprec}")
+    return SpaceGroup(int(dataset.number), str(dataset.international))
+
+
+def standardize(atoms: Atoms, symprec: float = SYMPREC) -> Atoms:
+    """Return the symmetrised conventional standard cell (the input is not modified)."""
+    result = spglib.standardize_cell(_spglib_cell(atoms), to_primitive=False,
+                                     no_idealize=False, symprec=symprec)
+    if result is None:
+        raise InvalidStructureError(f"spglib could not standardise the cell at symprec={symprec}")
+    lattice, scaled, numbers = result
+    return Atoms(numbers=numbers, cell=lattice, scaled_positions=scaled, pbc=True)
+
+
+def proper_rotations_cartesian(atoms: Atoms, symprec: float = SYMPREC) -> np.ndarray:
+    """The crystal's proper point-group rotations as Cartesian 3x3 matrices (unique).
+
+    spglib returns rotations W in fractional coordinates (x' = W x); in Cartesian
+    coordinates with lattice vectors as rows of ``A`` they are ``A^T W A^-T``.
+    """
+    dataset = spglib.get_symmetry_dataset(_spglib_cell(atoms), symprec=symprec)
+    if dataset is None:
+        raise InvalidStructureError(f"spglib found no symmetry at symprec={symprec}")
+    w = np.asarray(dataset.rotations, float)
+    w = w[np.linalg.det(w) > 0]
+    a = np.asarray(atoms.cell[:], float)
+    cart = np.einsum("ij,njk,kl->nil", a.T, w, np.linalg.inv(a.T))
+    _, keep = np.unique(np.round(cart, 6).reshape(len(cart), 9), axis=0, return_index=True)
+    return cart[np.sort(keep)]
