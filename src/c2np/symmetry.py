@@ -11,9 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import spglib
+import spglib.error
 from ase import Atoms
 
 from c2np.errors import InvalidStructureError
+
+# Raise instead of returning None (and silence spglib's deprecation warning about it).
+spglib.error.OLD_ERROR_HANDLING = False
 
 #: Default distance tolerance (Angstrom) for symmetry detection.
 SYMPREC = 1e-3
@@ -32,20 +36,26 @@ def _spglib_cell(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             atoms.numbers.copy())
 
 
+def _dataset(atoms: Atoms, symprec: float):
+    try:
+        return spglib.get_symmetry_dataset(_spglib_cell(atoms), symprec=symprec)
+    except spglib.error.SpglibError as exc:
+        raise InvalidStructureError(f"spglib found no symmetry at symprec={symprec}: {exc}") from exc
+
+
 def space_group(atoms: Atoms, symprec: float = SYMPREC) -> SpaceGroup:
     """Space group of a periodic cell at distance tolerance ``symprec`` (Angstrom)."""
-    dataset = spglib.get_symmetry_dataset(_spglib_cell(atoms), symprec=symprec)
-    if dataset is None:
-        raise InvalidStructureError(f"spglib found no symmetry at symprec={symprec}")
+    dataset = _dataset(atoms, symprec)
     return SpaceGroup(int(dataset.number), str(dataset.international))
 
 
 def standardize(atoms: Atoms, symprec: float = SYMPREC) -> Atoms:
     """Return the symmetrised conventional standard cell (the input is not modified)."""
-    result = spglib.standardize_cell(_spglib_cell(atoms), to_primitive=False,
-                                     no_idealize=False, symprec=symprec)
-    if result is None:
-        raise InvalidStructureError(f"spglib could not standardise the cell at symprec={symprec}")
+    try:
+        result = spglib.standardize_cell(_spglib_cell(atoms), to_primitive=False,
+                                         no_idealize=False, symprec=symprec)
+    except spglib.error.SpglibError as exc:
+        raise InvalidStructureError(f"spglib could not standardise the cell: {exc}") from exc
     lattice, scaled, numbers = result
     return Atoms(numbers=numbers, cell=lattice, scaled_positions=scaled, pbc=True)
 
@@ -56,9 +66,7 @@ def proper_rotations_cartesian(atoms: Atoms, symprec: float = SYMPREC) -> np.nda
     spglib returns rotations W in fractional coordinates (x' = W x); in Cartesian
     coordinates with lattice vectors as rows of ``A`` they are ``A^T W A^-T``.
     """
-    dataset = spglib.get_symmetry_dataset(_spglib_cell(atoms), symprec=symprec)
-    if dataset is None:
-        raise InvalidStructureError(f"spglib found no symmetry at symprec={symprec}")
+    dataset = _dataset(atoms, symprec)
     w = np.asarray(dataset.rotations, float)
     w = w[np.linalg.det(w) > 0]
     a = np.asarray(atoms.cell[:], float)

@@ -47,7 +47,7 @@ def describe(name: str, cell: Atoms, **extra: object) -> dict:
     """One ``materials.csv`` row computed from a unit cell (lattice, symmetry, formula)."""
     a, b, c, alpha, beta, gamma = (float(x) for x in cell.cell.cellpar())
     sg = space_group(cell, SYMPREC)
-    row = {"name": name, "formula": cell.get_chemical_formula(mode="reduce"),
+    row = {"name": name, "formula": cell.get_chemical_formula(mode="metal", empirical=True),
            "A": extra.pop("A", ""), "B": extra.pop("B", ""),
            "spacegroup_number": sg.number, "spacegroup_symbol": sg.symbol,
            "a": a, "b": b, "c": c, "alpha": alpha, "beta": beta, "gamma": gamma,
