@@ -205,6 +205,89 @@ def export_extxyz_cmd(store: StoreArg, out: Annotated[Path, typer.Argument(help=
     console.print(f"wrote {n:,} frames to {out}")
 
 
+@app.command()
+def evaluate(
+    task: Annotated[int, typer.Option(help="1: unit cell + R -> particle; 2: particle -> lattice + space group.")],
+    split: Annotated[str, typer.Option(help="id or ood (train also accepted).")],
+    predictions: Annotated[Path, typer.Option(help=(
+        "Task 1: .parquet (config_id, Z|symbol, x, y, z) or .extxyz with config_id=<int>; "
+        "Task 2: .csv/.parquet (config_id, a, b, c, alpha, beta, gamma, spacegroup)."))],
+    store: Annotated[Path, typer.Option(help="The dataset store.")] = DEFAULT_STORE,
+    out: Annotated[Optional[Path], typer.Option(help="Write the result JSON here.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name recorded in the result.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed recorded in the result.")] = None,
+    length_rtol: Annotated[float, typer.Option(help="Task 2 joint accuracy: relative length tolerance.")] = 0.02,
+    angle_atol: Annotated[float, typer.Option(help="Task 2 joint accuracy: angle tolerance (degrees).")] = 1.0,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Processes for Task 1 scoring.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a prediction file with the official metrics (docs/metrics.md) and print/write the result.
+
+    Use `c2np targets` to list what must be predicted. Invalid files (missing or duplicate
+    ids, NaN, negative lengths, unknown species) are rejected with the first offenders.
+    """
+    import json
+
+    from c2np.evaluation.evaluator import Evaluator
+    from c2np.metrics.lattice import Tolerances
+
+    try:
+        ev = Evaluator(task, split, store, Tolerances(length_rtol, angle_atol))
+        result = ev.evaluate(predictions, model=model, seed=seed, jobs=jobs or os.cpu_count() or 1,
+                             progress=not quiet)
+    except C2NPError as exc:
+        _fail(exc)
+    if out is not None:
+        Evaluator.save(result, out)
+    t = Table(title=f"Task {task} {split.upper()}: {result['n_samples']:,} samples")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in result["metrics"].items():
+        t.add_row(k, f"{v:.6g}")
+    console.print(t)
+    if out is not None:
+        console.print(f"result written to {out}")
+    else:
+        console.print_json(json.dumps({k: v for k, v in result.items() if k != "per_radius"}))
+
+
+@app.command()
+def targets(
+    task: Annotated[int, typer.Option(help="1 or 2.")],
+    split: Annotated[str, typer.Option(help="id, ood or train.")],
+    out: Annotated[Path, typer.Option(help="CSV file to write.")],
+    store: Annotated[Path, typer.Option(help="The dataset store.")] = DEFAULT_STORE,
+) -> None:
+    """Write the list of samples to predict (config_id, material, radius) as CSV."""
+    from c2np.evaluation.evaluator import Evaluator
+
+    try:
+        frame = Evaluator(task, split, store).targets()
+    except C2NPError as exc:
+        _fail(exc)
+    columns = ["config_id", "material", "radius"]
+    frame[columns].to_csv(out, index=False)
+    console.print(f"{len(frame):,} Task {task} {split} samples written to {out}")
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files (any models, seeds, tasks, splits).")],
+    out: Annotated[Path, typer.Option(help="Directory for report.md, report.tex, raw.csv, normalised.csv.")]
+        = Path("report"),
+) -> None:
+    """Tabulate results: raw metrics (mean ± std over seeds) and the paper's Table 5 scores."""
+    from c2np.evaluation.evaluator import load_result
+    from c2np.reporting.tables import write_report
+
+    try:
+        loaded = [load_result(p) for p in results]
+    except C2NPError as exc:
+        _fail(exc)
+    console.print(write_report(loaded, out))
+    console.print(f"\nwritten to {out}/report.md, report.tex, raw.csv, normalised.csv")
+
+
 @materials_app.command("list")
 def materials_list(cifs: Annotated[Optional[Path], typer.Option(
         help="List a directory of your own CIFs instead of the bundled set.")] = None) -> None:

@@ -1,0 +1,1 @@
+"""Scoring predictions: prediction files, validation and the Evaluator."""

@@ -1,0 +1,147 @@
+"""The Evaluator: official scores for a task and split, from predictions to a result JSON.
+
+>>> ev = Evaluator(task=2, split="ood", store="c2np-store")
+>>> ev.targets()                      # what to predict (config ids and inputs)
+>>> result = ev.evaluate("my_predictions.csv", model="MyNet", seed=0)
+>>> ev.save(result, "results/mynet-task2-ood-seed0.json")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import c2np
+from c2np.errors import C2NPError
+from c2np.evaluation import predictions as P
+from c2np.metrics import METRICS
+from c2np.metrics.lattice import Tolerances, task2_metrics
+from c2np.metrics.structure import features, task1_metrics
+from c2np.progress import progress_bar
+from c2np.store.dataset import Dataset, open_dataset
+from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
+
+RESULT_FORMAT = "c2np-result"
+_T1_KEYS = ["rmsd", "hausdorff", "hull_volume_error", "volume_ratio", "volume_ratio_error",
+            "rdf_error", "lev_error", "atom_count_error"]
+
+
+def _score_task1(args):
+    cid, pred_z, pred_pos, ref_z, ref_pos = args
+    return cid, task1_metrics(pred_pos, pred_z, ref_pos, ref_z)
+
+
+class Evaluator:
+    """Scores predictions for ``task`` (1 or 2) on ``split`` ("id" or "ood", or "train")."""
+
+    expected_input_format = {
+        1: "Parquet rows (config_id, Z or symbol, x, y, z) or extended XYZ frames with "
+           "config_id=<int>; one particle per config_id of Evaluator.targets()",
+        2: "CSV or Parquet with columns config_id, a, b, c, alpha, beta, gamma, spacegroup; "
+           "one row per config_id of Evaluator.targets()",
+    }
+    expected_output_format = ("dict: task, split, n_samples, metrics (overall), per_radius, "
+                              "tolerances, store_fingerprint, c2np_version, model, seed, seconds")
+
+    def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
+                 tolerances: Tolerances = Tolerances()):
+        if task not in (1, 2):
+            raise C2NPError(f"task must be 1 or 2, got {task}")
+        if split not in ("train", "id", "ood"):
+            raise C2NPError(f"split must be train, id or ood, got {split!r}")
+        self.task, self.split, self.tol = task, split, tolerances
+        self.ds = store if isinstance(store, Dataset) else open_dataset(store)
+        self._targets = (task1_samples(self.ds, split) if task == 1 else task2_targets(self.ds, split))
+
+    def targets(self) -> pd.DataFrame:
+        """The samples to predict: config_id, material, radius (+ targets for Task 2)."""
+        return self._targets.copy()
+
+    def _header(self, model: str | None, seed: int | None) -> dict:
+        return {"format": RESULT_FORMAT, "task": self.task, "split": self.split,
+                "model": model, "seed": seed, "n_samples": len(self._targets),
+                "store_fingerprint": self.ds.manifest["fingerprint"],
+                "c2np_version": c2np.__version__}
+
+    def evaluate(self, predictions, model: str | None = None, seed: int | None = None,
+                 jobs: int = 1, progress: bool = False, extra: dict | None = None) -> dict:
+        """Validate and score ``predictions`` (a path, a DataFrame or {config_id: Atoms})."""
+        start = time.perf_counter()
+        ids = self._targets["config_id"].to_numpy()
+        if self.task == 2:
+            frame = P.read_task2(predictions, ids)
+            result = self._task2(frame)
+        else:
+            result = self._task1(P.read_task1(predictions, ids), jobs, progress)
+        out = self._header(model, seed)
+        out.update(result)
+        out["seconds"] = round(time.perf_counter() - start, 3)
+        out.update(extra or {})
+        return out
+
+    def _task2(self, frame: pd.DataFrame) -> dict:
+        t = self._targets
+        pred, ref = frame[LATTICE_COLUMNS].to_numpy(float), t[LATTICE_COLUMNS].to_numpy(float)
+        overall = task2_metrics(pred, ref, frame["spacegroup"].to_numpy(), t["spacegroup"].to_numpy(), self.tol)
+        per_radius = {}
+        for r, rows in t.groupby("radius").indices.items():
+            per_radius[str(int(r))] = task2_metrics(pred[rows], ref[rows], frame["spacegroup"].to_numpy()[rows],
+                                                    t["spacegroup"].to_numpy()[rows], self.tol)
+        return {"metrics": overall, "per_radius": per_radius,
+                "tolerances": {"length_rtol": self.tol.length_rtol, "angle_atol_deg": self.tol.angle_atol}}
+
+    def _task1(self, preds: dict, jobs: int, progress: bool) -> dict:
+        t = self._targets
+        work = []
+        for row in t.itertuples():
+            ref = self.ds.canonical(row.material, int(row.radius))
+            z, pos = preds[int(row.config_id)]
+            work.append((int(row.config_id), z, pos, ref.numbers, ref.positions))
+        rows = []
+        with progress_bar(len(work), "scoring task 1", enabled=progress) as advance:
+            if jobs > 1:
+                with ProcessPoolExecutor(max_workers=jobs) as pool:
+                    for res in pool.map(_score_task1, work, chunksize=4):
+                        rows.append(res)
+                        advance()
+            else:
+                for item in work:
+                    rows.append(_score_task1(item))
+                    advance()
+        scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
+        per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
+        return {"metrics": _mean(scores), "per_radius": per_radius,
+                "assignment_exact_fraction": float(scores["assignment_exact"].mean()),
+                "definitions": {"rdf": "g(r), 0-6 A, 0.05 A bins", "lev_cutoff_A": 3.0,
+                                "alignment": "see docs/metrics.md"}}
+
+    @staticmethod
+    def save(result: dict, path: str | Path) -> None:
+        """Write a result as JSON (creating parent folders)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+
+
+def _mean(frame: pd.DataFrame) -> dict:
+    return {k: float(frame[k].mean()) for k in _T1_KEYS}
+
+
+def load_result(path: str | Path) -> dict:
+    """Read a result JSON and check it is one."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise C2NPError(f"{path}: not a readable result JSON ({exc})") from exc
+    if data.get("format") != RESULT_FORMAT:
+        raise C2NPError(f"{path}: not a c2np result (format {data.get('format')!r})")
+    unknown = set(data.get("metrics", {})) - set(METRICS)
+    if unknown:
+        raise C2NPError(f"{path}: unknown metrics {sorted(unknown)}")
+    return data

@@ -1,0 +1,188 @@
+"""Prediction files: formats, reading, writing and validation.
+
+Task 1 (one predicted particle per sample):
+  * Parquet, long format, one row per atom: ``config_id`` (int), ``Z`` (int) or
+    ``symbol`` (str), ``x``, ``y``, ``z`` (float, Angstrom);
+  * extended XYZ, one frame per sample, with ``config_id=<int>`` in the comment line.
+Task 2 (one row per configuration): CSV or Parquet with ``config_id, a, b, c, alpha,
+beta, gamma, spacegroup`` (Angstrom, degrees, ITA number 1-230).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from ase import Atoms
+from ase.data import atomic_numbers
+
+from c2np.errors import C2NPError
+from c2np.tasks.targets import LATTICE_COLUMNS
+
+
+class PredictionError(C2NPError):
+    """A prediction file is unreadable or does not fit the task's targets."""
+
+
+def _first(items, n: int = 10) -> str:
+    items = list(items)
+    more = f" (and {len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(str(x) for x in items[:n]) + more
+
+
+def check_ids(got: np.ndarray, expected: np.ndarray, where: str) -> None:
+    """Every expected id exactly once, nothing else."""
+    got = np.asarray(got)
+    uniq, counts = np.unique(got, return_counts=True)
+    problems = []
+    dup = uniq[counts > 1]
+    if len(dup):
+        problems.append(f"duplicate config_id: {_first(dup)}")
+    missing = np.setdiff1d(expected, uniq)
+    if len(missing):
+        problems.append(f"{len(missing)} missing config_id: {_first(missing)}")
+    unknown = np.setdiff1d(uniq, expected)
+    if len(unknown):
+        problems.append(f"{len(unknown)} config_id not in this split: {_first(unknown)}")
+    if problems:
+        raise PredictionError(f"{where}: " + "; ".join(problems))
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path)
+    except Exception as exc:
+        raise PredictionError(f"{path}: cannot read {suffix[1:]} ({exc})") from exc
+    raise PredictionError(f"{path}: unsupported file type {suffix or '(none)'}; "
+                          "use .parquet or .csv (Task 2) or .parquet or .extxyz (Task 1)")
+
+
+def read_task2(path: Path | pd.DataFrame, expected_ids: np.ndarray) -> pd.DataFrame:
+    """Read and validate Task 2 predictions; returns a frame sorted like ``expected_ids``."""
+    where = "predictions" if isinstance(path, pd.DataFrame) else str(path)
+    if isinstance(path, pd.DataFrame):
+        frame = path.copy()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise PredictionError(f"{path}: no such prediction file")
+        frame = _read_table(path)
+    need = ["config_id", *LATTICE_COLUMNS, "spacegroup"]
+    missing = [c for c in need if c not in frame.columns]
+    if missing:
+        raise PredictionError(f"{where}: missing column(s) {missing}; need {need}")
+    for c in need:
+        if not pd.api.types.is_numeric_dtype(frame[c]):
+            raise PredictionError(f"{where}: column {c} is not numeric")
+    check_ids(frame["config_id"].to_numpy(), expected_ids, where)
+    values = frame[LATTICE_COLUMNS].to_numpy(float)
+    bad = ~np.isfinite(values).all(axis=1)
+    if bad.any():
+        raise PredictionError(f"{where}: NaN or infinite lattice values for config_id "
+                              f"{_first(frame['config_id'][bad])}")
+    bad = (values[:, :3] <= 0).any(axis=1)
+    if bad.any():
+        raise PredictionError(f"{where}: zero or negative lengths for config_id {_first(frame['config_id'][bad])}")
+    bad = ((values[:, 3:] <= 0) | (values[:, 3:] >= 180)).any(axis=1)
+    if bad.any():
+        raise PredictionError(f"{where}: angles outside (0, 180) degrees for config_id "
+                              f"{_first(frame['config_id'][bad])}")
+    sg = frame["spacegroup"].to_numpy(float)
+    bad = ~np.isfinite(sg) | (sg != np.round(sg)) | (sg < 1) | (sg > 230)
+    if bad.any():
+        raise PredictionError(f"{where}: space group must be an integer 1-230 for config_id "
+                              f"{_first(frame['config_id'][bad])}")
+    frame = frame.set_index("config_id").loc[expected_ids].reset_index()
+    frame["spacegroup"] = frame["spacegroup"].astype(np.int64)
+    return frame
+
+
+def _species(values: pd.Series, where: str) -> np.ndarray:
+    if pd.api.types.is_numeric_dtype(values):
+        z = values.to_numpy()
+        bad = ~np.isfinite(z.astype(float)) | (z < 1) | (z > 118) | (z != np.round(z))
+        if bad.any():
+            raise PredictionError(f"{where}: unknown atomic numbers {_first(np.unique(z[bad]))}")
+        return z.astype(np.int64)
+    unknown = sorted(s for s in set(values) if atomic_numbers.get(s, 0) == 0)
+    if unknown:
+        raise PredictionError(f"{where}: unknown element symbols {_first(unknown)}")
+    return values.map(atomic_numbers).to_numpy(np.int64)
+
+
+def read_task1(path: Path | dict, expected_ids: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Read and validate Task 1 predictions: ``{config_id: (numbers, positions)}``."""
+    if isinstance(path, dict):
+        out = {int(k): (np.asarray(v.numbers), np.asarray(v.positions, float)) for k, v in path.items()}
+        where = "predictions"
+    else:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise PredictionError(f"{path}: no such prediction file")
+        if path.suffix.lower() in (".extxyz", ".xyz"):
+            out = _read_extxyz(path)
+        else:
+            frame = _read_table(path)
+            species = "Z" if "Z" in frame.columns else "symbol"
+            need = ["config_id", species, "x", "y", "z"]
+            missing = [c for c in need if c not in frame.columns]
+            if missing:
+                raise PredictionError(f"{path}: missing column(s) {missing}; need config_id, Z or "
+                                      "symbol, x, y, z")
+            z = _species(frame[species], where)
+            pos = frame[["x", "y", "z"]].to_numpy(float)
+            ids = frame["config_id"].to_numpy()
+            order = np.argsort(ids, kind="stable")
+            bounds = np.flatnonzero(np.diff(ids[order])) + 1
+            out = {int(ids[g[0]]): (z[g], pos[g]) for g in np.split(order, bounds) if len(g)}
+    check_ids(np.array(list(out), dtype=np.int64), expected_ids, where)
+    for cid, (z, pos) in out.items():
+        if len(z) == 0:
+            raise PredictionError(f"{where}: config_id {cid} has no atoms")
+        if not np.all(np.isfinite(pos)):
+            raise PredictionError(f"{where}: NaN or infinite positions for config_id {cid}")
+        if np.any((z < 1) | (z > 118)):
+            raise PredictionError(f"{where}: unknown atomic numbers for config_id {cid}")
+    return out
+
+
+def _read_extxyz(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    from ase.io import read
+
+    try:
+        frames = read(path, index=":", format="extxyz")
+    except Exception as exc:
+        raise PredictionError(f"{path}: cannot read extended XYZ ({type(exc).__name__}: {exc})") from exc
+    out = {}
+    for k, atoms in enumerate(frames):
+        if "config_id" not in atoms.info:
+            raise PredictionError(f"{path}: frame {k} has no config_id=<int> in its comment line")
+        cid = int(atoms.info["config_id"])
+        if cid in out:
+            raise PredictionError(f"{path}: duplicate config_id: {cid}")
+        out[cid] = (atoms.numbers.copy(), atoms.positions.copy())
+    return out
+
+
+def write_task1(path: Path, particles: dict[int, Atoms]) -> None:
+    """Write Task 1 predictions as long-format Parquet."""
+    ids = np.concatenate([np.full(len(a), cid, np.int64) for cid, a in particles.items()])
+    z = np.concatenate([a.numbers for a in particles.values()])
+    pos = np.concatenate([a.positions for a in particles.values()])
+    pd.DataFrame({"config_id": ids, "Z": z.astype(np.int16), "x": pos[:, 0], "y": pos[:, 1],
+                  "z": pos[:, 2]}).to_parquet(path, index=False)
+
+
+def write_task2(path: Path, frame: pd.DataFrame) -> None:
+    """Write Task 2 predictions (CSV or Parquet by suffix)."""
+    cols = ["config_id", *LATTICE_COLUMNS, "spacegroup"]
+    if Path(path).suffix.lower() == ".csv":
+        frame[cols].to_csv(path, index=False)
+    else:
+        frame[cols].to_parquet(path, index=False)

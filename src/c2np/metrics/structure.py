@@ -1,0 +1,105 @@
+"""Task 1 metrics: a predicted particle against its reference (definitions: docs/metrics.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import ConvexHull, cKDTree
+from scipy.spatial import QhullError
+
+from c2np.metrics.alignment import align
+
+#: RDF: pair distances up to R_MAX (Angstrom) in bins of width DR.
+RDF_R_MAX = 6.0
+RDF_DR = 0.05
+#: Coordination cutoff (Angstrom) for the local-environment variance.
+CN_CUTOFF = 3.0
+
+
+@dataclass(frozen=True)
+class ParticleFeatures:
+    """Alignment-independent descriptors of one particle, computed once per particle."""
+
+    n_atoms: int
+    hull_volume: float
+    rdf: np.ndarray
+    cn_variance: float
+
+
+def hull_volume(positions: np.ndarray) -> float:
+    """Convex-hull volume (A^3); 0 for fewer than 4 or coplanar points."""
+    if len(positions) < 4:
+        return 0.0
+    try:
+        return float(ConvexHull(positions).volume)
+    except QhullError:
+        return 0.0
+
+
+def rdf(positions: np.ndarray, r_max: float = RDF_R_MAX, dr: float = RDF_DR) -> np.ndarray:
+    """g(r) per bin: 2 n_k / (N 4 pi r_k^2 dr), all species together (A^-3)."""
+    edges = np.arange(0.0, r_max + dr / 2, dr)
+    n = len(positions)
+    if n < 2:
+        return np.zeros(len(edges) - 1)
+    pairs = cKDTree(positions).query_pairs(r_max, output_type="ndarray")
+    d = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
+    counts, _ = np.histogram(d, bins=edges)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    return 2.0 * counts / (n * 4.0 * np.pi * centres ** 2 * dr)
+
+
+def coordination_variance(positions: np.ndarray, cutoff: float = CN_CUTOFF) -> float:
+    """Variance over atoms of the number of neighbours within ``cutoff``."""
+    if len(positions) == 0:
+        return 0.0
+    cn = cKDTree(positions).query_ball_point(positions, cutoff, return_length=True) - 1
+    return float(np.var(cn))
+
+
+def features(positions: np.ndarray) -> ParticleFeatures:
+    """Descriptors of a particle used by :func:`task1_metrics`."""
+    positions = np.asarray(positions, float)
+    return ParticleFeatures(len(positions), hull_volume(positions), rdf(positions),
+                            coordination_variance(positions))
+
+
+def rdf_error(g_pred: np.ndarray, g_ref: np.ndarray) -> float:
+    """Relative L1 distance sum|g_p - g_r| / sum g_r (0 = identical)."""
+    total = float(np.sum(g_ref))
+    diff = float(np.sum(np.abs(g_pred - g_ref)))
+    return diff / total if total > 0 else diff
+
+
+def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
+    """Symmetric Hausdorff distance between two point sets (A), species ignored."""
+    if len(a) == 0 or len(b) == 0:
+        return float("inf")
+    return float(max(cKDTree(b).query(a)[0].max(), cKDTree(a).query(b)[0].max()))
+
+
+def task1_metrics(pred_pos: np.ndarray, pred_z: np.ndarray, ref_pos: np.ndarray, ref_z: np.ndarray,
+                  ref_features: ParticleFeatures | None = None) -> dict[str, float]:
+    """All Task 1 metrics for one predicted particle (see docs/metrics.md)."""
+    pred_pos, ref_pos = np.asarray(pred_pos, float), np.asarray(ref_pos, float)
+    ref_f = features(ref_pos) if ref_features is None else ref_features
+    pred_f = features(pred_pos)
+    out = {"atom_count_error": abs(len(pred_pos) - len(ref_pos)) / max(len(ref_pos), 1),
+           "volume_ratio": pred_f.hull_volume / ref_f.hull_volume if ref_f.hull_volume > 0 else float("nan"),
+           "hull_volume_error": (abs(pred_f.hull_volume - ref_f.hull_volume) / ref_f.hull_volume
+                                 if ref_f.hull_volume > 0 else float("nan")),
+           "rdf_error": rdf_error(pred_f.rdf, ref_f.rdf),
+           "volume_ratio_error": (abs(pred_f.hull_volume / ref_f.hull_volume - 1.0)
+                                  if ref_f.hull_volume > 0 else float("nan")),
+           "lev_pred": pred_f.cn_variance, "lev_ref": ref_f.cn_variance,
+           "lev_error": abs(pred_f.cn_variance - ref_f.cn_variance)}
+    if len(pred_pos) == 0:
+        out.update(rmsd=float("inf"), hausdorff=float("inf"), matched_fraction=0.0, assignment_exact=True)
+        return out
+    al = align(pred_pos, pred_z, ref_pos, ref_z)
+    out["rmsd"] = al.rmsd
+    out["hausdorff"] = hausdorff(al.apply(pred_pos), ref_pos)
+    out["matched_fraction"] = len(al.ref_index) / max(len(ref_pos), 1)
+    out["assignment_exact"] = bool(al.exact)
+    return out

@@ -1,0 +1,1 @@
+"""Results tables: raw metrics and the paper's Table 5 normalisation."""

@@ -1,0 +1,1 @@
+"""Task definitions (which samples, which targets) and framework views of them."""

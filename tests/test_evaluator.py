@@ -1,0 +1,174 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from ase.io import write
+
+import c2np
+from c2np.evaluation.evaluator import Evaluator, load_result
+from c2np.evaluation.predictions import PredictionError, write_task1, write_task2
+from c2np.errors import C2NPError
+
+
+@pytest.fixture(scope="module")
+def ds(small_store):
+    return c2np.open_dataset(small_store)
+
+
+@pytest.fixture(scope="module")
+def perfect_t2(ds):
+    return Evaluator(2, "ood", ds).targets()
+
+
+def test_task2_perfect_file_scores_perfect(ds, perfect_t2, tmp_path):
+    path = tmp_path / "p.csv"
+    write_task2(path, perfect_t2)
+    res = Evaluator(2, "ood", ds).evaluate(path, model="oracle", seed=0)
+    assert res["metrics"]["joint_accuracy"] == 1.0 and res["metrics"]["lattice_rmse"] == 0.0
+    assert set(res["per_radius"]) == {"6", "30"}
+    assert res["store_fingerprint"] == ds.manifest["fingerprint"]
+    assert res["tolerances"] == {"length_rtol": 0.02, "angle_atol_deg": 1.0}
+    assert res["n_samples"] == 3 * 2 * 164
+    Evaluator.save(res, tmp_path / "r.json")
+    assert load_result(tmp_path / "r.json")["model"] == "oracle"
+
+
+def test_task2_targets_are_conventional_cells(perfect_t2):
+    kmg = perfect_t2[perfect_t2["material"] == "KMgH3"].iloc[0]
+    assert kmg["spacegroup"] == 221 and kmg["a"] == pytest.approx(kmg["c"])
+    lial = perfect_t2[perfect_t2["material"] == "LiAlH3"].iloc[0]
+    assert lial["spacegroup"] == 167 and lial["gamma"] == pytest.approx(120.0)  # hexagonal setting
+
+
+def test_task2_known_error(ds, perfect_t2):
+    pred = perfect_t2.copy()
+    pred["a"] *= 1.01
+    res = Evaluator(2, "ood", ds).evaluate(pred)
+    expected = np.sqrt(np.mean((0.01 * perfect_t2["a"]) ** 2) / 6)
+    assert res["metrics"]["lattice_rmse"] == pytest.approx(expected)
+    assert res["metrics"]["joint_accuracy"] == 1.0
+    pred["spacegroup"] = 1
+    assert Evaluator(2, "ood", ds).evaluate(pred)["metrics"]["joint_accuracy"] == 0.0
+
+
+def _t1_predictions(ds, split):
+    t = Evaluator(1, split, ds).targets()
+    return {int(r.config_id): ds.canonical(r.material, int(r.radius)) for r in t.itertuples()}
+
+
+def test_task1_perfect_parquet_and_extxyz(ds, tmp_path):
+    preds = _t1_predictions(ds, "id")
+    write_task1(tmp_path / "p.parquet", preds)
+    frames = []
+    for cid, atoms in preds.items():
+        a = atoms.copy()
+        a.info = {"config_id": cid}
+        frames.append(a)
+    write(tmp_path / "p.extxyz", frames, format="extxyz")
+    for path in (tmp_path / "p.parquet", tmp_path / "p.extxyz"):
+        res = Evaluator(1, "id", ds).evaluate(path)
+        m = res["metrics"]
+        assert res["n_samples"] == 3
+        assert m["rmsd"] < 1e-8 and m["hausdorff"] < 1e-8 and m["rdf_error"] == 0
+        assert m["volume_ratio"] == pytest.approx(1.0)
+
+
+def test_task1_rotated_prediction_is_still_perfect(ds):
+    from scipy.spatial.transform import Rotation
+
+    preds = _t1_predictions(ds, "id")
+    rot = Rotation.from_euler("xyz", [30, 40, 50], degrees=True).as_matrix()
+    for a in preds.values():
+        a.positions = a.positions @ rot.T + 5.0
+    res = Evaluator(1, "id", ds).evaluate(preds)
+    assert res["metrics"]["rmsd"] < 1e-8
+
+
+@pytest.mark.parametrize("mutate,match", [
+    (lambda f: f.iloc[1:], "missing config_id"),
+    (lambda f: pd.concat([f, f.iloc[:2]]), "duplicate config_id"),
+    (lambda f: f.assign(b=f["b"].where(f.index != 3, np.nan)), "NaN"),
+    (lambda f: f.assign(a=-f["a"]), "negative"),
+    (lambda f: f.assign(beta=200.0), "angles"),
+    (lambda f: f.assign(spacegroup=231), "1-230"),
+    (lambda f: f.drop(columns=["gamma"]), "missing column"),
+    (lambda f: f.assign(config_id=f["config_id"] + 10**7), "not in this split"),
+])
+def test_bad_task2_predictions(ds, perfect_t2, tmp_path, mutate, match):
+    path = tmp_path / "bad.csv"
+    mutate(perfect_t2.copy()).to_csv(path, index=False)
+    with pytest.raises(PredictionError, match=match):
+        Evaluator(2, "ood", ds).evaluate(path)
+
+
+def test_bad_task1_predictions(ds, tmp_path):
+    preds = _t1_predictions(ds, "id")
+    path = tmp_path / "p.parquet"
+    write_task1(path, preds)
+    frame = pd.read_parquet(path)
+    frame.loc[0, "Z"] = 150
+    frame.to_parquet(tmp_path / "z.parquet")
+    with pytest.raises(PredictionError, match="unknown atomic numbers"):
+        Evaluator(1, "id", ds).evaluate(tmp_path / "z.parquet")
+    sym = frame.drop(columns=["Z"]).assign(symbol="Xq")
+    sym.to_parquet(tmp_path / "s.parquet")
+    with pytest.raises(PredictionError, match="unknown element symbols"):
+        Evaluator(1, "id", ds).evaluate(tmp_path / "s.parquet")
+    nan = pd.read_parquet(path)
+    nan.loc[5, "x"] = np.nan
+    nan.to_parquet(tmp_path / "n.parquet")
+    with pytest.raises(PredictionError, match="NaN"):
+        Evaluator(1, "id", ds).evaluate(tmp_path / "n.parquet")
+    (tmp_path / "p.json").write_text("{}")
+    with pytest.raises(PredictionError, match="unsupported file type"):
+        Evaluator(1, "id", ds).evaluate(tmp_path / "p.json")
+    write(tmp_path / "noid.extxyz", list(preds.values()), format="extxyz")
+    with pytest.raises(PredictionError, match="no config_id"):
+        Evaluator(1, "id", ds).evaluate(tmp_path / "noid.extxyz")
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(PredictionError, match="cannot read"):
+        Evaluator(1, "id", ds).evaluate(tmp_path / "broken.parquet")
+
+
+def test_evaluator_rejects_bad_arguments(ds):
+    with pytest.raises(C2NPError):
+        Evaluator(3, "id", ds)
+    with pytest.raises(C2NPError):
+        Evaluator(1, "test", ds)
+
+
+def test_cli_evaluate_and_report(small_store, perfect_t2, tmp_path):
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+
+    runner = CliRunner()
+    results = []
+    for model, scale in (("good", 1.0), ("bad", 1.05), ("worse", 1.2)):
+        for seed in (0, 1):
+            pred = perfect_t2.copy()
+            pred["a"] *= scale + 0.001 * seed
+            path = tmp_path / f"{model}{seed}.csv"
+            pred.to_csv(path, index=False)
+            out = tmp_path / f"{model}{seed}.json"
+            res = runner.invoke(app, ["evaluate", "--task", "2", "--split", "ood", "--predictions", str(path),
+                                      "--store", str(small_store), "--out", str(out), "--model", model,
+                                      "--seed", str(seed), "-q"])
+            assert res.exit_code == 0, res.output
+            results.append(str(out))
+    res = runner.invoke(app, ["report", *results, "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| **" not in md.split("Table 5")[0].splitlines()[0]
+    raw = pd.read_csv(tmp_path / "rep" / "raw.csv").set_index("model")
+    assert raw.loc["good", "lattice_rmse_mean"] < raw.loc["bad", "lattice_rmse_mean"] < raw.loc["worse", "lattice_rmse_mean"]
+    norm = pd.read_csv(tmp_path / "rep" / "normalised.csv").set_index("model")
+    assert norm.loc["good", "lattice_rmse_mean"] > 0.5 > norm.loc["worse", "lattice_rmse_mean"]
+    assert norm.loc["good", "joint_accuracy_mean"] == pytest.approx(0.5 + 0.5 * (1 - 0.5), abs=0.5)
+    assert "\\textbf" in (tmp_path / "rep" / "report.tex").read_text()
+    bad = tmp_path / "bad.csv"
+    perfect_t2.iloc[5:].to_csv(bad, index=False)
+    res = runner.invoke(app, ["evaluate", "--task", "2", "--split", "ood", "--predictions", str(bad),
+                              "--store", str(small_store)])
+    assert res.exit_code == 2 and "missing config_id" in res.output

@@ -1,0 +1,39 @@
+import numpy as np
+import pytest
+
+from c2np.reporting.normalise import robust_scores
+from c2np.reporting.tables import render, runs_frame, summary_tables
+
+
+def test_robust_scores_follow_direction_and_median():
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    low = robust_scores(x, lower_is_better=True)
+    high = robust_scores(x, lower_is_better=False)
+    assert low[2] == pytest.approx(0.5) and high[2] == pytest.approx(0.5)
+    assert np.all(np.diff(low) < 0) and np.all(np.diff(high) > 0)
+    # z = (1 - 3) / MAD(=1) = -2, flipped to +2 for a lower-is-better metric.
+    assert low[0] == pytest.approx(1 / (1 + np.exp(-2)))
+    assert np.all(robust_scores(np.array([0.0, 0.0, 0.0]), False) == 0.5)  # MAD = 0
+
+
+def _result(model, seed, rmse, joint):
+    return {"task": 2, "split": "id", "model": model, "seed": seed,
+            "metrics": {"lattice_rmse": rmse, "spacegroup_accuracy": joint, "joint_accuracy": joint},
+            "time_per_epoch": 10.0 + seed}
+
+
+def test_tables_bold_best_and_underline_second():
+    results = [_result(m, s, rmse + 0.01 * s, j) for m, rmse, j in
+               (("A", 0.1, 0.9), ("B", 0.5, 0.5), ("C", 2.0, 0.1)) for s in range(3)]
+    (raw, norm), = summary_tables(runs_frame(results)).values()
+    assert raw.loc["A", ("lattice_rmse", "mean")] == pytest.approx(0.11)
+    assert raw.loc["A", ("lattice_rmse", "std")] == pytest.approx(0.01)
+    assert norm.loc["A", ("lattice_rmse", "mean")] > 0.5 > norm.loc["C", ("lattice_rmse", "mean")]
+    assert norm.loc["B", ("time_per_epoch", "mean")] == pytest.approx(11.0)  # time stays raw
+    md = render(raw, "md", normalised=False)
+    row_a = next(line for line in md.splitlines() if line.startswith("| A "))
+    row_b = next(line for line in md.splitlines() if line.startswith("| B "))
+    assert row_a.count("**") == 2 * 4  # best in every column (equal times: the first listed)
+    assert "<u>" in row_b
+    tex = render(norm, "latex", normalised=True)
+    assert r"\textbf" in tex and r"\underline" in tex and r"\begin{tabular}" in tex
