@@ -288,6 +288,33 @@ def report(
     console.print(f"\nwritten to {out}/report.md, report.tex, raw.csv, normalised.csv")
 
 
+@app.command()
+def baseline(
+    model: Annotated[str, typer.Option(help="analytic (geometry, the ceiling), template (memorisation) or mean.")],
+    task: Annotated[int, typer.Option(help="1 or 2.")],
+    split: Annotated[str, typer.Option(help="id or ood.")],
+    store: Annotated[Path, typer.Option(help="The dataset store.")] = DEFAULT_STORE,
+    sample: Annotated[Optional[int], typer.Option(help=(
+        "Task 2: score k random configurations per (material, R) instead of all; recorded in the result."))] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Result JSON (default results/{model}-task{T}-{split}.json).")]
+        = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Processes.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run a reference solver through the evaluation harness and write its result JSON."""
+    from c2np.evaluation.evaluator import Evaluator
+    from c2np.solvers.runner import run_baseline
+
+    try:
+        result = run_baseline(model, task, split, store, sample, jobs or os.cpu_count() or 1, not quiet)
+    except C2NPError as exc:
+        _fail(exc)
+    out = out or Path("results") / f"{model}-task{task}-{split}.json"
+    Evaluator.save(result, out)
+    console.print(f"{model} task {task} {split}: " + ", ".join(
+        f"{k}={v:.4g}" for k, v in result["metrics"].items()) + f"  -> {out}")
+
+
 @materials_app.command("list")
 def materials_list(cifs: Annotated[Optional[Path], typer.Option(
         help="List a directory of your own CIFs instead of the bundled set.")] = None) -> None:

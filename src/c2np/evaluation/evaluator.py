@@ -49,7 +49,8 @@ class Evaluator:
                               "tolerances, store_fingerprint, c2np_version, model, seed, seconds")
 
     def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
-                 tolerances: Tolerances = Tolerances()):
+                 tolerances: Tolerances = Tolerances(), sample_per_group: int | None = None,
+                 sample_seed: int = 0):
         if task not in (1, 2):
             raise C2NPError(f"task must be 1 or 2, got {task}")
         if split not in ("train", "id", "ood"):
@@ -57,6 +58,14 @@ class Evaluator:
         self.task, self.split, self.tol = task, split, tolerances
         self.ds = store if isinstance(store, Dataset) else open_dataset(store)
         self._targets = (task1_samples(self.ds, split) if task == 1 else task2_targets(self.ds, split))
+        self.sample = None
+        if sample_per_group is not None and task == 2:
+            # A documented random subset: k configurations of every (material, R).
+            groups = self._targets.groupby(["material", "radius"], sort=False)
+            k = min(int(sample_per_group), int(groups.size().min()))
+            self._targets = (groups.sample(n=k, random_state=sample_seed)
+                             .sort_values("config_id").reset_index(drop=True))
+            self.sample = {"per_material_radius": int(sample_per_group), "seed": int(sample_seed)}
 
     def targets(self) -> pd.DataFrame:
         """The samples to predict: config_id, material, radius (+ targets for Task 2)."""
@@ -65,7 +74,7 @@ class Evaluator:
     def _header(self, model: str | None, seed: int | None) -> dict:
         return {"format": RESULT_FORMAT, "task": self.task, "split": self.split,
                 "model": model, "seed": seed, "n_samples": len(self._targets),
-                "store_fingerprint": self.ds.manifest["fingerprint"],
+                "sample": self.sample, "store_fingerprint": self.ds.manifest["fingerprint"],
                 "c2np_version": c2np.__version__}
 
     def evaluate(self, predictions, model: str | None = None, seed: int | None = None,

@@ -1,0 +1,1 @@
+"""Reference solvers: the analytic ceiling, template memorisation and trivial baselines."""

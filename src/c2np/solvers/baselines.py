@@ -1,0 +1,130 @@
+"""Reference predictions for both tasks, written in the harness's prediction formats.
+
+* ``analytic``: Task 1 carves the particle from the given cell and R (the construction
+  itself: the end-to-end check that data, metrics and alignment agree); Task 2 recovers
+  the lattice by geometry (:mod:`c2np.solvers.lattice_recovery`), falling back to the
+  ``mean`` prediction when a particle shows too few translations (counted in the result).
+* ``template``: memorisation. Task 1 returns the training particle of the same material
+  at the nearest training radius, as is (not cropped or rescaled; ties go to the smaller
+  radius). Task 2 finds the training (material, R) whose species-blind g(r) descriptor
+  is nearest (L1) and copies that material's lattice and space group. g(r) is
+  rotation-invariant, so it is computed once per (material, R) and applies to every
+  rotated configuration of it.
+* ``mean``: Task 2 only: the training-set mean of each lattice parameter and the most
+  frequent training space group.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pandas as pd
+from ase import Atoms
+
+from c2np.carve import carve
+from c2np.errors import C2NPError
+from c2np.metrics.structure import rdf
+from c2np.progress import progress_bar
+from c2np.solvers.lattice_recovery import RecoveryError, recover_lattice
+from c2np.store.dataset import Dataset
+from c2np.tasks.targets import LATTICE_COLUMNS, lattice_targets
+
+MODELS = ("analytic", "template", "mean")
+
+
+def _train_radii(ds: Dataset) -> list[int]:
+    cfg = ds.config
+    return [r for r in cfg.radii if cfg.split_of(r) == "train"]
+
+
+def task1_predictions(ds: Dataset, samples: pd.DataFrame, model: str) -> dict[int, Atoms]:
+    """Predicted particles for Task 1 samples (config_id, material, radius)."""
+    if model == "analytic":
+        cfg = ds.config
+        cells = {m: ds.unit_cell(m) for m in samples["material"].unique()}
+        return {int(r.config_id): carve(cells[r.material], int(r.radius), cfg.supercell, cfg.centre,
+                                        cfg.buffer, cfg.boundary_tolerance, r.material)
+                for r in samples.itertuples()}
+    if model == "template":
+        train = np.array(_train_radii(ds))
+        if len(train) == 0:
+            raise C2NPError("the store has no training radii to copy templates from")
+        out = {}
+        for r in samples.itertuples():
+            nearest = int(train[np.argmin(np.abs(train - int(r.radius)))])  # argmin: smaller on ties
+            out[int(r.config_id)] = ds.canonical(r.material, nearest)
+        return out
+    raise C2NPError(f"model {model!r} has no Task 1 predictions; choose analytic or template")
+
+
+def _mean_prediction(ds: Dataset) -> tuple[np.ndarray, int]:
+    lat = lattice_targets(ds).set_index("material")
+    train = ds.split("train").index["material"]
+    per_config = lat.loc[train.to_numpy()]
+    values = per_config[LATTICE_COLUMNS].to_numpy(float).mean(axis=0)
+    sg = int(per_config["spacegroup"].value_counts().sort_index().idxmax())
+    return values, sg
+
+
+def _recover(args):
+    atoms, fallback = args
+    try:
+        r = recover_lattice(atoms)
+        return r.cellpar, r.spacegroup, True
+    except RecoveryError:
+        return fallback[0], fallback[1], False
+
+
+def task2_predictions(ds: Dataset, targets: pd.DataFrame, model: str, jobs: int = 1,
+                      progress: bool = False) -> tuple[pd.DataFrame, dict]:
+    """Predicted lattices for Task 2 configurations; returns (predictions, diagnostics)."""
+    n = len(targets)
+    mean_values, majority = _mean_prediction(ds)
+    info: dict = {}
+    if model == "mean":
+        values, sg = np.tile(mean_values, (n, 1)), np.full(n, majority)
+    elif model == "template":
+        values, sg = _template_task2(ds, targets)
+    elif model == "analytic":
+        by_id = ds.index.set_index("config_id")
+        positions = by_id.index.get_indexer(targets["config_id"])
+        work = ((ds[int(p)], (mean_values, majority)) for p in positions)
+        results = []
+        with progress_bar(n, "recovering lattices", enabled=progress) as advance:
+            if jobs > 1:
+                with ProcessPoolExecutor(max_workers=jobs) as pool:
+                    for res in pool.map(_recover, work, chunksize=16):
+                        results.append(res)
+                        advance()
+            else:
+                for item in work:
+                    results.append(_recover(item))
+                    advance()
+        values = np.array([r[0] for r in results])
+        sg = np.array([r[1] for r in results])
+        solved = np.array([r[2] for r in results])
+        info["analytic_solved_fraction"] = float(solved.mean())
+        info["analytic_unsolved_per_radius"] = {str(int(r)): int((~solved[g]).sum())
+                                                for r, g in targets.groupby("radius").indices.items()}
+    else:
+        raise C2NPError(f"unknown model {model!r}; choose from {', '.join(MODELS)}")
+    frame = pd.DataFrame(values, columns=LATTICE_COLUMNS)
+    frame.insert(0, "config_id", targets["config_id"].to_numpy())
+    frame["spacegroup"] = np.asarray(sg, dtype=np.int64)
+    return frame, info
+
+
+def _template_task2(ds: Dataset, targets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    lat = lattice_targets(ds).set_index("material")
+    train_keys = [(m, r) for m in ds.material_names() for r in _train_radii(ds)]
+    train_desc = np.stack([rdf(ds.canonical(m, r).positions) for m, r in train_keys])
+    keys = targets[["material", "radius"]].drop_duplicates()
+    choice = {}
+    for m, r in keys.itertuples(index=False):
+        d = rdf(ds.canonical(m, int(r)).positions)
+        best = int(np.argmin(np.abs(train_desc - d).sum(axis=1)))
+        choice[(m, int(r))] = train_keys[best][0]
+    copied = [choice[(m, int(r))] for m, r in targets[["material", "radius"]].itertuples(index=False)]
+    rows = lat.loc[copied]
+    return rows[LATTICE_COLUMNS].to_numpy(float), rows["spacegroup"].to_numpy()
