@@ -7,14 +7,19 @@ cell (``spglib.standardize_cell(to_primitive=False, no_idealize=False)``).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-import numpy as np
-import spglib
-import spglib.error
-from ase import Atoms
+# spglib prints C-level diagnostics to stderr for every failed attempt; our callers
+# handle failures themselves.
+os.environ.setdefault("SPGLIB_WARNING", "OFF")
 
-from c2np.errors import InvalidStructureError
+import numpy as np  # noqa: E402
+import spglib  # noqa: E402
+import spglib.error  # noqa: E402
+from ase import Atoms  # noqa: E402
+
+from c2np.errors import InvalidStructureError  # noqa: E402
 
 # Raise instead of returning None (and silence spglib's deprecation warning about it).
 spglib.error.OLD_ERROR_HANDLING = False

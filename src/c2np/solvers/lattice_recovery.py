@@ -33,7 +33,7 @@ import numpy as np
 from ase import Atoms
 from scipy.spatial import cKDTree
 
-from c2np.errors import C2NPError
+from c2np.errors import C2NPError, InvalidStructureError
 from c2np.symmetry import space_group, standardize
 
 
@@ -204,6 +204,9 @@ def recover_lattice(atoms: Atoms, tolerance: float = 0.5, min_match: float = 0.9
     frac, z, scatter, _ = _fold(pos[near], numbers[near], basis, origin, tolerance)
     cell = Atoms(numbers=z, cell=basis, scaled_positions=frac, pbc=True)
     symprec = max(symprec_floor, min(4.0 * scatter, 0.25))
-    std = standardize(cell, symprec)
-    return Recovered(np.asarray(std.cell.cellpar()), space_group(cell, symprec).number,
-                     len(translations), len(cell), symprec)
+    try:
+        std = standardize(cell, symprec)
+        number = space_group(cell, symprec).number
+    except InvalidStructureError as exc:
+        raise RecoveryError(f"spglib could not analyse the recovered cell: {exc}") from exc
+    return Recovered(np.asarray(std.cell.cellpar()), number, len(translations), len(cell), symprec)
