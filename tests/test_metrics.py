@@ -62,8 +62,10 @@ def test_missing_atoms_are_scored_by_a_rule(particles):
     m = task1_metrics(p.positions[keep], p.numbers[keep], p.positions, p.numbers)
     assert m["atom_count_error"] == pytest.approx(10 / len(p))
     assert m["matched_fraction"] == pytest.approx(keep.mean())
-    assert m["rmsd"] < 1e-8  # the matched atoms sit exactly on their references
-    assert m["hausdorff"] > 0.5  # the missing atoms are seen by the Hausdorff distance
+    # Matched atoms sit exactly on their references; the 10 missing ones count at the
+    # distance to the nearest predicted atom, so RMSD sees them too.
+    assert 0.1 < m["rmsd"] < 1.0
+    assert m["hausdorff"] > 0.5
 
 
 def test_species_are_respected(particles):

@@ -98,8 +98,24 @@ def task1_metrics(pred_pos: np.ndarray, pred_z: np.ndarray, ref_pos: np.ndarray,
         out.update(rmsd=float("inf"), hausdorff=float("inf"), matched_fraction=0.0, assignment_exact=True)
         return out
     al = align(pred_pos, pred_z, ref_pos, ref_z)
-    out["rmsd"] = al.rmsd
-    out["hausdorff"] = hausdorff(al.apply(pred_pos), ref_pos)
+    moved = al.apply(pred_pos)
+    out["rmsd"] = _rmsd_all_atoms(moved, ref_pos, al.pred_index, al.ref_index)
+    out["hausdorff"] = hausdorff(moved, ref_pos)
     out["matched_fraction"] = len(al.ref_index) / max(len(ref_pos), 1)
     out["assignment_exact"] = bool(al.exact)
     return out
+
+
+def _rmsd_all_atoms(moved: np.ndarray, ref: np.ndarray, ip: np.ndarray, iq: np.ndarray) -> float:
+    """RMSD over every atom of both particles: matched pairs by their pair distance,
+    unmatched atoms (surplus of a species, or a species absent from the other side) by
+    the distance to the nearest atom of the other particle. Equal counts and species:
+    the plain RMSD of the optimal assignment."""
+    sq = list(np.sum((moved[ip] - ref[iq]) ** 2, axis=1))
+    extra_p = np.setdiff1d(np.arange(len(moved)), ip)
+    extra_q = np.setdiff1d(np.arange(len(ref)), iq)
+    if len(extra_p):
+        sq.extend(cKDTree(ref).query(moved[extra_p])[0] ** 2)
+    if len(extra_q):
+        sq.extend(cKDTree(moved).query(ref[extra_q])[0] ** 2)
+    return float(np.sqrt(np.mean(sq)))
