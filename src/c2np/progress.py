@@ -21,3 +21,22 @@ def progress_bar(total: int, description: str, enabled: bool = True
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def map_with_progress(fn: Callable, items, total: int, description: str, jobs: int = 1,
+                      enabled: bool = True, chunksize: int = 8) -> list:
+    """``[fn(x) for x in items]`` in order, in ``jobs`` processes when > 1, with a bar."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    out = []
+    with progress_bar(total, description, enabled=enabled) as advance:
+        if jobs > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                for res in pool.map(fn, items, chunksize=chunksize):
+                    out.append(res)
+                    advance()
+        else:
+            for item in items:
+                out.append(fn(item))
+                advance()
+    return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from c2np.evaluation import predictions as P
 from c2np.metrics import METRICS
 from c2np.metrics.lattice import Tolerances, task2_metrics
 from c2np.metrics.structure import features, task1_metrics
-from c2np.progress import progress_bar
+from c2np.progress import map_with_progress
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
@@ -111,17 +110,7 @@ class Evaluator:
             ref = self.ds.canonical(row.material, int(row.radius))
             z, pos = preds[int(row.config_id)]
             work.append((int(row.config_id), z, pos, ref.numbers, ref.positions))
-        rows = []
-        with progress_bar(len(work), "scoring task 1", enabled=progress) as advance:
-            if jobs > 1:
-                with ProcessPoolExecutor(max_workers=jobs) as pool:
-                    for res in pool.map(_score_task1, work, chunksize=4):
-                        rows.append(res)
-                        advance()
-            else:
-                for item in work:
-                    rows.append(_score_task1(item))
-                    advance()
+        rows = map_with_progress(_score_task1, work, len(work), "scoring task 1", jobs, progress, 4)
         scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
         return {"metrics": _mean(scores), "per_radius": per_radius,

@@ -11,6 +11,7 @@ models, and a score of 1.0 can still be a bad model among worse ones.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import expit
 
 
 def robust_scores(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
@@ -25,5 +26,5 @@ def robust_scores(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
     z = np.zeros(finite.sum()) if mad == 0 else (x[finite] - med) / mad
     if lower_is_better:
         z = -z
-    out[finite] = 1.0 / (1.0 + np.exp(-z))
+    out[finite] = expit(z)  # 1 / (1 + e^-z) without overflow
     return out

@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
-
 import numpy as np
 import pandas as pd
 from ase import Atoms
@@ -25,7 +23,7 @@ from ase import Atoms
 from c2np.carve import carve
 from c2np.errors import C2NPError
 from c2np.metrics.structure import rdf
-from c2np.progress import progress_bar
+from c2np.progress import map_with_progress
 from c2np.solvers.lattice_recovery import RecoveryError, recover_lattice
 from c2np.store.dataset import Dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, lattice_targets
@@ -90,17 +88,7 @@ def task2_predictions(ds: Dataset, targets: pd.DataFrame, model: str, jobs: int 
         by_id = ds.index.set_index("config_id")
         positions = by_id.index.get_indexer(targets["config_id"])
         work = ((ds[int(p)], (mean_values, majority)) for p in positions)
-        results = []
-        with progress_bar(n, "recovering lattices", enabled=progress) as advance:
-            if jobs > 1:
-                with ProcessPoolExecutor(max_workers=jobs) as pool:
-                    for res in pool.map(_recover, work, chunksize=16):
-                        results.append(res)
-                        advance()
-            else:
-                for item in work:
-                    results.append(_recover(item))
-                    advance()
+        results = map_with_progress(_recover, work, n, "recovering lattices", jobs, progress, 16)
         values = np.array([r[0] for r in results])
         sg = np.array([r[1] for r in results])
         solved = np.array([r[2] for r in results])

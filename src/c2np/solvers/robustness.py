@@ -8,7 +8,6 @@ the lattice needs more than geometry.
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 from ase import Atoms
 
 from c2np.metrics.lattice import Tolerances
-from c2np.progress import progress_bar
+from c2np.progress import map_with_progress
 from c2np.solvers.lattice_recovery import RecoveryError, recover_lattice
 from c2np.store.dataset import Dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, lattice_targets
@@ -57,12 +56,7 @@ def sweep(ds: Dataset, splits: tuple[str, ...] = ("id", "ood"), per_group: int =
             atoms = ds[int(by_pos.get_loc(row.config_id))]
             work.append((atoms, sigma, vacancy, int(row.config_id)))
             meta.append((sigma, vacancy, row.material, int(row.radius)))
-    with progress_bar(len(work), "noise sweep", enabled=progress) as advance, \
-            ProcessPoolExecutor(max_workers=max(jobs, 1)) as pool:
-        results = []
-        for res in pool.map(_solve, work, chunksize=8):
-            results.append(res)
-            advance()
+    results = map_with_progress(_solve, work, len(work), "noise sweep", jobs, progress, 8)
     frame = pd.DataFrame(meta, columns=["sigma", "vacancy", "material", "radius"])
     pred = np.array([r[0] for r in results])
     ref = targets.loc[frame["material"], LATTICE_COLUMNS].to_numpy(float)
