@@ -55,8 +55,10 @@ def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFra
 
 
 def _ranks(means: pd.Series, higher_better: bool) -> dict[str, int]:
-    order = means.sort_values(ascending=not higher_better).dropna()
-    return {model: i for i, model in enumerate(order.index)}
+    """Dense ranks: equal means share a rank, so ties are all bold (or all underlined)."""
+    values = means.dropna()
+    distinct = sorted(values.unique(), reverse=higher_better)
+    return {model: distinct.index(v) for model, v in values.items()}
 
 
 def render(table: pd.DataFrame, fmt: str, normalised: bool) -> str:
