@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import c2np
@@ -20,7 +19,7 @@ from c2np.errors import C2NPError
 from c2np.evaluation import predictions as P
 from c2np.metrics import METRICS
 from c2np.metrics.lattice import Tolerances, task2_metrics
-from c2np.metrics.structure import features, task1_metrics
+from c2np.metrics.structure import task1_metrics
 from c2np.progress import map_with_progress
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
