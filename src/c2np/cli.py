@@ -41,6 +41,9 @@ RadiiOpt = Annotated[Optional[str], typer.Option(
 SplitOpt = Annotated[Optional[str], typer.Option(
     "--split", "-s", help="Comma-separated splits: train, id, ood (default: all).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
+TaskOpt = Annotated[int, typer.Option(help="1: unit cell + R -> particle; 2: particle -> lattice + space group.")]
+EvalSplitOpt = Annotated[str, typer.Option(help="id or ood (train also accepted).")]
+StoreOpt = Annotated[Path, typer.Option(help="The dataset store.")]
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -207,12 +210,12 @@ def export_extxyz_cmd(store: StoreArg, out: Annotated[Path, typer.Argument(help=
 
 @app.command()
 def evaluate(
-    task: Annotated[int, typer.Option(help="1: unit cell + R -> particle; 2: particle -> lattice + space group.")],
-    split: Annotated[str, typer.Option(help="id or ood (train also accepted).")],
+    task: TaskOpt,
+    split: EvalSplitOpt,
     predictions: Annotated[Path, typer.Option(help=(
         "Task 1: .parquet (config_id, Z|symbol, x, y, z) or .extxyz with config_id=<int>; "
         "Task 2: .csv/.parquet (config_id, a, b, c, alpha, beta, gamma, spacegroup)."))],
-    store: Annotated[Path, typer.Option(help="The dataset store.")] = DEFAULT_STORE,
+    store: StoreOpt = DEFAULT_STORE,
     out: Annotated[Optional[Path], typer.Option(help="Write the result JSON here.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Model name recorded in the result.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed recorded in the result.")] = None,
@@ -253,10 +256,10 @@ def evaluate(
 
 @app.command()
 def targets(
-    task: Annotated[int, typer.Option(help="1 or 2.")],
-    split: Annotated[str, typer.Option(help="id, ood or train.")],
+    task: TaskOpt,
+    split: EvalSplitOpt,
     out: Annotated[Path, typer.Option(help="CSV file to write.")],
-    store: Annotated[Path, typer.Option(help="The dataset store.")] = DEFAULT_STORE,
+    store: StoreOpt = DEFAULT_STORE,
 ) -> None:
     """Write the list of samples to predict (config_id, material, radius) as CSV."""
     from c2np.evaluation.evaluator import Evaluator
@@ -291,9 +294,9 @@ def report(
 @app.command()
 def baseline(
     model: Annotated[str, typer.Option(help="analytic (geometry, the ceiling), template (memorisation) or mean.")],
-    task: Annotated[int, typer.Option(help="1 or 2.")],
-    split: Annotated[str, typer.Option(help="id or ood.")],
-    store: Annotated[Path, typer.Option(help="The dataset store.")] = DEFAULT_STORE,
+    task: TaskOpt,
+    split: EvalSplitOpt,
+    store: StoreOpt = DEFAULT_STORE,
     sample: Annotated[Optional[int], typer.Option(help=(
         "Task 2: score k random configurations per (material, R) instead of all; recorded in the result."))] = None,
     out: Annotated[Optional[Path], typer.Option(help="Result JSON (default results/{model}-task{T}-{split}.json).")]
@@ -357,7 +360,7 @@ def run(
 
 @app.command()
 def sweep(
-    store: Annotated[Path, typer.Option(help="The dataset store.")] = DEFAULT_STORE,
+    store: StoreOpt = DEFAULT_STORE,
     out: Annotated[Path, typer.Option(help="Directory for noise_sweep.csv and noise_sweep.png.")] = Path("results"),
     per_group: Annotated[int, typer.Option(help="Configurations per (material, R).")] = 2,
     materials: MaterialsOpt = None,

@@ -155,6 +155,7 @@ class _SpeciesTrees:
     """KD-trees of the reference, one per species, built once per alignment."""
 
     def __init__(self, q: np.ndarray, zq: np.ndarray):
+        self.points = q
         self.index = {int(z): np.flatnonzero(zq == z) for z in np.unique(zq)}
         self.trees = {z: cKDTree(q[idx]) for z, idx in self.index.items()}
 
@@ -180,24 +181,13 @@ def _coarse(p, zp, trees, r0, t0, iters=30):
         rows, cols, _ = trees.nearest(p @ r.T + t, zp)
         if len(rows) == 0:
             break
-        r_new, t_new = kabsch(p[rows], trees_points(trees)[cols])
+        r_new, t_new = kabsch(p[rows], trees.points[cols])
         done = np.abs(r_new - r).max() < 1e-10 and np.abs(t_new - t).max() < 1e-10
         r, t = r_new, t_new
         if done:
             break
     rows, cols, d2 = trees.nearest(p @ r.T + t, zp)
     return r, t, float(d2.mean()) if len(d2) else np.inf
-
-
-def trees_points(trees: _SpeciesTrees) -> np.ndarray:
-    """All reference points in original order (cached on the object)."""
-    if not hasattr(trees, "_points"):
-        n = sum(len(i) for i in trees.index.values())
-        pts = np.empty((n, 3))
-        for z, idx in trees.index.items():
-            pts[idx] = trees.trees[z].data
-        trees._points = pts
-    return trees._points
 
 
 def _refine(p, zp, q, zq, r, t, dense_limit):
