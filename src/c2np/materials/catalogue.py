@@ -32,10 +32,15 @@ class Material:
     cell: Atoms
     source: str
     method: str
+    #: Further ``materials.csv`` columns known for bundled cells (A, B, prototype, energy).
+    extra: tuple[tuple[str, str], ...] = ()
 
     def copy_cell(self) -> Atoms:
         """A copy of the unit cell that callers may modify."""
         return self.cell.copy()
+
+
+_EXTRA_COLUMNS = ("A", "B", "prototype", "energy_per_atom_eV")
 
 
 def bundled_dir() -> Path:
@@ -65,13 +70,14 @@ def load_materials(cif_dir: Path | None = None, names: list[str] | None = None) 
     if cif_dir is None:
         root = bundled_dir()
         table = pd.read_csv(root / "materials.csv", keep_default_na=False)
-        entries = [(r["name"], root / "cifs" / f"{r['name']}.cif", r["source"], r["method"])
+        entries = [(r["name"], root / "cifs" / f"{r['name']}.cif", r["source"], r["method"],
+                    tuple((k, str(r[k])) for k in _EXTRA_COLUMNS))
                    for r in table.to_dict("records")]
     else:
         cif_dir = Path(cif_dir)
         if not cif_dir.is_dir():
             raise InvalidStructureError(f"{cif_dir}: not a directory of CIF files")
-        entries = [(p.stem, p, f"user file {p.name}", "user-supplied CIF")
+        entries = [(p.stem, p, f"user file {p.name}", "user-supplied CIF", ())
                    for p in sorted(cif_dir.glob("*.cif"))]
         if not entries:
             raise InvalidStructureError(f"{cif_dir}: contains no *.cif files")
@@ -82,5 +88,6 @@ def load_materials(cif_dir: Path | None = None, names: list[str] | None = None) 
             raise UnknownMaterialError(
                 f"unknown material(s) {', '.join(missing)}; known: {', '.join(sorted(known))}")
         entries = [e for e in entries if e[0] in set(names)]
-    out = [Material(check_material_name(n), read_cif(p), src, meth) for n, p, src, meth in entries]
+    out = [Material(check_material_name(n), read_cif(p), src, meth, extra)
+           for n, p, src, meth, extra in entries]
     return sorted(out, key=lambda m: m.name)

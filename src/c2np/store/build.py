@@ -202,7 +202,7 @@ def _write_materials(store: Path, materials: list[Material]) -> None:
     for m in materials:
         layout.atomic_write(store / layout.CIFS / f"{m.name}.cif",
                             lambda tmp, cell=m.cell: write(tmp, cell, format="cif"))
-        rows.append(describe(m.name, m.cell, source=m.source, method=m.method))
+        rows.append(describe(m.name, m.cell, source=m.source, method=m.method, **dict(m.extra)))
     frame = pd.DataFrame(rows)
     layout.atomic_write(store / layout.MATERIALS,
                         lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))

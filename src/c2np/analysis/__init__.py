@@ -1,0 +1,1 @@
+"""Dataset analysis: statistics, figures and the interactive viewer (docs/dataset.md)."""
