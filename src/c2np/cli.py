@@ -223,6 +223,12 @@ def evaluate(
     length_rtol: Annotated[float, typer.Option(help="Task 2 joint accuracy: relative length tolerance.")] = 0.02,
     angle_atol: Annotated[float, typer.Option(help="Task 2 joint accuracy: angle tolerance (degrees).")] = 1.0,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Processes for Task 1 scoring.")] = 0,
+    sample: Annotated[Optional[int], typer.Option(help=(
+        "Score a seeded random subset (as `c2np predict --sample`): Task 1, k materials per "
+        "radius; Task 2, k configurations per (material, R). Recorded in the result."))] = None,
+    run_info: Annotated[Optional[Path], typer.Option(
+        help="run.json of a `c2np train` run: its time per epoch, epochs, device and config "
+             "are copied into the result.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a prediction file with the official metrics (docs/metrics.md) and print/write the result.
@@ -236,9 +242,16 @@ def evaluate(
     from c2np.metrics.lattice import Tolerances
 
     try:
-        ev = Evaluator(task, split, store, Tolerances(length_rtol, angle_atol))
+        extra = None
+        if run_info is not None:
+            from c2np.training.results import run_extra
+
+            extra = run_extra(run_info)
+            model = model or extra["model_run"]["model"]
+            seed = extra["model_run"]["seed"] if seed is None else seed
+        ev = Evaluator(task, split, store, Tolerances(length_rtol, angle_atol), sample_per_group=sample)
         result = ev.evaluate(predictions, model=model, seed=seed, jobs=jobs or os.cpu_count() or 1,
-                             progress=not quiet)
+                             progress=not quiet, extra=extra)
     except C2NPError as exc:
         _fail(exc)
     if out is not None:
@@ -299,7 +312,8 @@ def baseline(
     split: EvalSplitOpt,
     store: StoreOpt = DEFAULT_STORE,
     sample: Annotated[Optional[int], typer.Option(help=(
-        "Task 2: score k random configurations per (material, R) instead of all; recorded in the result."))] = None,
+        "Score a seeded random subset, recorded in the result: Task 1, k materials per radius; "
+        "Task 2, k configurations per (material, R)."))] = None,
     out: Annotated[Optional[Path], typer.Option(help="Result JSON (default results/{model}-task{T}-{split}.json).")]
         = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Processes.")] = 0,
@@ -554,6 +568,85 @@ def view(
         _fail(exc)
     path = write_page(html, out or Path(f"{material}_R{radius}_rot{rotation}.html"))
     console.print(f"wrote {path} ({_size(path.stat().st_size)})")
+
+
+ModelOpt = Annotated[str, typer.Option(help="cdvae or symat.")]
+
+
+def _torch_missing() -> None:
+    try:
+        import pytorch_lightning  # noqa: F401
+        import torch_geometric  # noqa: F401
+    except ImportError:
+        err.print("[bold red]error:[/] the learned baselines need PyTorch, PyG and Lightning: "
+                  "pip install -e '.[torch]'")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    task: TaskOpt,
+    model: ModelOpt,
+    seed: Annotated[int, typer.Option(help="Seed of weights, batches, noise and rotations.")] = 0,
+    store: StoreOpt = DEFAULT_STORE,
+    out: Annotated[Path, typer.Option(help="Runs directory; the run goes to OUT/{model}-task{t}-seed{s}.")] = Path("runs"),
+    config: Annotated[Optional[Path], typer.Option(
+        help="TOML config (default: the bundled c2np/training/configs/{model}_task{t}.toml).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option(
+        "--set", help="Override a config key: --set train.epochs=5 --set model.hidden=32 (repeatable).")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a learned baseline (PyTorch Lightning; a GPU is used when present).
+
+    Writes last.ckpt, metrics.csv (losses per epoch) and run.json (config, time per
+    epoch, device, parameters). Then `c2np predict` and `c2np evaluate --run-info`.
+
+    Example: c2np train --task 2 --model cdvae --seed 0 --set train.epochs=20
+    """
+    _torch_missing()
+    from c2np.training.configs import load_training_config
+    from c2np.training.run import train as fit
+
+    try:
+        cfg = load_training_config(model, task, config, set_)
+        info = fit(cfg, store, out, seed, progress=not quiet)
+    except (C2NPError, ValueError) as exc:
+        _fail(C2NPError(str(exc)))
+    console.print(f"{info['model']} task {task} seed {seed}: {info['epochs']} epochs, "
+                  f"{info['time_per_epoch']:.2f} s/epoch on {info['device']}, final loss "
+                  f"{info['final_train_loss']:.4g}; checkpoint {info['checkpoint']}")
+
+
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Option(help="last.ckpt of a `c2np train` run.")],
+    split: EvalSplitOpt,
+    out: Annotated[Path, typer.Option(help="Prediction file: Task 1 .parquet; Task 2 .csv or .parquet.")],
+    store: StoreOpt = DEFAULT_STORE,
+    seed: Annotated[int, typer.Option(help="Sampling seed (Task 1 latents, species order, Langevin noise).")] = 0,
+    all_rotations: Annotated[bool, typer.Option(
+        "--all-rotations", help="Task 2: run the model on every rotated configuration instead of once "
+                                "per (material, R) (same numbers for these invariant models, 60-164x slower).")] = False,
+    sample: Annotated[Optional[int], typer.Option(help=(
+        "Task 1: generate only k seeded random materials per radius (score with "
+        "`c2np evaluate --sample k`)."))] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Write a trained model's predictions for the ID or OOD split in the harness's format.
+
+    Example: c2np predict --checkpoint runs/cdvae-task2-seed0/last.ckpt --split ood --out preds.csv
+    """
+    _torch_missing()
+    from c2np.training.predict import predict as run_predict
+
+    if not checkpoint.exists():
+        _fail(C2NPError(f"{checkpoint}: no such checkpoint; train first with `c2np train`"))
+    try:
+        path = run_predict(checkpoint, store, split, out, seed=seed, all_rotations=all_rotations,
+                           sample=sample, progress=not quiet)
+    except (C2NPError, ValueError) as exc:
+        _fail(C2NPError(str(exc)))
+    console.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -57,7 +57,14 @@ class Evaluator:
         self.ds = store if isinstance(store, Dataset) else open_dataset(store)
         self._targets = (task1_samples(self.ds, split) if task == 1 else task2_targets(self.ds, split))
         self.sample = None
-        if sample_per_group is not None and task == 2:
+        if sample_per_group is not None and task == 1:
+            # A documented random subset: k materials at every radius.
+            groups = self._targets.groupby("radius", sort=False)
+            k = min(int(sample_per_group), int(groups.size().min()))
+            self._targets = (groups.sample(n=k, random_state=sample_seed)
+                             .sort_values("config_id").reset_index(drop=True))
+            self.sample = {"per_radius": int(sample_per_group), "seed": int(sample_seed)}
+        elif sample_per_group is not None:
             # A documented random subset: k configurations of every (material, R).
             groups = self._targets.groupby(["material", "radius"], sort=False)
             k = min(int(sample_per_group), int(groups.size().min()))

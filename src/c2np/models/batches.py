@@ -1,0 +1,51 @@
+"""The tensors a model sees: one dataclass per task, built by ``c2np.training.data``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+
+@dataclass
+class _Moveable:
+    def to(self, device) -> "_Moveable":
+        return type(self)(**{f.name: (v.to(device) if torch.is_tensor(v) else v)
+                             for f in fields(self) for v in [getattr(self, f.name)]})
+
+    @property
+    def n_graphs(self) -> int:
+        return len(self.ptr) - 1
+
+
+@dataclass
+class ParticleBatch(_Moveable):
+    """Particles of a batch, PyG style: nodes concatenated, ``batch`` and ``ptr`` index graphs."""
+
+    z: torch.Tensor  # (n,) atomic numbers
+    pos: torch.Tensor  # (n, 3) Angstrom, centred
+    batch: torch.Tensor  # (n,) graph of each atom
+    ptr: torch.Tensor  # (G + 1,) graph boundaries
+
+
+@dataclass
+class Task1Batch(ParticleBatch):
+    """Task 1: condition (unit cell, R) and, in training, the target particle."""
+
+    cell_z: torch.Tensor  # (m,) atoms of the unit cells
+    cell_batch: torch.Tensor  # (m,)
+    cellpar: torch.Tensor  # (G, 6) a, b, c, alpha, beta, gamma
+    vol_per_atom: torch.Tensor  # (G,)
+    radius: torch.Tensor  # (G,)
+    species: torch.Tensor  # (G, S) atomic numbers of the cell's species, 0 = padding
+    cell_frac: torch.Tensor  # (G, S) fraction of each species in the cell
+    target_frac: torch.Tensor  # (G, S) fraction of each species in the particle
+    log_n: torch.Tensor  # (G,) log of the particle's atom count
+
+
+@dataclass
+class Task2Batch(ParticleBatch):
+    """Task 2: the (rotated) particle and, in training, its lattice and space group."""
+
+    lattice: torch.Tensor  # (G, 6)
+    spacegroup: torch.Tensor  # (G,) space-group numbers

@@ -1,0 +1,76 @@
+"""CDVAE family (Xie et al. 2022), adapted to finite particles.
+
+Task 1: a conditional VAE. A SchNet encoder of the target particle gives the posterior
+over a d_lat = 4 latent; heads on (latent, cell + R) predict the size and composition;
+a denoising score network (SchNet on the noisy particle's radius graph, conditioned on
+latent, cell, R and noise level) predicts each atom's score as a sum of edge weights
+times unit vectors, trained by denoising score matching on the coordinates.
+
+Task 2: SchNet encoder -> latent (d_lat = 4) -> lattice and space-group heads
+("latent inference").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from c2np.models.batches import Task1Batch, Task2Batch
+from c2np.models.components import SchNetEncoder, mean_pool, mlp
+from c2np.models.generation import equivariant_vectors
+from c2np.models.task1_base import Task1Generator
+from c2np.models.task2_base import LatticePredictor
+
+
+class CDVAETask1(Task1Generator):
+    """Conditional VAE + denoising score network over coordinates."""
+
+    def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
+                 gaussians: int = 32, latent: int = 4, **kw):
+        super().__init__(hidden=hidden, latent=latent, **kw)
+        self.encoder = SchNetEncoder(hidden, interactions, cutoff, gaussians)
+        self.posterior = mlp(2 * hidden, hidden, 2 * latent)
+        self.score_net = SchNetEncoder(hidden, interactions, cutoff, gaussians)
+        self.edge_out = mlp(2 * hidden + gaussians, hidden, 1)
+
+    def encode(self, batch: Task1Batch, cond: torch.Tensor):
+        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
+        mu, logvar = self.posterior(torch.cat([h, cond], -1)).chunk(2, -1)
+        return mu, logvar.clamp(-10, 10)
+
+    def score(self, batch: Task1Batch, pos, node_cond, sigma_node):
+        graph = self.score_net.edges(pos, batch.ptr)
+        h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
+        (src, tgt), length = graph
+        w = self.edge_out(torch.cat([h[src], h[tgt], self.score_net.distance(length)], -1))
+        return equivariant_vectors(w, pos, graph[0]) / sigma_node
+
+    def score_loss(self, batch: Task1Batch, node_cond, sigma_node, noise):
+        noisy = batch.pos + sigma_node * noise
+        s = self.score(batch, noisy, node_cond, sigma_node)
+        # the score of the Gaussian perturbation is -noise / sigma; weight sigma^2
+        return torch.mean(torch.sum((sigma_node * s + noise) ** 2, -1))
+
+
+class CDVAETask2(LatticePredictor):
+    """SchNet encoder and latent-inference heads (lattice regression, space group)."""
+
+    def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
+                 gaussians: int = 32, latent: int = 4, beta_kl: float = 0.01, n_classes: int = 16, **_):
+        super().__init__(n_classes=n_classes)
+        self.beta_kl = beta_kl
+        self.encoder = SchNetEncoder(hidden, interactions, cutoff, gaussians)
+        self.posterior = mlp(hidden, hidden, 2 * latent)
+        self.lattice_head = mlp(latent, hidden, 6)
+        self.class_head = mlp(latent, hidden, n_classes)
+
+    def forward(self, batch: Task2Batch, sample: bool | None = None):
+        sample = self.training if sample is None else sample
+        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
+        mu, logvar = self.posterior(h).chunk(2, -1)
+        logvar = logvar.clamp(-10, 10)
+        lat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1))
+        return self.lattice_head(lat), self.class_head(lat), self.beta_kl * kl
+
+
+

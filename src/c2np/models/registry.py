@@ -1,0 +1,20 @@
+"""Model names -> classes per task."""
+
+from __future__ import annotations
+
+from c2np.models.cdvae import CDVAETask1, CDVAETask2
+from c2np.models.symat import SyMatTask1, SyMatTask2
+
+MODELS = {
+    "cdvae": {1: CDVAETask1, 2: CDVAETask2},
+    "symat": {1: SyMatTask1, 2: SyMatTask2},
+}
+
+
+def build_model(name: str, task: int, **hparams):
+    """Instantiate ``name`` for ``task`` with the config's model section."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    if task not in MODELS[name]:
+        raise ValueError(f"task must be 1 or 2, got {task}")
+    return MODELS[name][task](**hparams)

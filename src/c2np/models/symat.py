@@ -1,0 +1,96 @@
+"""SyMat family (Luo et al. 2023; papers/symat-review.txt), adapted to finite particles.
+
+Task 1: a VAE over the atom-type set (the particle's species fractions and log size,
+conditioned on cell + R) gives the composition and size; coordinates come from a
+score-based diffusion whose score is built from edge distances: the network scores
+each distance d_ij, and the chain rule turns those scalars into atom scores
+sum_j s_ij (x_i - x_j) / d_ij, invariant features in, equivariant score out. Training
+matches the distance scores to the perturbation of each edge length.
+
+Task 2: a VAE over the lattice: SchNet encoder -> latent -> separate decoders for the
+lengths (in log space) and the angles, plus the atom-type set as an auxiliary
+reconstruction and a space-group head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from c2np.models.batches import Task1Batch, Task2Batch
+from c2np.models.components import MAX_Z, SchNetEncoder, mean_pool, mlp
+from c2np.models.generation import equivariant_vectors
+from c2np.models.task1_base import Task1Generator
+from c2np.models.task2_base import LatticePredictor
+
+
+class SyMatTask1(Task1Generator):
+    """Atom-type-set VAE + distance-score diffusion over coordinates."""
+
+    def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
+                 gaussians: int = 32, latent: int = 8, **kw):
+        super().__init__(hidden=hidden, latent=latent, **kw)
+        self.type_encoder = mlp(hidden + hidden + 1, hidden, 2 * latent)
+        self.score_net = SchNetEncoder(hidden, interactions, cutoff, gaussians)
+        self.edge_out = mlp(2 * hidden + gaussians, hidden, 1)
+
+    def encode(self, batch: Task1Batch, cond: torch.Tensor):
+        # the type set as a bag: fraction-weighted species embeddings, plus the size
+        bag = torch.einsum("gs,gsh->gh", batch.target_frac, self.species_embedding(batch.species))
+        size = (batch.log_n - 3.0 * torch.log(batch.radius)).view(-1, 1)
+        mu, logvar = self.type_encoder(torch.cat([bag, cond, size], -1)).chunk(2, -1)
+        return mu, logvar.clamp(-10, 10)
+
+    def edge_scores(self, batch: Task1Batch, pos, node_cond, sigma_node):
+        graph = self.score_net.edges(pos, batch.ptr)
+        h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
+        (src, tgt), length = graph
+        s = self.edge_out(torch.cat([h[src] + h[tgt], h[src] * h[tgt],
+                                     self.score_net.distance(length)], -1)).view(-1)
+        return s / sigma_node[tgt].view(-1), graph
+
+    def score(self, batch: Task1Batch, pos, node_cond, sigma_node):
+        s, graph = self.edge_scores(batch, pos, node_cond, sigma_node)
+        # d log p / d x_i = sum_j (d log p / d d_ij) (x_i - x_j) / d_ij
+        return equivariant_vectors(s, pos, graph[0])
+
+    def score_loss(self, batch: Task1Batch, node_cond, sigma_node, noise):
+        noisy = batch.pos + sigma_node * noise
+        s, ((src, tgt), length) = self.edge_scores(batch, noisy, node_cond, sigma_node)
+        clean = (batch.pos[tgt] - batch.pos[src]).norm(dim=-1)
+        sigma_e = sigma_node[tgt].view(-1)
+        target = -(length - clean) / sigma_e ** 2
+        return torch.mean((sigma_e * (s - target)) ** 2)
+
+
+class SyMatTask2(LatticePredictor):
+    """Lattice VAE: lengths and angles decoded separately, atom-type set as auxiliary."""
+
+    def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
+                 gaussians: int = 32, latent: int = 16, beta_kl: float = 0.01, n_classes: int = 16, **_):
+        super().__init__(n_classes=n_classes)
+        self.beta_kl = beta_kl
+        self.encoder = SchNetEncoder(hidden, interactions, cutoff, gaussians)
+        self.posterior = mlp(hidden, hidden, 2 * latent)
+        self.lengths = mlp(latent, hidden, 3)
+        self.angles = mlp(latent, hidden, 3)
+        self.types = mlp(latent, hidden, MAX_Z + 1)
+        self.class_head = mlp(latent, hidden, n_classes)
+
+    def forward(self, batch: Task2Batch, sample: bool | None = None):
+        sample = self.training if sample is None else sample
+        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
+        mu, logvar = self.posterior(h).chunk(2, -1)
+        logvar = logvar.clamp(-10, 10)
+        lat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+        kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1))
+        # lengths are predicted as log-ratios to the training mean: positive by construction
+        lengths = self.lattice_mean[:3] * torch.exp(0.1 * self.lengths(lat))
+        lattice = torch.cat([(lengths - self.lattice_mean[:3]) / self.lattice_std[:3],
+                             self.angles(lat)], -1)
+        counts = torch.zeros(batch.n_graphs, MAX_Z + 1, device=h.device)
+        counts.index_put_((batch.batch, batch.z), torch.ones_like(batch.z, dtype=torch.float),
+                          accumulate=True)
+        frac = counts / counts.sum(-1, keepdim=True)
+        types = -torch.mean(torch.sum(frac * torch.log_softmax(self.types(lat), -1), -1))
+        return lattice, self.class_head(lat), types + self.beta_kl * kl

@@ -1,0 +1,1 @@
+"""Training and prediction of the learned baselines (PyTorch Lightning)."""
