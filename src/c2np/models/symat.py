@@ -15,7 +15,6 @@ reconstruction and a space-group head.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from c2np.models.batches import Task1Batch, Task2Batch
 from c2np.models.components import MAX_Z, SchNetEncoder, mean_pool, mlp
