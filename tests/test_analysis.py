@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from c2np.analysis.statistics import (bbox_volumes, composition_counts, correlations,
                                       lattice_table, particle_geometry, particle_table,
                                       surface_mask)
-from c2np.analysis.viewer import configuration_page, page, scene
+from c2np.analysis.viewer import configuration_page, page
 from c2np.cli import app
 from c2np.errors import StoreError, UnknownMaterialError
 from c2np.store.dataset import open_dataset
