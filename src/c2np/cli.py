@@ -594,6 +594,8 @@ def train(
         help="TOML config (default: the bundled c2np/training/configs/{model}_task{t}.toml).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", help="Override a config key: --set train.epochs=5 --set model.hidden=32 (repeatable).")] = None,
+    devices: Annotated[str, typer.Option(
+        help="Lightning devices: auto, a count (2 = DDP on two GPUs) or a list like 0,1.")] = "auto",
     quiet: QuietOpt = False,
 ) -> None:
     """Train a learned baseline (PyTorch Lightning; a GPU is used when present).
@@ -609,7 +611,8 @@ def train(
 
     try:
         cfg = load_training_config(model, task, config, set_)
-        info = fit(cfg, store, out, seed, progress=not quiet)
+        info = fit(cfg, store, out, seed, progress=not quiet,
+                   devices=int(devices) if devices.isdigit() else devices)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
     console.print(f"{info['model']} task {task} seed {seed}: {info['epochs']} epochs, "
