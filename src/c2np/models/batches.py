@@ -10,8 +10,8 @@ import torch
 @dataclass
 class _Moveable:
     def to(self, device) -> "_Moveable":
-        return type(self)(**{f.name: (v.to(device) if torch.is_tensor(v) else v)
-                             for f in fields(self) for v in [getattr(self, f.name)]})
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return type(self)(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in values.items()})
 
     @property
     def n_graphs(self) -> int:

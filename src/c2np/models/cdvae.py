@@ -34,8 +34,7 @@ class CDVAETask1(Task1Generator):
 
     def encode(self, batch: Task1Batch, cond: torch.Tensor):
         h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
-        mu, logvar = self.posterior(torch.cat([h, cond], -1)).chunk(2, -1)
-        return mu, logvar.clamp(-10, 10)
+        return self.posterior(torch.cat([h, cond], -1)).chunk(2, -1)
 
     def score(self, batch: Task1Batch, pos, node_cond, sigma_node):
         graph = self.score_net.edges(pos, batch.ptr)
@@ -54,23 +53,14 @@ class CDVAETask1(Task1Generator):
 class CDVAETask2(LatticePredictor):
     """SchNet encoder and latent-inference heads (lattice regression, space group)."""
 
-    def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
-                 gaussians: int = 32, latent: int = 4, beta_kl: float = 0.01, n_classes: int = 16, **_):
-        super().__init__(n_classes=n_classes)
-        self.beta_kl = beta_kl
-        self.encoder = SchNetEncoder(hidden, interactions, cutoff, gaussians)
-        self.posterior = mlp(hidden, hidden, 2 * latent)
+    def __init__(self, hidden: int = 64, latent: int = 4, n_classes: int = 16, **kw):
+        super().__init__(hidden=hidden, latent=latent, n_classes=n_classes, **kw)
         self.lattice_head = mlp(latent, hidden, 6)
         self.class_head = mlp(latent, hidden, n_classes)
 
     def forward(self, batch: Task2Batch, sample: bool | None = None):
-        sample = self.training if sample is None else sample
-        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
-        mu, logvar = self.posterior(h).chunk(2, -1)
-        logvar = logvar.clamp(-10, 10)
-        lat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1))
-        return self.lattice_head(lat), self.class_head(lat), self.beta_kl * kl
+        lat, kl = self.encode(batch, self.training if sample is None else sample)
+        return self.lattice_head(lat), self.class_head(lat), kl
 
 
 

@@ -76,6 +76,15 @@ def mean_pool(h: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tens
     return scatter(h, batch, dim=0, dim_size=n_graphs, reduce="mean")
 
 
+def gaussian_latent(mu: torch.Tensor, logvar: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A VAE latent: reparameterised draw (or the mean when ``sample`` is False) and the
+    KL divergence to N(0, I), averaged over graphs. ``logvar`` is clamped for stability."""
+    logvar = logvar.clamp(-10, 10)
+    lat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
+    kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1))
+    return lat, kl
+
+
 class CellConditioner(nn.Module):
     """Condition vector of Task 1: the unit cell (lattice parameters, composition through
     the atom embedding, volume per atom) and the radius embedding."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from c2np.models.batches import Task1Batch, Task2Batch
-from c2np.models.components import MAX_Z, SchNetEncoder, mean_pool, mlp
+from c2np.models.components import MAX_Z, SchNetEncoder, mlp
 from c2np.models.generation import equivariant_vectors
 from c2np.models.task1_base import Task1Generator
 from c2np.models.task2_base import LatticePredictor
@@ -37,8 +37,7 @@ class SyMatTask1(Task1Generator):
         # the type set as a bag: fraction-weighted species embeddings, plus the size
         bag = torch.einsum("gs,gsh->gh", batch.target_frac, self.species_embedding(batch.species))
         size = (batch.log_n - 3.0 * torch.log(batch.radius)).view(-1, 1)
-        mu, logvar = self.type_encoder(torch.cat([bag, cond, size], -1)).chunk(2, -1)
-        return mu, logvar.clamp(-10, 10)
+        return self.type_encoder(torch.cat([bag, cond, size], -1)).chunk(2, -1)
 
     def edge_scores(self, batch: Task1Batch, pos, node_cond, sigma_node):
         graph = self.score_net.edges(pos, batch.ptr)
@@ -65,31 +64,22 @@ class SyMatTask1(Task1Generator):
 class SyMatTask2(LatticePredictor):
     """Lattice VAE: lengths and angles decoded separately, atom-type set as auxiliary."""
 
-    def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
-                 gaussians: int = 32, latent: int = 16, beta_kl: float = 0.01, n_classes: int = 16, **_):
-        super().__init__(n_classes=n_classes)
-        self.beta_kl = beta_kl
-        self.encoder = SchNetEncoder(hidden, interactions, cutoff, gaussians)
-        self.posterior = mlp(hidden, hidden, 2 * latent)
+    def __init__(self, hidden: int = 64, latent: int = 16, n_classes: int = 16, **kw):
+        super().__init__(hidden=hidden, latent=latent, n_classes=n_classes, **kw)
         self.lengths = mlp(latent, hidden, 3)
         self.angles = mlp(latent, hidden, 3)
         self.types = mlp(latent, hidden, MAX_Z + 1)
         self.class_head = mlp(latent, hidden, n_classes)
 
     def forward(self, batch: Task2Batch, sample: bool | None = None):
-        sample = self.training if sample is None else sample
-        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
-        mu, logvar = self.posterior(h).chunk(2, -1)
-        logvar = logvar.clamp(-10, 10)
-        lat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1))
+        lat, kl = self.encode(batch, self.training if sample is None else sample)
         # lengths are predicted as log-ratios to the training mean: positive by construction
         lengths = self.lattice_mean[:3] * torch.exp(0.1 * self.lengths(lat))
         lattice = torch.cat([(lengths - self.lattice_mean[:3]) / self.lattice_std[:3],
                              self.angles(lat)], -1)
-        counts = torch.zeros(batch.n_graphs, MAX_Z + 1, device=h.device)
+        counts = torch.zeros(batch.n_graphs, MAX_Z + 1, device=lat.device)
         counts.index_put_((batch.batch, batch.z), torch.ones_like(batch.z, dtype=torch.float),
                           accumulate=True)
         frac = counts / counts.sum(-1, keepdim=True)
         types = -torch.mean(torch.sum(frac * torch.log_softmax(self.types(lat), -1), -1))
-        return lattice, self.class_head(lat), types + self.beta_kl * kl
+        return lattice, self.class_head(lat), types + kl

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from c2np.models.batches import Task1Batch
-from c2np.models.components import MAX_Z, CellConditioner, mlp, sinusoidal
+from c2np.models.components import MAX_Z, CellConditioner, gaussian_latent, mlp, sinusoidal
 from c2np.models.generation import annealed_langevin, sigmas, species_counts, uniform_ball
 
 
@@ -54,26 +54,28 @@ class Task1Generator(nn.Module):
         logits = logits + torch.log(batch.cell_frac.clamp_min(1e-6))
         return log_n, logits.masked_fill(batch.species == 0, -1e9)
 
-    def conditions(self, batch: Task1Batch, lat: torch.Tensor, sigma_graph: torch.Tensor) -> torch.Tensor:
-        """Per-node condition: cell + R, latent, and the noise level."""
-        cond = self.conditioner(batch.cell_z, batch.cell_batch, batch.cellpar, batch.vol_per_atom,
+    def cell_condition(self, batch: Task1Batch) -> torch.Tensor:
+        """Per-graph condition vector of the unit cell and R."""
+        return self.conditioner(batch.cell_z, batch.cell_batch, batch.cellpar, batch.vol_per_atom,
                                 batch.radius)
+
+    def conditions(self, batch: Task1Batch, lat: torch.Tensor, sigma_graph: torch.Tensor,
+                   cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-node condition: cell + R (``cond``, computed when not given), latent, noise level."""
+        cond = self.cell_condition(batch) if cond is None else cond
         level = sinusoidal(torch.log(sigma_graph) - torch.log(self.levels[-1]), self.hidden, 10.0)
         return self.node_cond(torch.cat([cond, lat, level], -1))[batch.batch]
 
     def loss(self, batch: Task1Batch) -> dict[str, torch.Tensor]:
-        cond = self.conditioner(batch.cell_z, batch.cell_batch, batch.cellpar, batch.vol_per_atom,
-                                batch.radius)
-        mu, logvar = self.encode(batch, cond)
-        lat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1))
+        cond = self.cell_condition(batch)
+        lat, kl = gaussian_latent(*self.encode(batch, cond), sample=True)
         log_n, logits = self.size_and_species(batch, cond, lat)
         size = torch.mean((log_n - batch.log_n) ** 2)
         comp = -torch.mean(torch.sum(batch.target_frac * torch.log_softmax(logits, -1)
                                      .masked_fill(batch.species == 0, 0.0), -1))
         k = torch.randint(len(self.levels), (batch.n_graphs,), device=batch.pos.device)
         sigma_graph = self.levels[k]
-        node_cond = self.conditions(batch, lat, sigma_graph)
+        node_cond = self.conditions(batch, lat, sigma_graph, cond)
         sigma_node = sigma_graph[batch.batch].view(-1, 1)
         score = self.score_loss(batch, node_cond, sigma_node, torch.randn_like(batch.pos))
         total = score + size + comp + self.beta_kl * kl
@@ -84,8 +86,7 @@ class Task1Generator(nn.Module):
         """One particle per graph of ``batch`` (its condition fields; targets unused)."""
         gen = torch.Generator().manual_seed(int(seed))
         device = batch.cellpar.device
-        cond = self.conditioner(batch.cell_z, batch.cell_batch, batch.cellpar, batch.vol_per_atom,
-                                batch.radius)
+        cond = self.cell_condition(batch)
         lat = torch.randn(batch.n_graphs, self.latent, generator=gen).to(device)
         log_n, logits = self.size_and_species(batch, cond, lat)
         frac = torch.softmax(logits, -1).cpu().numpy()
@@ -105,7 +106,7 @@ class Task1Generator(nn.Module):
 
         def score(x: torch.Tensor, sigma: float) -> torch.Tensor:
             s_graph = torch.full((batch.n_graphs,), sigma, device=device)
-            node_cond = self.conditions(sample, lat, s_graph)
+            node_cond = self.conditions(sample, lat, s_graph, cond)
             return self.score(sample, x, node_cond, s_graph[graph_of].view(-1, 1))
 
         x = annealed_langevin(score, sample.pos, batch.radius, graph_of, self.levels,

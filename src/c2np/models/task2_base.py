@@ -2,7 +2,9 @@
 
 Lattice targets are standardised with the training set's mean and std and the space
 groups seen in training become the classes; both are buffers, so a checkpoint carries
-them. A subclass supplies ``forward(batch) -> (lattice (G, 6), class logits (G, K), aux loss)``.
+them. Every Task 2 model encodes the particle with SchNet into a Gaussian latent
+(``encode``); a subclass supplies ``forward(batch) -> (lattice (G, 6), class logits (G, K),
+aux loss)``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 from torch import nn
 
 from c2np.models.batches import Task2Batch
+from c2np.models.components import SchNetEncoder, gaussian_latent, mean_pool, mlp
 
 
 class LatticePredictor(nn.Module):
@@ -18,11 +21,22 @@ class LatticePredictor(nn.Module):
 
     task = 2
 
-    def __init__(self, n_classes: int = 230, **_):
+    def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
+                 gaussians: int = 32, latent: int = 4, beta_kl: float = 0.01, n_classes: int = 16, **_):
         super().__init__()
+        self.beta_kl = beta_kl
+        self.encoder = SchNetEncoder(hidden, interactions, cutoff, gaussians)
+        self.posterior = mlp(hidden, hidden, 2 * latent)
         self.register_buffer("lattice_mean", torch.zeros(6))
         self.register_buffer("lattice_std", torch.ones(6))
         self.register_buffer("classes", torch.arange(1, n_classes + 1))
+        self.register_buffer("n_used", torch.tensor(n_classes))  # classes seen in training
+
+    def encode(self, batch: Task2Batch, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent of each particle and the KL term already weighted by ``beta_kl``."""
+        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
+        lat, kl = gaussian_latent(*self.posterior(h).chunk(2, -1), sample)
+        return lat, self.beta_kl * kl
 
     def fit_targets(self, lattice: torch.Tensor, spacegroups: torch.Tensor) -> None:
         """Set the scaling and the classes from the training targets."""
@@ -31,15 +45,14 @@ class LatticePredictor(nn.Module):
         classes = torch.unique(spacegroups)
         if len(classes) > len(self.classes):
             raise ValueError(f"{len(classes)} space groups but the head has {len(self.classes)} classes")
-        padded = torch.cat([classes, classes[-1:].repeat(len(self.classes) - len(classes))])
-        self.classes.copy_(padded)
+        self.classes[: len(classes)] = classes
+        self.n_used.fill_(len(classes))
 
     def class_index(self, spacegroup: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(self.classes[: self._used()], spacegroup)
 
     def _used(self) -> int:
-        c = self.classes
-        return int(torch.sum(torch.cat([torch.ones(1, dtype=torch.bool, device=c.device), c[1:] != c[:-1]])))
+        return int(self.n_used)
 
     def loss(self, batch: Task2Batch) -> dict[str, torch.Tensor]:
         lattice, logits, aux = self(batch)
