@@ -36,14 +36,14 @@ def _style():
 
 @dataclass
 class Figure3Data:
-    """What the panels need: the lattice table and the particle statistics."""
+    """What the panels need: the lattice table and the per-radius statistics."""
 
     lattice: pd.DataFrame
-    particles: ParticleStatistics
+    by_radius: pd.DataFrame  # ParticleStatistics.by_radius()
 
     @classmethod
     def from_tables(cls, materials: pd.DataFrame, particles: ParticleStatistics) -> Figure3Data:
-        return cls(lattice_table(materials), particles)
+        return cls(lattice_table(materials), particles.by_radius())
 
 
 # ------------------------------------------------------------------ lattice panels (a-h)
@@ -114,9 +114,18 @@ def _split_shading(ax, br: pd.DataFrame) -> None:
             ax.axvspan(r - 0.5, r + 0.5, color="C1" if split == "id" else "C3", alpha=0.07, lw=0)
 
 
+def _radius_axes(ax, br: pd.DataFrame, ylabel: str, title: str, **legend) -> None:
+    """Common finish of panels (i)-(l): labels, legend, ID/OOD shading, title."""
+    ax.set_xlabel("R (Å)")
+    ax.set_ylabel(ylabel)
+    ax.legend(frameon=False, **legend)
+    _split_shading(ax, br)
+    ax.set_title(title)
+
+
 def panel_hull(ax, d: Figure3Data) -> None:
     """(i) hull volume against R with the sphere's 4/3 pi R^3, and V^(1/3) on a second axis."""
-    br = d.particles.by_radius()
+    br = d.by_radius
     r = br["radius"].to_numpy(float)
     _band(ax, br, "hull_volume", "hull volume", "C0", 1e-3)
     ax.plot(r, 4 / 3 * np.pi * r ** 3 * 1e-3, "k--", lw=0.8, label=r"$\frac{4}{3}\pi R^3$")
@@ -134,42 +143,32 @@ def panel_hull(ax, d: Figure3Data) -> None:
 
 def panel_density(ax, d: Figure3Data) -> None:
     """(j) hull density and bounding-box density against R."""
-    br = d.particles.by_radius()
+    br = d.by_radius
     _band(ax, br, "hull_density", "convex hull", "C0")
     _band(ax, br, "bbox_density", "bounding box (rotated configs)", "C1")
-    ax.set_xlabel("R (Å)")
-    ax.set_ylabel("density (atoms/Å$^3$)")
-    ax.legend(frameon=False)
-    _split_shading(ax, br)
-    ax.set_title("(j) density and packing")
+    _radius_axes(ax, br, "density (atoms/Å$^3$)", "(j) density and packing")
 
 
 def panel_atoms(ax, d: Figure3Data) -> None:
     """(k) atom count against R (log scale), mean ± std and min-max."""
-    br = d.particles.by_radius()
+    br = d.by_radius
     _band(ax, br, "n_atoms", "mean ± std", "C0")
     ax.fill_between(br["radius"], br["n_atoms_min"], br["n_atoms_max"], color="C0", alpha=0.08,
                     lw=0, label="min-max")
     ax.set_yscale("log")
-    ax.set_xlabel("R (Å)")
-    ax.set_ylabel("atoms per particle")
-    ax.legend(frameon=False, loc="lower right")
-    _split_shading(ax, br)
-    ax.set_title(f"(k) atom count: {int(br['n_atoms_min'].min()):,} to {int(br['n_atoms_max'].max()):,}")
+    _radius_axes(ax, br, "atoms per particle",
+                 f"(k) atom count: {int(br['n_atoms_min'].min()):,} to {int(br['n_atoms_max'].max()):,}",
+                 loc="lower right")
 
 
 def panel_lengths(ax, d: Figure3Data) -> None:
     """(l) radius of gyration (with sqrt(3/5) R of a full sphere) and shortest distance."""
-    br = d.particles.by_radius()
+    br = d.by_radius
     r = br["radius"].to_numpy(float)
     _band(ax, br, "radius_of_gyration", r"$R_g$", "C0")
     ax.plot(r, np.sqrt(3 / 5) * r, "k--", lw=0.8, label=r"$\sqrt{3/5}\,R$")
     _band(ax, br, "shortest_distance", "shortest distance", "C3")
-    ax.set_xlabel("R (Å)")
-    ax.set_ylabel("length (Å)")
-    ax.legend(frameon=False)
-    _split_shading(ax, br)
-    ax.set_title("(l) global and local length scales")
+    _radius_axes(ax, br, "length (Å)", "(l) global and local length scales")
 
 
 FIGURE3_PANELS: dict[str, Callable] = {
@@ -211,15 +210,26 @@ def figure3(data: Figure3Data, out: Path, formats=FORMATS) -> list[Path]:
 # ------------------------------------------------------------------------------ Figure 2
 
 
-def composition(numbers: np.ndarray, order: list[str] | None = None) -> str:
-    """'Zr108 Cd108 H324' style composition, elements in ``order`` (default: by count)."""
+def element_counts(numbers: np.ndarray, order: list[str] | None = None) -> list[tuple[str, int]]:
+    """(symbol, count) pairs: elements in ``order`` first, the rest by decreasing count."""
     from ase.data import chemical_symbols
 
     z, n = np.unique(np.asarray(numbers), return_counts=True)
     counts = {chemical_symbols[a]: int(b) for a, b in zip(z, n)}
     keys = [k for k in (order or []) if k in counts] + sorted(
         (k for k in counts if k not in (order or [])), key=lambda k: -counts[k])
-    return " ".join(f"{k}{counts[k]:,}" for k in keys)
+    return [(k, counts[k]) for k in keys]
+
+
+def composition(numbers: np.ndarray, order: list[str] | None = None) -> str:
+    """'Zr108 Cd108 H324' style composition, elements in ``order`` (default: by count)."""
+    return " ".join(f"{k}{n:,}" for k, n in element_counts(numbers, order))
+
+
+#: The unit cube's 8 corners (fractional) and its 12 edges as corner-index pairs.
+CELL_CORNERS = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
+CELL_EDGES = [(a, b) for a in range(8) for b in range(a + 1, 8)
+              if np.sum(np.abs(CELL_CORNERS[a] - CELL_CORNERS[b])) == 1]
 
 
 def draw_atoms(ax, positions: np.ndarray, numbers: np.ndarray, size: float) -> None:
@@ -239,12 +249,10 @@ def draw_atoms(ax, positions: np.ndarray, numbers: np.ndarray, size: float) -> N
 
 
 def _unit_box(ax, lattice: np.ndarray) -> None:
-    corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
-    for a in range(8):
-        for b in range(a + 1, 8):
-            if np.sum(np.abs(corners[a] - corners[b])) == 1:
-                seg = corners[[a, b]] @ lattice
-                ax.plot(seg[:, 0], seg[:, 1], seg[:, 2], color="0.3", lw=0.8)
+    corners = CELL_CORNERS @ lattice
+    for a, b in CELL_EDGES:
+        seg = corners[[a, b]]
+        ax.plot(seg[:, 0], seg[:, 1], seg[:, 2], color="0.3", lw=0.8)
 
 
 def figure2(dataset, out: Path, materials=FIGURE2_MATERIALS, radii=FIGURE2_RADII,

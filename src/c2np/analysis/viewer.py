@@ -30,26 +30,19 @@ def _initial_rotation() -> list[float]:
     return [round(float(v), 6) for v in m.ravel()]
 
 
-def _legend(numbers: np.ndarray, order: list[str]) -> list[list]:
-    z, n = np.unique(numbers, return_counts=True)
-    counts = {chemical_symbols[a]: int(b) for a, b in zip(z, n)}
-    keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
-    return [[k, counts[k]] for k in keys]
-
-
 def scene(name: str, title: str, atoms: Atoms, order: list[str] | None = None,
           cell: np.ndarray | None = None) -> dict:
     """One view of the page: atoms (and the cell's 12 edges when ``cell`` is given)."""
+    from c2np.analysis.figures import CELL_CORNERS, CELL_EDGES, element_counts
+
     pos = np.asarray(atoms.positions, float)
     numbers = np.asarray(atoms.numbers, int)
     edges: list[list[int]] = []
     if cell is not None:
-        corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], float)
         base = len(pos)
-        pos = np.vstack([pos, corners @ np.asarray(cell, float)])
+        pos = np.vstack([pos, CELL_CORNERS @ np.asarray(cell, float)])
         numbers = np.concatenate([numbers, np.zeros(8, int)])  # 0: a point, not an atom
-        edges = [[base + a, base + b] for a in range(8) for b in range(a + 1, 8)
-                 if np.sum(np.abs(corners[a] - corners[b])) == 1]
+        edges = [[base + a, base + b] for a, b in CELL_EDGES]
     centre = 0.5 * (pos.min(axis=0) + pos.max(axis=0))
     extent = float(np.max(np.linalg.norm(pos - centre, axis=1))) + 1.0
     # atoms of small scenes are drawn at their covalent size; big particles shrink them
@@ -58,7 +51,7 @@ def scene(name: str, title: str, atoms: Atoms, order: list[str] | None = None,
     return {"name": name, "title": title, "numbers": numbers.tolist(),
             "positions": np.round(pos, 3).ravel().tolist(), "centre": centre.round(3).tolist(),
             "extent": round(extent, 3), "edges": edges, "atom_scale": atom_scale,
-            "legend": _legend(np.asarray(atoms.numbers), order or [])}
+            "legend": [list(p) for p in element_counts(np.asarray(atoms.numbers), order)]}
 
 
 def page(scenes: list[dict], title: str) -> str:
