@@ -493,7 +493,7 @@ def stats(
         mats = ds.materials
         if materials is not None:
             for m in _names(materials):
-                ds._check_material(m)
+                ds.check_material(m)
             mats = mats[mats["name"].isin(_names(materials))]
         particles = None if lattice_only else _particle_stats(store, materials, radii, jobs, quiet)
         tables = dataset_tables(mats, particles)
@@ -536,7 +536,7 @@ def plot(
         if "2" in which:
             names = _names(fig2_materials) or list(FIGURE2_MATERIALS)
             for m in names:
-                ds._check_material(m)
+                ds.check_material(m)
             paths += figure2(ds, out, names)
     except C2NPError as exc:
         _fail(exc)

@@ -242,7 +242,7 @@ def particle_table(store, materials: list[str] | None = None, radii: list[int] |
     ds = open_dataset(store)
     names = materials or ds.material_names()
     for m in names:
-        ds._check_material(m)
+        ds.check_material(m)
     rs = sorted(radii or ds.config.radii)
     bad = sorted(set(rs) - set(ds.config.radii))
     if bad:

@@ -74,7 +74,7 @@ def configuration_page(dataset, material: str, radius: int, rotation: int = 0) -
     """Page with one configuration (``rotation`` = rotation_id, 0 = unrotated) and the cell."""
     from c2np.analysis.figures import composition
 
-    dataset._check_material(material)
+    dataset.check_material(material)
     rows = dataset.index[(dataset.index["material"] == material) & (dataset.index["radius"] == radius)]
     if rows.empty:
         radii = sorted(dataset.index.loc[dataset.index["material"] == material, "radius"].unique())

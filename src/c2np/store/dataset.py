@@ -107,7 +107,7 @@ class Dataset:
 
     def canonical(self, material: str, radius: int) -> Atoms:
         """The unrotated particle of ``material`` at ``radius`` (centred at x0)."""
-        self._check_material(material)
+        self.check_material(material)
         numbers, pos = self._particles.get(material, radius)
         atoms = Atoms(numbers=numbers, positions=pos.copy(), pbc=False)
         atoms.info.update(material=material, radius=int(radius))
@@ -125,7 +125,7 @@ class Dataset:
         mask = np.ones(len(self.index), bool)
         if materials is not None:
             for m in materials:
-                self._check_material(m)
+                self.check_material(m)
             mask &= self.index["material"].isin(materials).to_numpy()
         if radii is not None:
             mask &= self.index["radius"].isin(radii).to_numpy()
@@ -139,14 +139,15 @@ class Dataset:
 
     def unit_cell(self, material: str) -> Atoms:
         """The periodic unit cell of ``material``."""
-        self._check_material(material)
+        self.check_material(material)
         return read_cif(self.store / layout.CIFS / f"{material}.cif")
 
     def material_names(self) -> list[str]:
         """Names of the materials in the store (all of them, not only this view's)."""
         return [m["name"] for m in self.manifest["materials"]]
 
-    def _check_material(self, material: str) -> None:
+    def check_material(self, material: str) -> None:
+        """Raise :class:`UnknownMaterialError` (naming some known ones) unless ``material`` is in the store."""
         names = self.material_names()
         if material not in names:
             raise UnknownMaterialError(f"unknown material {material!r}; the store holds "
