@@ -15,6 +15,7 @@ pytest.importorskip("pytorch_lightning")
 
 from c2np.cli import app  # noqa: E402
 from c2np.errors import ConfigError  # noqa: E402
+from c2np.models.batches import Task1Batch  # noqa: E402
 from c2np.models.graph import radius_edges  # noqa: E402
 from c2np.models.registry import build_model  # noqa: E402
 from c2np.store.dataset import open_dataset  # noqa: E402
@@ -86,7 +87,9 @@ def test_task2_prediction_is_rotation_invariant(records, name):
 
 
 @pytest.mark.parametrize("name", ["cdvae", "symat"])
-def test_task1_score_rotates_with_the_particle(records, name):
+def test_task1_score_rotates_with_the_particle_and_cell(records, name):
+    """The score is equivariant when the particle and its conditioning cell rotate together
+    (the frame is fixed by the cell), and it depends on where atoms sit in that cell."""
     torch.manual_seed(0)
     model = build_model(name, 1, **TINY).eval()
     batch = COLLATE[1]([(r, -1) for r in records[:2]])
@@ -95,11 +98,14 @@ def test_task1_score_rotates_with_the_particle(records, name):
     cond = model.conditions(batch, lat, sigma)
     s_node = sigma[batch.batch].view(-1, 1)
     rot = torch.tensor(Rotation.from_euler("xyz", [20, 50, 80], degrees=True).as_matrix(), dtype=torch.float32)
+    rotated = Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ rot.T})
     with torch.no_grad():
         s0 = model.score(batch, batch.pos, cond, s_node)
-        s1 = model.score(batch, batch.pos @ rot.T, cond, s_node)
+        s1 = model.score(rotated, batch.pos @ rot.T, model.conditions(rotated, lat, sigma), s_node)
+        s_frame = model.score(batch, batch.pos @ rot.T, cond, s_node)
     assert s0.abs().max() > 0
     torch.testing.assert_close(s1, s0 @ rot.T, atol=1e-3, rtol=1e-3)
+    assert float((s_frame - s0 @ rot.T).abs().max()) > 1e-3  # the cell's frame matters
 
 
 def test_generation_makes_the_predicted_number_of_atoms(records):
@@ -170,3 +176,41 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path):
     res = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "nope.ckpt"), "--split", "id",
                               "--out", str(preds), "--store", str(small_store)])
     assert res.exit_code == 2 and "no such checkpoint" in res.output
+
+
+def test_site_fractions_put_every_atom_on_a_basis_site(records):
+    """The whole-cell condition is consistent with the particle: each atom of a canonical
+    particle, mapped into the conditioning cell, lands on a basis site of its species."""
+    from c2np.models.components import site_fractions
+
+    batch = COLLATE[1]([(r, -1) for r in records[:3]])
+    frac = site_fractions(batch.pos.double(), batch.batch, batch.lattice.double(),
+                          batch.origin.double()) % 1.0
+    for g in range(batch.n_graphs):
+        atoms = slice(int(batch.ptr[g]), int(batch.ptr[g + 1]))
+        sites = batch.cell_pos[batch.cell_batch == g].double()
+        site_z = batch.cell_z[batch.cell_batch == g]
+        d = frac[atoms, None, :] - sites[None, :, :]
+        d = (d - torch.round(d)).norm(dim=-1)  # (n, m) periodic distance to each site
+        nearest = d.argmin(-1)
+        assert float(d.min(-1).values.max()) < 1e-4
+        assert torch.equal(site_z[nearest], batch.z[atoms])
+
+
+def test_unit_cell_encoder_sees_positions_not_only_composition(records):
+    """Permuting the basis atoms leaves the condition unchanged; moving one atom within
+    the cell (same lattice, same composition) changes it."""
+    from c2np.models.components import UnitCellEncoder
+
+    torch.manual_seed(0)
+    enc = UnitCellEncoder(16).eval()
+    batch = COLLATE[1]([(records[0], -1)])
+    args = (batch.cell_z, batch.cell_pos, batch.cell_batch, batch.lattice, batch.radius)
+    ref = enc(*args)
+    perm = torch.randperm(len(batch.cell_z))
+    permuted = enc(batch.cell_z[perm], batch.cell_pos[perm], batch.cell_batch, batch.lattice, batch.radius)
+    torch.testing.assert_close(permuted, ref, atol=1e-5, rtol=1e-5)
+    moved = batch.cell_pos.clone()
+    moved[0] = (moved[0] + torch.tensor([0.1, 0.0, 0.05])) % 1.0
+    shifted = enc(batch.cell_z, moved, batch.cell_batch, batch.lattice, batch.radius)
+    assert float((shifted - ref).abs().max()) > 1e-3

@@ -33,9 +33,10 @@ class Task1Batch(ParticleBatch):
     """Task 1: condition (unit cell, R) and, in training, the target particle."""
 
     cell_z: torch.Tensor  # (m,) atoms of the unit cells
+    cell_pos: torch.Tensor  # (m, 3) their fractional positions
     cell_batch: torch.Tensor  # (m,)
-    cellpar: torch.Tensor  # (G, 6) a, b, c, alpha, beta, gamma
-    vol_per_atom: torch.Tensor  # (G,)
+    lattice: torch.Tensor  # (G, 3, 3) lattice vectors as rows (Angstrom), the particle's frame
+    origin: torch.Tensor  # (G, 3) carving centre x0 in fractional coordinates, mod 1
     radius: torch.Tensor  # (G,)
     species: torch.Tensor  # (G, S) atomic numbers of the cell's species, 0 = padding
     cell_frac: torch.Tensor  # (G, S) fraction of each species in the cell

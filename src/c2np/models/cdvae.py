@@ -38,6 +38,7 @@ class CDVAETask1(Task1Generator):
 
     def score(self, batch: Task1Batch, pos, node_cond, sigma_node):
         graph = self.score_net.edges(pos, batch.ptr)
+        node_cond = node_cond + self.site_condition(batch, pos)
         h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
         (src, tgt), length = graph
         w = self.edge_out(torch.cat([h[src], h[tgt], self.score_net.distance(length)], -1))

@@ -85,21 +85,96 @@ def gaussian_latent(mu: torch.Tensor, logvar: torch.Tensor, sample: bool) -> tup
     return lat, kl
 
 
-class CellConditioner(nn.Module):
-    """Condition vector of Task 1: the unit cell (lattice parameters, composition through
-    the atom embedding, volume per atom) and the radius embedding."""
+def fourier_features(frac: torch.Tensor, n_freq: int) -> torch.Tensor:
+    """(..., 3) fractional coordinates -> (..., 6 n_freq) sin/cos(2 pi k f), k = 1..n_freq.
 
-    def __init__(self, hidden: int):
+    Periodic in every fractional coordinate, so a position and its lattice translates get
+    the same features: this is how a network on a finite particle knows where an atom sits
+    relative to the crystal it was cut from (DiffCSP's Fourier features of fractional
+    coordinates, without the periodic graph).
+    """
+    k = torch.arange(1, n_freq + 1, device=frac.device, dtype=frac.dtype)
+    args = 2 * math.pi * frac.unsqueeze(-1) * k  # (..., 3, K)
+    return torch.cat([torch.sin(args), torch.cos(args)], -1).flatten(-2)
+
+
+def lattice_features(lattice: torch.Tensor, n_atoms: torch.Tensor) -> torch.Tensor:
+    """(G, 3, 3) lattice rows -> (G, 7): lengths / 10 A, cos angles, volume per atom / 10 A^3."""
+    lengths = lattice.norm(dim=-1)
+    unit = lattice / lengths.unsqueeze(-1)
+    cos = torch.stack([(unit[:, 1] * unit[:, 2]).sum(-1), (unit[:, 0] * unit[:, 2]).sum(-1),
+                       (unit[:, 0] * unit[:, 1]).sum(-1)], -1)
+    vol = torch.linalg.det(lattice).abs() / n_atoms
+    return torch.cat([lengths / 10.0, cos, vol.view(-1, 1) / 10.0], -1)
+
+
+class UnitCellEncoder(nn.Module):
+    """Condition vector of Task 1: the whole unit cell (lattice, species and fractional
+    positions of every basis atom) and the radius.
+
+    Each basis atom starts from its species embedding plus Fourier features of its
+    fractional position; ``layers`` rounds of message passing over all atom pairs of the
+    cell (cells hold tens of atoms, so all pairs are cheap) use the Fourier features of the
+    fractional difference and the minimum-image distance, so the encoder sees the
+    arrangement of the basis and not only the composition. The pooled atoms, the lattice
+    features and the radius embedding give one vector per graph. Invariant to the order of
+    the basis atoms; origin-dependent on purpose, because the particle is carved about a
+    fixed point of the cell.
+    """
+
+    def __init__(self, hidden: int, n_freq: int = 4, layers: int = 2, gaussians: int = 16,
+                 cutoff: float = 8.0):
         super().__init__()
+        self.hidden, self.n_freq = hidden, n_freq
         self.embedding = nn.Embedding(MAX_Z + 1, hidden)
-        self.net = mlp(hidden + 8 + hidden, hidden, hidden)
-        self.hidden = hidden
+        self.position = mlp(6 * n_freq, hidden, hidden)
+        self.distance = GaussianSmearing(0.0, cutoff, gaussians)
+        self.messages = nn.ModuleList(mlp(2 * hidden + 6 * n_freq + gaussians, hidden, hidden)
+                                      for _ in range(layers))
+        self.updates = nn.ModuleList(mlp(2 * hidden, hidden, hidden) for _ in range(layers))
+        self.out = mlp(2 * hidden + 7 + 1 + hidden, hidden, hidden)
 
-    def forward(self, cell_z: torch.Tensor, cell_batch: torch.Tensor, cellpar: torch.Tensor,
-                vol_per_atom: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
-        n = len(cellpar)
-        comp = mean_pool(self.embedding(cell_z), cell_batch, n)
-        lengths = cellpar[:, :3] / 10.0
-        angles = torch.cos(torch.deg2rad(cellpar[:, 3:]))
-        geo = torch.cat([lengths, angles, vol_per_atom.view(-1, 1) / 10.0, radius.view(-1, 1) / 30.0], -1)
-        return self.net(torch.cat([comp, geo, sinusoidal(radius, self.hidden)], -1))
+    @staticmethod
+    def pairs(cell_batch: torch.Tensor) -> torch.Tensor:
+        """All ordered pairs (i != j) of atoms of the same cell, (2, sum m_g (m_g - 1))."""
+        counts = torch.bincount(cell_batch)
+        starts = torch.cumsum(counts, 0) - counts
+        rep = counts[cell_batch]  # partners of each atom, itself included
+        src = torch.repeat_interleave(torch.arange(len(cell_batch), device=cell_batch.device), rep)
+        offset = torch.arange(len(src), device=src.device) - torch.repeat_interleave(
+            torch.cumsum(rep, 0) - rep, rep)
+        tgt = starts[cell_batch[src]] + offset
+        keep = src != tgt
+        return torch.stack([src[keep], tgt[keep]])
+
+    def forward(self, cell_z: torch.Tensor, cell_pos: torch.Tensor, cell_batch: torch.Tensor,
+                lattice: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+        n_graphs = len(lattice)
+        h = self.embedding(cell_z) + self.position(fourier_features(cell_pos, self.n_freq))
+        src, tgt = self.pairs(cell_batch)
+        dfrac = cell_pos[tgt] - cell_pos[src]
+        wrapped = dfrac - torch.round(dfrac)
+        dist = torch.einsum("ei,eij->ej", wrapped, lattice[cell_batch[src]]).norm(dim=-1)
+        edge = torch.cat([fourier_features(dfrac, self.n_freq), self.distance(dist)], -1)
+        for message, update in zip(self.messages, self.updates):
+            m = scatter(message(torch.cat([h[src], h[tgt], edge], -1)), tgt, dim=0,
+                        dim_size=len(h), reduce="mean")
+            h = h + update(torch.cat([h, m], -1))
+        pooled = torch.cat([mean_pool(h, cell_batch, n_graphs),
+                            scatter(h, cell_batch, dim=0, dim_size=n_graphs, reduce="max")], -1)
+        n_atoms = torch.bincount(cell_batch, minlength=n_graphs).clamp_min(1).to(lattice.dtype)
+        geo = torch.cat([lattice_features(lattice, n_atoms), radius.view(-1, 1) / 30.0], -1)
+        return self.out(torch.cat([pooled, geo, sinusoidal(radius, self.hidden)], -1))
+
+
+def site_fractions(pos: torch.Tensor, batch: torch.Tensor, lattice: torch.Tensor,
+                   origin: torch.Tensor) -> torch.Tensor:
+    """Fractional coordinates, in the conditioning cell, of particle positions.
+
+    Particles are stored relative to the carving centre x0; ``origin`` is x0 in fractional
+    coordinates of the cell (mod 1), so ``pos @ L^-1 + origin`` places every atom in the
+    crystal it was cut from. Positions are in the cell's frame (Task 1 generates the
+    unrotated particle).
+    """
+    inv = torch.linalg.inv(lattice)  # (G, 3, 3)
+    return torch.einsum("ni,nij->nj", pos, inv[batch]) + origin[batch]

@@ -41,6 +41,7 @@ class SyMatTask1(Task1Generator):
 
     def edge_scores(self, batch: Task1Batch, pos, node_cond, sigma_node):
         graph = self.score_net.edges(pos, batch.ptr)
+        node_cond = node_cond + self.site_condition(batch, pos)
         h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
         (src, tgt), length = graph
         s = self.edge_out(torch.cat([h[src] + h[tgt], h[src] * h[tgt],

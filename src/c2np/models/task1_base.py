@@ -1,6 +1,10 @@
-"""Task 1 generators (unit cell + R -> particle): what both families share.
+"""Task 1 generators (unit cell + R -> particle): what the families share.
 
-A subclass supplies the latent (``encode``: posterior from the target; the prior is
+The condition is the whole unit cell (lattice, species and fractional positions of the
+basis) and R, encoded once per graph by :class:`UnitCellEncoder`; every atom's network
+input also carries :meth:`Task1Generator.site_condition`, Fourier features of its
+fractional position in that cell, so that a score network can place atoms on the
+crystal's sites. A subclass supplies the latent (``encode``: posterior from the target; the prior is
 N(0, I)), the per-atom score (``score``) and its training loss (``score_loss``).
 """
 
@@ -11,7 +15,15 @@ import torch
 from torch import nn
 
 from c2np.models.batches import Task1Batch
-from c2np.models.components import MAX_Z, CellConditioner, gaussian_latent, mlp, sinusoidal
+from c2np.models.components import (
+    MAX_Z,
+    UnitCellEncoder,
+    fourier_features,
+    gaussian_latent,
+    mlp,
+    site_fractions,
+    sinusoidal,
+)
 from c2np.models.generation import annealed_langevin, sigmas, species_counts, uniform_ball
 
 
@@ -22,12 +34,15 @@ class Task1Generator(nn.Module):
 
     def __init__(self, hidden: int = 64, latent: int = 4, sigma_max: float = 1.5,
                  sigma_min: float = 0.02, n_sigmas: int = 20, langevin_steps: int = 5,
-                 step_size: float = 1e-4, beta_kl: float = 0.01, max_atoms: int = 20000, **_):
+                 step_size: float = 1e-4, beta_kl: float = 0.01, max_atoms: int = 20000,
+                 n_freq: int = 4, **_):
         super().__init__()
         self.hidden, self.latent, self.beta_kl = hidden, latent, beta_kl
         self.langevin_steps, self.step_size, self.max_atoms = langevin_steps, step_size, max_atoms
         self.register_buffer("levels", sigmas(sigma_max, sigma_min, n_sigmas))
-        self.conditioner = CellConditioner(hidden)
+        self.n_freq = n_freq
+        self.conditioner = UnitCellEncoder(hidden, n_freq)
+        self.site_embedding = mlp(6 * n_freq, hidden, hidden)
         self.size_head = mlp(hidden + latent, hidden, 1 + hidden)
         self.species_embedding = nn.Embedding(MAX_Z + 1, hidden)
         self.node_cond = mlp(2 * hidden + latent, hidden, hidden)
@@ -55,9 +70,15 @@ class Task1Generator(nn.Module):
         return log_n, logits.masked_fill(batch.species == 0, -1e9)
 
     def cell_condition(self, batch: Task1Batch) -> torch.Tensor:
-        """Per-graph condition vector of the unit cell and R."""
-        return self.conditioner(batch.cell_z, batch.cell_batch, batch.cellpar, batch.vol_per_atom,
+        """Per-graph condition vector of the whole unit cell and R."""
+        return self.conditioner(batch.cell_z, batch.cell_pos, batch.cell_batch, batch.lattice,
                                 batch.radius)
+
+    def site_condition(self, batch: Task1Batch, pos: torch.Tensor) -> torch.Tensor:
+        """(n, hidden) embedding of each atom's fractional position in the conditioning cell;
+        families add it to the node condition wherever they read positions."""
+        frac = site_fractions(pos, batch.batch, batch.lattice, batch.origin)
+        return self.site_embedding(fourier_features(frac, self.n_freq))
 
     def conditions(self, batch: Task1Batch, lat: torch.Tensor, sigma_graph: torch.Tensor,
                    cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -85,7 +106,7 @@ class Task1Generator(nn.Module):
     def generate(self, batch: Task1Batch, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """One particle per graph of ``batch`` (its condition fields; targets unused)."""
         gen = torch.Generator().manual_seed(int(seed))
-        device = batch.cellpar.device
+        device = batch.lattice.device
         cond = self.cell_condition(batch)
         lat = torch.randn(batch.n_graphs, self.latent, generator=gen).to(device)
         log_n, logits = self.size_and_species(batch, cond, lat)

@@ -37,8 +37,9 @@ class ParticleRecord:
     config_ids: np.ndarray  # every configuration of this (material, R) in the split
     quaternions: np.ndarray  # (k, 4) xyzw, aligned with config_ids
     cell_numbers: np.ndarray
-    cellpar: np.ndarray
-    vol_per_atom: float
+    cell_scaled: np.ndarray  # (m, 3) fractional positions of the basis atoms
+    cell_matrix: np.ndarray  # (3, 3) lattice vectors as rows, the frame of the canonical particle
+    origin: np.ndarray  # (3,) carving centre x0 in fractional coordinates, mod 1
     lattice: np.ndarray  # conventional lattice target (6,)
     spacegroup: int
 
@@ -57,10 +58,13 @@ def load_records(ds: Dataset, split: str, materials: list[str] | None = None,
             cells[m] = ds.unit_cell(m)
         cell = cells[m]
         atoms = ds.canonical(m, int(r))
+        x0 = np.asarray(atoms.info.get("x0") or np.zeros(3), float)
+        origin = np.linalg.solve(cell.cell.array.T, x0) % 1.0
         out.append(ParticleRecord(
             m, int(r), atoms.numbers.copy(), atoms.positions.copy(),
             grp["config_id"].to_numpy(), grp[["qx", "qy", "qz", "qw"]].to_numpy(),
-            cell.numbers.copy(), np.asarray(cell.cell.cellpar()), cell.get_volume() / len(cell),
+            cell.numbers.copy(), cell.get_scaled_positions(wrap=True), cell.cell.array.copy(),
+            np.where(np.isclose(origin, 1.0), 0.0, origin),
             targets.loc[m, LATTICE_COLUMNS].to_numpy(float), int(targets.loc[m, "spacegroup"])))
         if limit is not None and len(out) >= limit:
             break
@@ -115,9 +119,10 @@ def collate_task1(items) -> Task1Batch:
     cell_sizes = [len(r.cell_numbers) for r in recs]
     return Task1Batch(**_particles(items),
                       cell_z=torch.as_tensor(np.concatenate([r.cell_numbers for r in recs]), dtype=torch.long),
+                      cell_pos=torch.tensor(np.concatenate([r.cell_scaled for r in recs]), dtype=torch.float32),
                       cell_batch=torch.repeat_interleave(torch.arange(len(recs)), torch.tensor(cell_sizes)),
-                      cellpar=torch.tensor(np.stack([r.cellpar for r in recs]), dtype=torch.float32),
-                      vol_per_atom=torch.tensor([r.vol_per_atom for r in recs], dtype=torch.float32),
+                      lattice=torch.tensor(np.stack([r.cell_matrix for r in recs]), dtype=torch.float32),
+                      origin=torch.tensor(np.stack([r.origin for r in recs]), dtype=torch.float32),
                       radius=torch.tensor([float(r.radius) for r in recs]),
                       species=torch.as_tensor(species), cell_frac=torch.tensor(cell_frac, dtype=torch.float32),
                       target_frac=torch.tensor(target_frac, dtype=torch.float32),
