@@ -17,11 +17,11 @@ import torch
 from c2np.models.batches import Task1Batch, Task2Batch
 from c2np.models.components import SchNetEncoder, mean_pool, mlp
 from c2np.models.generation import equivariant_vectors
-from c2np.models.task1_base import Task1Generator
+from c2np.models.task1_base import LangevinGenerator
 from c2np.models.task2_base import LatticePredictor
 
 
-class CDVAETask1(Task1Generator):
+class CDVAETask1(LangevinGenerator):
     """Conditional VAE + denoising score network over coordinates."""
 
     def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,

@@ -19,11 +19,11 @@ import torch
 from c2np.models.batches import Task1Batch, Task2Batch
 from c2np.models.components import MAX_Z, SchNetEncoder, mlp
 from c2np.models.generation import equivariant_vectors
-from c2np.models.task1_base import Task1Generator
+from c2np.models.task1_base import LangevinGenerator
 from c2np.models.task2_base import LatticePredictor
 
 
-class SyMatTask1(Task1Generator):
+class SyMatTask1(LangevinGenerator):
     """Atom-type-set VAE + distance-score diffusion over coordinates."""
 
     def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,

@@ -3,12 +3,21 @@
 The condition is the whole unit cell (lattice, species and fractional positions of the
 basis) and R, encoded once per graph by :class:`UnitCellEncoder`; every atom's network
 input also carries :meth:`Task1Generator.site_condition`, Fourier features of its
-fractional position in that cell, so that a score network can place atoms on the
-crystal's sites. A subclass supplies the latent (``encode``: posterior from the target; the prior is
-N(0, I)), the per-atom score (``score``) and its training loss (``score_loss``).
+fractional position in that cell, so that a network can place atoms on the crystal's
+sites.
+
+:class:`Task1Generator` is family-neutral: the condition, an optional Gaussian latent
+(``latent = 0`` means none), the size/composition head (log N and species fractions),
+the loss skeleton and the start of sampling (how many atoms of which species, first
+positions uniform in the sphere). A family supplies ``coordinate_loss`` (its training
+objective on the coordinates) and ``sample_positions`` (its sampler).
+:class:`LangevinGenerator` is the score-based family base (CDVAE, SyMat): noise levels,
+denoising score matching and annealed Langevin dynamics.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,39 +36,59 @@ from c2np.models.components import (
 from c2np.models.generation import annealed_langevin, sigmas, species_counts, uniform_ball
 
 
+@dataclass
+class SampleStart:
+    """The start of sampling: a batch holding the generated atoms (species fixed, first
+    positions uniform in the sphere), the per-graph condition and latent, and the seeded
+    generator that the sampler must keep drawing from."""
+
+    batch: Task1Batch
+    cond: torch.Tensor
+    lat: torch.Tensor
+    generator: torch.Generator
+
+
 class Task1Generator(nn.Module):
-    """Condition encoder, size/composition head, noise levels and sampling."""
+    """Condition encoder, size/composition head, loss skeleton and the start of sampling."""
 
     task = 1
 
-    def __init__(self, hidden: int = 64, latent: int = 4, sigma_max: float = 1.5,
-                 sigma_min: float = 0.02, n_sigmas: int = 20, langevin_steps: int = 5,
-                 step_size: float = 1e-4, beta_kl: float = 0.01, max_atoms: int = 20000,
-                 n_freq: int = 4, **_):
+    def __init__(self, hidden: int = 64, latent: int = 0, beta_kl: float = 0.01,
+                 max_atoms: int = 20000, n_freq: int = 4, **_):
         super().__init__()
         self.hidden, self.latent, self.beta_kl = hidden, latent, beta_kl
-        self.langevin_steps, self.step_size, self.max_atoms = langevin_steps, step_size, max_atoms
-        self.register_buffer("levels", sigmas(sigma_max, sigma_min, n_sigmas))
-        self.n_freq = n_freq
+        self.max_atoms, self.n_freq = max_atoms, n_freq
         self.conditioner = UnitCellEncoder(hidden, n_freq)
         self.site_embedding = mlp(6 * n_freq, hidden, hidden)
         self.size_head = mlp(hidden + latent, hidden, 1 + hidden)
         self.species_embedding = nn.Embedding(MAX_Z + 1, hidden)
-        self.node_cond = mlp(2 * hidden + latent, hidden, hidden)
 
     # -- pieces the families provide --------------------------------------------------
     def encode(self, batch: Task1Batch, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior (mu, logvar) of the latent from the target; needed when ``latent > 0``."""
         raise NotImplementedError
 
-    def score(self, batch: Task1Batch, pos: torch.Tensor, node_cond: torch.Tensor,
-              sigma_node: torch.Tensor) -> torch.Tensor:
+    def coordinate_loss(self, batch: Task1Batch, cond: torch.Tensor,
+                        lat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The family's objective on the coordinates; must hold the key ``"coords"``."""
         raise NotImplementedError
 
-    def score_loss(self, batch: Task1Batch, node_cond: torch.Tensor, sigma_node: torch.Tensor,
-                   noise: torch.Tensor) -> torch.Tensor:
+    def sample_positions(self, start: SampleStart) -> torch.Tensor:
+        """Final positions (n, 3) of the atoms of ``start.batch``."""
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------
+    def cell_condition(self, batch: Task1Batch) -> torch.Tensor:
+        """Per-graph condition vector of the whole unit cell and R."""
+        return self.conditioner(batch.cell_z, batch.cell_pos, batch.cell_batch, batch.lattice,
+                                batch.radius)
+
+    def site_condition(self, batch: Task1Batch, pos: torch.Tensor) -> torch.Tensor:
+        """(n, hidden) embedding of each atom's fractional position in the conditioning cell;
+        families add it to the node features wherever they read positions."""
+        frac = site_fractions(pos, batch.batch, batch.lattice, batch.origin)
+        return self.site_embedding(fourier_features(frac, self.n_freq))
+
     def size_and_species(self, batch: Task1Batch, cond: torch.Tensor, lat: torch.Tensor):
         """Predicted log N (G,) and species logits (G, S) over the cell's species."""
         out = self.size_head(torch.cat([cond, lat], -1))
@@ -69,42 +98,27 @@ class Task1Generator(nn.Module):
         logits = logits + torch.log(batch.cell_frac.clamp_min(1e-6))
         return log_n, logits.masked_fill(batch.species == 0, -1e9)
 
-    def cell_condition(self, batch: Task1Batch) -> torch.Tensor:
-        """Per-graph condition vector of the whole unit cell and R."""
-        return self.conditioner(batch.cell_z, batch.cell_pos, batch.cell_batch, batch.lattice,
-                                batch.radius)
-
-    def site_condition(self, batch: Task1Batch, pos: torch.Tensor) -> torch.Tensor:
-        """(n, hidden) embedding of each atom's fractional position in the conditioning cell;
-        families add it to the node condition wherever they read positions."""
-        frac = site_fractions(pos, batch.batch, batch.lattice, batch.origin)
-        return self.site_embedding(fourier_features(frac, self.n_freq))
-
-    def conditions(self, batch: Task1Batch, lat: torch.Tensor, sigma_graph: torch.Tensor,
-                   cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-node condition: cell + R (``cond``, computed when not given), latent, noise level."""
-        cond = self.cell_condition(batch) if cond is None else cond
-        level = sinusoidal(torch.log(sigma_graph) - torch.log(self.levels[-1]), self.hidden, 10.0)
-        return self.node_cond(torch.cat([cond, lat, level], -1))[batch.batch]
+    def posterior_latent(self, batch: Task1Batch, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training latent (reparameterised draw) and its KL; empty and 0 without a latent."""
+        if self.latent == 0:
+            return cond.new_zeros(len(cond), 0), cond.new_zeros(())
+        return gaussian_latent(*self.encode(batch, cond), sample=True)
 
     def loss(self, batch: Task1Batch) -> dict[str, torch.Tensor]:
         cond = self.cell_condition(batch)
-        lat, kl = gaussian_latent(*self.encode(batch, cond), sample=True)
+        lat, kl = self.posterior_latent(batch, cond)
         log_n, logits = self.size_and_species(batch, cond, lat)
         size = torch.mean((log_n - batch.log_n) ** 2)
         comp = -torch.mean(torch.sum(batch.target_frac * torch.log_softmax(logits, -1)
                                      .masked_fill(batch.species == 0, 0.0), -1))
-        k = torch.randint(len(self.levels), (batch.n_graphs,), device=batch.pos.device)
-        sigma_graph = self.levels[k]
-        node_cond = self.conditions(batch, lat, sigma_graph, cond)
-        sigma_node = sigma_graph[batch.batch].view(-1, 1)
-        score = self.score_loss(batch, node_cond, sigma_node, torch.randn_like(batch.pos))
-        total = score + size + comp + self.beta_kl * kl
-        return {"loss": total, "score": score, "size": size, "composition": comp, "kl": kl}
+        coords = self.coordinate_loss(batch, cond, lat)
+        total = coords["coords"] + size + comp + self.beta_kl * kl
+        return {"loss": total, **coords, "size": size, "composition": comp, "kl": kl}
 
     @torch.no_grad()
-    def generate(self, batch: Task1Batch, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One particle per graph of ``batch`` (its condition fields; targets unused)."""
+    def start_sampling(self, batch: Task1Batch, seed: int) -> SampleStart:
+        """Draw the latent, the atom count and species of every graph, and first positions
+        uniform in the sphere (the known support of a carved particle)."""
         gen = torch.Generator().manual_seed(int(seed))
         device = batch.lattice.device
         cond = self.cell_condition(batch)
@@ -124,14 +138,59 @@ class Task1Generator(nn.Module):
                                            torch.tensor(sizes, device=device))
         sample = Task1Batch(**{**batch.__dict__, "z": torch.cat(zs).to(device),
                                "pos": torch.cat(pos).to(device), "batch": graph_of, "ptr": ptr})
+        return SampleStart(sample, cond, lat, gen)
+
+    @torch.no_grad()
+    def generate(self, batch: Task1Batch, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One particle per graph of ``batch`` (its condition fields; targets unused)."""
+        start = self.start_sampling(batch, seed)
+        x = self.sample_positions(start)
+        bounds = start.batch.ptr.tolist()
+        return [(start.batch.z[a:b].cpu().numpy(), x[a:b].cpu().numpy().astype(np.float64))
+                for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+class LangevinGenerator(Task1Generator):
+    """Score-based Task 1 family base: geometric noise levels, denoising score matching on
+    the coordinates (``score_loss``) and annealed Langevin sampling with ``score``."""
+
+    def __init__(self, hidden: int = 64, latent: int = 4, sigma_max: float = 1.5,
+                 sigma_min: float = 0.02, n_sigmas: int = 20, langevin_steps: int = 5,
+                 step_size: float = 1e-4, **kw):
+        super().__init__(hidden=hidden, latent=latent, **kw)
+        self.langevin_steps, self.step_size = langevin_steps, step_size
+        self.register_buffer("levels", sigmas(sigma_max, sigma_min, n_sigmas))
+        self.node_cond = mlp(2 * hidden + latent, hidden, hidden)
+
+    def score(self, batch: Task1Batch, pos: torch.Tensor, node_cond: torch.Tensor,
+              sigma_node: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def score_loss(self, batch: Task1Batch, node_cond: torch.Tensor, sigma_node: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def conditions(self, batch: Task1Batch, lat: torch.Tensor, sigma_graph: torch.Tensor,
+                   cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-node condition: cell + R (``cond``, computed when not given), latent, noise level."""
+        cond = self.cell_condition(batch) if cond is None else cond
+        level = sinusoidal(torch.log(sigma_graph) - torch.log(self.levels[-1]), self.hidden, 10.0)
+        return self.node_cond(torch.cat([cond, lat, level], -1))[batch.batch]
+
+    def coordinate_loss(self, batch, cond, lat):
+        k = torch.randint(len(self.levels), (batch.n_graphs,), device=batch.pos.device)
+        sigma_graph = self.levels[k]
+        node_cond = self.conditions(batch, lat, sigma_graph, cond)
+        sigma_node = sigma_graph[batch.batch].view(-1, 1)
+        return {"coords": self.score_loss(batch, node_cond, sigma_node, torch.randn_like(batch.pos))}
+
+    def sample_positions(self, start: SampleStart) -> torch.Tensor:
+        sample, graphs = start.batch, start.batch.n_graphs
 
         def score(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            s_graph = torch.full((batch.n_graphs,), sigma, device=device)
-            node_cond = self.conditions(sample, lat, s_graph, cond)
-            return self.score(sample, x, node_cond, s_graph[graph_of].view(-1, 1))
+            s_graph = torch.full((graphs,), sigma, device=x.device)
+            node_cond = self.conditions(sample, start.lat, s_graph, start.cond)
+            return self.score(sample, x, node_cond, s_graph[sample.batch].view(-1, 1))
 
-        x = annealed_langevin(score, sample.pos, batch.radius, graph_of, self.levels,
-                              self.langevin_steps, self.step_size, gen)
-        bounds = ptr.tolist()
-        return [(sample.z[a:b].cpu().numpy(), x[a:b].cpu().numpy().astype(np.float64))
-                for a, b in zip(bounds[:-1], bounds[1:])]
+        return annealed_langevin(score, sample.pos, sample.radius, sample.batch, self.levels,
+                                 self.langevin_steps, self.step_size, start.generator)
