@@ -2,9 +2,17 @@
 
 Lattice targets are standardised with the training set's mean and std and the space
 groups seen in training become the classes; both are buffers, so a checkpoint carries
-them. Every Task 2 model encodes the particle with SchNet into a Gaussian latent
-(``encode``); a subclass supplies ``forward(batch) -> (lattice (G, 6), class logits (G, K),
-aux loss)``.
+them. Every Task 2 model encodes the particle with a rotation-invariant SchNet.
+
+Two kinds of subclass:
+- :class:`LatticePredictor` subclasses (CDVAE, SyMat) put a Gaussian latent on the
+  pooled encoding (``encode``) and supply ``forward(batch) -> (lattice (G, 6), class
+  logits (G, K), aux loss)``: a regression of the standardised lattice.
+- :class:`LatticeGenerator` subclasses (DiffCSP, FlowMM, MatterGen, ADiT) model
+  p(lattice | particle) generatively in the standardised lattice space: they supply the
+  training objective ``lattice_loss`` and the sampler ``sample_lattice``; the prediction
+  is the mean of ``samples`` seeded draws (a point estimate for the harness), and a
+  space-group head on the same encoding gives the class.
 """
 
 from __future__ import annotations
@@ -26,16 +34,20 @@ class LatticePredictor(nn.Module):
         super().__init__()
         self.beta_kl = beta_kl
         self.encoder = SchNetEncoder(hidden, interactions, cutoff, gaussians)
-        self.posterior = mlp(hidden, hidden, 2 * latent)
+        # generative families have no VAE latent: no unused parameters (DDP would stall on them)
+        self.posterior = mlp(hidden, hidden, 2 * latent) if latent > 0 else None
         self.register_buffer("lattice_mean", torch.zeros(6))
         self.register_buffer("lattice_std", torch.ones(6))
         self.register_buffer("classes", torch.arange(1, n_classes + 1))
         self.register_buffer("n_used", torch.tensor(n_classes))  # classes seen in training
 
+    def embed(self, batch: Task2Batch) -> torch.Tensor:
+        """(G, hidden) rotation-invariant encoding of each particle (mean-pooled SchNet)."""
+        return mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
+
     def encode(self, batch: Task2Batch, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent of each particle and the KL term already weighted by ``beta_kl``."""
-        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
-        lat, kl = gaussian_latent(*self.posterior(h).chunk(2, -1), sample)
+        lat, kl = gaussian_latent(*self.posterior(self.embed(batch)).chunk(2, -1), sample)
         return lat, self.beta_kl * kl
 
     def fit_targets(self, lattice: torch.Tensor, spacegroups: torch.Tensor) -> None:
@@ -58,14 +70,54 @@ class LatticePredictor(nn.Module):
         lattice, logits, aux = self(batch)
         target = (batch.lattice - self.lattice_mean) / self.lattice_std
         reg = torch.mean((lattice - target) ** 2)
-        cls = nn.functional.cross_entropy(logits[:, : self._used()], self.class_index(batch.spacegroup))
+        cls = self.class_loss(logits, batch.spacegroup)
         return {"loss": reg + cls + aux, "lattice": reg, "spacegroup": cls, "aux": aux}
 
-    @torch.no_grad()
-    def predict(self, batch: Task2Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lattice parameters (G, 6) in Angstrom/degrees and space-group numbers (G,)."""
-        lattice, logits, _ = self(batch, sample=False)
+    def class_loss(self, logits: torch.Tensor, spacegroup: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(logits[:, : self._used()], self.class_index(spacegroup))
+
+    def decode(self, lattice: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standardised lattice and class logits -> lattice (Angstrom, degrees) and space groups."""
         lat = lattice * self.lattice_std + self.lattice_mean
         # keep to what a lattice can be (the harness rejects lengths <= 0, angles outside (0, 180))
         lat = torch.cat([lat[:, :3].clamp_min(0.1), lat[:, 3:].clamp(1.0, 179.0)], -1)
         return lat, self.classes[: self._used()][logits[:, : self._used()].argmax(-1)]
+
+    @torch.no_grad()
+    def predict(self, batch: Task2Batch, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lattice parameters (G, 6) in Angstrom/degrees and space-group numbers (G,).
+        ``seed`` drives the sampler of generative subclasses; a regression ignores it."""
+        lattice, logits, _ = self(batch, sample=False)
+        return self.decode(lattice, logits)
+
+
+class LatticeGenerator(LatticePredictor):
+    """Generative Task 2 base: p(standardised lattice | particle encoding) + space-group head."""
+
+    def __init__(self, hidden: int = 64, samples: int = 8, n_classes: int = 16, **kw):
+        kw.pop("latent", None)
+        super().__init__(hidden=hidden, latent=0, n_classes=n_classes, **kw)
+        self.hidden, self.samples = hidden, samples
+        self.class_head = mlp(hidden, hidden, n_classes)
+
+    def lattice_loss(self, x0: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """The family's objective for standardised lattices ``x0`` (G, 6) given encodings ``h``."""
+        raise NotImplementedError
+
+    def sample_lattice(self, h: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """One standardised lattice (G, 6) per encoding, drawn with ``generator`` (CPU)."""
+        raise NotImplementedError
+
+    def loss(self, batch: Task2Batch) -> dict[str, torch.Tensor]:
+        h = self.embed(batch)
+        target = (batch.lattice - self.lattice_mean) / self.lattice_std
+        gen = self.lattice_loss(target, h)
+        cls = self.class_loss(self.class_head(h), batch.spacegroup)
+        return {"loss": gen + cls, "lattice": gen, "spacegroup": cls}
+
+    @torch.no_grad()
+    def predict(self, batch: Task2Batch, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.embed(batch)
+        gen = torch.Generator().manual_seed(int(seed))
+        draws = torch.stack([self.sample_lattice(h, gen) for _ in range(self.samples)])
+        return self.decode(draws.mean(0), self.class_head(h))

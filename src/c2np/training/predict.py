@@ -68,11 +68,11 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
             write_task1(out, particles)
         else:
             rows = []
-            for chunk in _batches(records, size):
+            for b, chunk in enumerate(_batches(records, size)):
                 items = ([(r, k) for r in chunk for k in range(len(r.config_ids))] if all_rotations
                          else [(r, -1) for r in chunk])
-                for part in _batches(items, size):
-                    lat, sg = model.predict(COLLATE[2](part).to(device))
+                for p, part in enumerate(_batches(items, size)):
+                    lat, sg = model.predict(COLLATE[2](part).to(device), seed=(seed * 100003 + b) * 1009 + p)
                     lat, sg = lat.cpu().numpy().astype(np.float64), sg.cpu().numpy()
                     for (rec, k), l6, s in zip(part, lat, sg):
                         # rotation-invariant model: the canonical prediction holds for every rotation
