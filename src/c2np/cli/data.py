@@ -115,7 +115,7 @@ def export_xyz_cmd(store: StoreArg, out: Annotated[Path, typer.Argument(help="Ou
     """Write the authors' reference layout, byte for byte: quaternions/{M}/R{r}/xyz/rot_{k}.xyz
     and cifs/{M}.cif.
 
-    The whole dataset is 171,234 files and 25.3 GB in this layout (the Parquet store holds
+    The whole dataset is 171,234 files and 33.8 GB in this layout (the Parquet store holds
     the same in 14 MB); select with --materials/--radii/--split. Each material is written
     into a hidden folder and renamed into place when complete; while the export runs, the
     output folder holds an EXPORT_INCOMPLETE marker, and running the same command again
