@@ -44,7 +44,8 @@ class Evaluator:
            "one row per config_id of Evaluator.targets()",
     }
     expected_output_format = ("dict: task, split, n_samples, metrics (overall), per_radius, "
-                              "tolerances, store_fingerprint, c2np_version, model, seed, seconds")
+                              "tolerances, store_fingerprint (SHA-256 over the store files as read), store_verified, "
+                              "build_fingerprint (config + unit cells), c2np_version, model, seed, seconds")
 
     def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
                  tolerances: Tolerances = Tolerances(), sample_per_group: int | None = None,
@@ -79,7 +80,8 @@ class Evaluator:
     def _header(self, model: str | None, seed: int | None) -> dict:
         return {"format": RESULT_FORMAT, "task": self.task, "split": self.split,
                 "model": model, "seed": seed, "n_samples": len(self._targets),
-                "sample": self.sample, "store_fingerprint": self.ds.manifest["fingerprint"],
+                "sample": self.sample, "store_fingerprint": self.ds.fingerprint,
+                "store_verified": self.ds.verified, "build_fingerprint": self.ds.manifest["fingerprint"],
                 "c2np_version": c2np.__version__}
 
     def evaluate(self, predictions, model: str | None = None, seed: int | None = None,
