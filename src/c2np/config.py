@@ -227,7 +227,7 @@ _WHAT = {"int_type": "an integer", "float_type": "a number", "bool_type": "true 
 
 def _error_line(error: dict, where: str) -> str:
     """One validation error as ``where: key.path: what is wrong (got value)``."""
-    loc = ".".join(str(x) if isinstance(x, str) else f"[{x}]" for x in error["loc"]).replace(".[", "[")
+    loc = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in error["loc"]).lstrip(".")
     kind = error["type"]
     if kind == "extra_forbidden":
         section = _ConfigFile

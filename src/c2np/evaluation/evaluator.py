@@ -100,7 +100,8 @@ class Evaluator:
             frame = P.read_task2(predictions, ids)
             result = self._task2(frame)
         else:
-            result = self._task1(P.read_task1(predictions, ids), jobs, progress)
+            where = "predictions" if isinstance(predictions, dict) else str(predictions)
+            result = self._task1(P.read_task1(predictions, ids), jobs, progress, where)
         out = self._header(model, seed)
         out.update(result)
         out["seconds"] = round(time.perf_counter() - start, 3)
@@ -118,7 +119,7 @@ class Evaluator:
         return {"metrics": overall, "per_radius": per_radius,
                 "tolerances": {"length_rtol": self.tol.length_rtol, "angle_atol_deg": self.tol.angle_atol}}
 
-    def _task1(self, preds: dict, jobs: int, progress: bool) -> dict:
+    def _task1(self, preds: dict, jobs: int, progress: bool, where: str) -> dict:
         t = self._targets
         work = []
         for row in t.itertuples():
@@ -126,7 +127,7 @@ class Evaluator:
             z, pos = preds[int(row.config_id)]
             if len(z) > MAX_ATOM_FACTOR * len(ref):
                 raise P.PredictionError(
-                    f"config_id {row.config_id}: {len(z):,} predicted atoms for a {len(ref):,}-atom "
+                    f"{where}: config_id {row.config_id}: {len(z):,} predicted atoms for a {len(ref):,}-atom "
                     f"target; at most {MAX_ATOM_FACTOR}x the target's atoms are scored (the "
                     "assignment is quadratic in the atom count)")
             work.append((int(row.config_id), z, pos, ref.numbers, ref.positions))

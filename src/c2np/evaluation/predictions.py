@@ -216,7 +216,8 @@ def _read_extxyz(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
             raise PredictionError(f"{path}: frame {k} has no config_id=<int> in its comment line")
         cid = atoms.info["config_id"]
         if isinstance(cid, bool) or not isinstance(cid, (int, np.integer)):
-            raise PredictionError(f"{path}: frame {k} has config_id={cid!r}; it must be an integer")
+            value = cid.item() if isinstance(cid, np.generic) else cid
+            raise PredictionError(f"{path}: frame {k} has config_id={value!r}; it must be an integer")
         cid = int(cid)
         if cid in out:
             raise PredictionError(f"{path}: duplicate config_id: {cid}")

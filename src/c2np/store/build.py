@@ -52,15 +52,23 @@ class BuildSummary:
 
 
 #: Fewest atoms a particle may have: a convex hull, an RDF and the statistics all need
-#: at least four points, so a cell too large for the smallest radius is refused.
+#: at least four points not in one plane, so a cell too large for the smallest radius
+#: (or so long along one axis that the particle is a flat slab) is refused.
 MIN_PARTICLE_ATOMS = 4
+#: Thinnest accepted particle (Angstrom, RMS extent along its flattest direction).
+MIN_PARTICLE_THICKNESS = 0.01
 
 
 def _check_particle(particle, name: str, radius: int) -> None:
-    if len(particle) < MIN_PARTICLE_ATOMS:
-        raise CarveError(f"{name}: the R={radius} A particle has {len(particle)} atom(s) "
-                         f"(fewer than {MIN_PARTICLE_ATOMS}): the unit cell is too large for this "
-                         "radius; use larger radii or a smaller cell")
+    n = len(particle)
+    hint = "the unit cell is too large for this radius; use larger radii or a smaller cell"
+    if n < MIN_PARTICLE_ATOMS:
+        raise CarveError(f"{name}: the R={radius} A particle has {n} atom(s) "
+                         f"(fewer than {MIN_PARTICLE_ATOMS}): {hint}")
+    centred = particle.positions - particle.positions.mean(axis=0)
+    if np.linalg.svd(centred, compute_uv=False)[-1] / np.sqrt(n) < MIN_PARTICLE_THICKNESS:
+        raise CarveError(f"{name}: the R={radius} A particle is flat (its {n} atoms lie in one "
+                         f"plane or line): {hint}")
 
 
 def _material_rows(material: Material, cfg: BuildConfig, quats: dict[int, np.ndarray],

@@ -21,6 +21,7 @@ FORMAT_VERSION = 1
 #: Top-level manifest keys and their JSON types; a manifest without them is corrupt.
 _REQUIRED = {"fingerprint": str, "config": dict, "materials": list, "counts": dict,
              "atoms": dict, "versions": dict, "files": dict}
+_SELF = "manifest_sha256"
 _VERSIONED = ("c2np", "numpy", "scipy", "ase", "spglib", "pandas", "pyarrow")
 
 
@@ -59,6 +60,7 @@ def write_manifest(store: Path, cfg: BuildConfig, materials: list, fingerprint: 
         "files": files,
         "content_fingerprint": content_fingerprint({rel: m["sha256"] for rel, m in files.items()}),
     }
+    manifest[_SELF] = _self_digest(manifest)
     layout.atomic_write_text(store / layout.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
@@ -79,6 +81,9 @@ def read_manifest(store: Path) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise StoreError(f"{path}: store format {manifest.get('format_version')} is not "
                          f"supported by this c2np (format {FORMAT_VERSION}); rebuild it")
+    if manifest.get(_SELF) != _self_digest(manifest):
+        raise StoreError(f"{path}: manifest altered (its {_SELF} does not match its content); "
+                         "rebuild the store")
     missing = [k for k, t in _REQUIRED.items() if not isinstance(manifest.get(k), t)]
     if missing:
         raise StoreError(f"{path}: corrupt manifest (missing or malformed: {', '.join(missing)}); "
@@ -87,6 +92,16 @@ def read_manifest(store: Path) -> dict:
     if not all(isinstance(m, dict) and isinstance(m.get("sha256"), str) for m in files.values()):
         raise StoreError(f"{path}: corrupt manifest (a files entry has no sha256); rebuild the store")
     return manifest
+
+
+def _self_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest's own content (every key but this digest), canonical JSON.
+
+    The manifest hashes every other file; this covers the manifest itself, so a flipped
+    count, version or config value is caught too.
+    """
+    body = {k: v for k, v in manifest.items() if k != _SELF}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
