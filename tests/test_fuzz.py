@@ -429,3 +429,19 @@ def test_long_errors_are_not_wrapped_and_markup_is_kept(tmp_path, monkeypatch, c
     name = "a-very-long-directory-name-" * 5 + "[red]x[/b]"
     code, _, err = _run(monkeypatch, capsys, "info", name)
     _assert_one_line_error(code, err, name)
+
+
+def test_verify_names_a_fix_that_works(store, monkeypatch, capsys, small_config, small_materials):
+    (store / "notes.txt").write_text("mine")
+    code, _, err = _run(monkeypatch, capsys, "verify", str(store))
+    assert code == 1
+    assert err.strip().splitlines() == [
+        "unexpected: notes.txt (not in the manifest)",
+        f"1 problem(s): remove notes.txt from {store}, then rebuild with `c2np build {store} --force`"]
+    (store / "notes.txt").unlink()
+    _flip(store / layout.INDEX, np.random.default_rng(1))
+    code, _, err = _run(monkeypatch, capsys, "verify", str(store))
+    assert code == 1 and err.strip().endswith(f"rebuild with `c2np build {store} --force`")
+    build_store(store, small_config, small_materials, progress=False, force=True)  # the fix works
+    code, out, _ = _run(monkeypatch, capsys, "verify", str(store))
+    assert code == 0 and out.startswith("ok: every file")

@@ -128,6 +128,7 @@ def test_refuses_to_write_into_a_foreign_directory(tmp_path, small_config, small
     with pytest.raises(StoreError, match="not a c2np store"):
         build_store(tmp_path, small_config, small_materials, progress=False, force=True)
     assert (tmp_path / "thesis.tex").read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]  # not even a lock file
 
 
 def test_verify_detects_altered_missing_and_extra_files(tmp_path, small_store):

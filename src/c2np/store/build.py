@@ -147,17 +147,21 @@ def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
                                                           write_page_checksum=True))
 
 
+def _refuse_foreign(store: Path) -> None:
+    foreign = sorted(p.name for p in store.iterdir()
+                     if p.name not in layout.OWNED and not layout.is_temporary(p.name))
+    if foreign:
+        raise StoreError(f"{store}: not a c2np store (contains {', '.join(foreign[:5])}); "
+                         "refusing to write into it")
+
+
 def _prepare(store: Path, fingerprint: str, force: bool) -> bool | dict[str, str]:
     """Check what is at ``store`` (holding its lock).
 
     Returns True if it already holds this exact build, else the particle-file hashes
     the progress journal of an interrupted run of this same build recorded (maybe empty).
     """
-    foreign = sorted(p.name for p in store.iterdir()
-                     if p.name not in layout.OWNED and not layout.is_temporary(p.name))
-    if foreign:
-        raise StoreError(f"{store}: not a c2np store (contains {', '.join(foreign[:5])}); "
-                         "refusing to write into it")
+    _refuse_foreign(store)
     layout.remove_temporaries(store)
     found = None
     for name in (layout.MANIFEST, layout.IN_PROGRESS):
@@ -212,6 +216,8 @@ def build_store(store: Path, cfg: BuildConfig, materials: list[Material], jobs: 
     fingerprint = build_fingerprint(cfg, materials)
     if store.exists() and not store.is_dir():
         raise StoreError(f"{store}: exists and is not a directory")
+    if store.is_dir():
+        _refuse_foreign(store)  # before the lock, which would add a file to it
     with store_lock(store, "c2np build"):
         journal = _prepare(store, fingerprint, force)
         if journal is True:

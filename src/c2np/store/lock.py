@@ -3,9 +3,9 @@
 Two builds (or a build and an export) started into one directory would otherwise both
 report success over a mix of each other's files. The lock is ``fcntl.flock`` on
 ``STORE/.c2np.lock``: the kernel releases it when the holder exits, even after a kill,
-so a stale lock can never block the next run. The file records the holder's PID and
-action for the refusal message; it is left in place (deleting it would let a third
-process lock a fresh inode while the second still holds the old one).
+so a stale lock can never block the next run. While held, the file names the holder's
+PID and action for the refusal message; it is emptied on release but left in place
+(deleting it would let a third process lock a fresh inode while a second holds the old).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def store_lock(store: Path, action: str) -> Iterator[None]:
                              "another directory") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} ({action})".encode(), 0)
-        yield
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)  # released: name no holder
     finally:
         os.close(fd)
