@@ -128,10 +128,20 @@ def test_fingerprint_is_computed_from_the_bytes_read(store, small_store):
 
 
 def test_manifest_with_missing_keys_is_one_clear_error(store):
+    from c2np.store.manifest import _self_digest
+
     manifest = json.loads((store / layout.MANIFEST).read_text())
     del manifest["files"]
     (store / layout.MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(StoreError, match="manifest"):
+    with pytest.raises(StoreError, match="manifest altered"):
+        c2np.open_dataset(store)
+    manifest["manifest_sha256"] = _self_digest(manifest)  # a consistent but incomplete one
+    (store / layout.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match=r"corrupt manifest \(missing or malformed: files\)"):
+        c2np.open_dataset(store)
+    manifest["format_version"] = 1
+    (store / layout.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(StoreError, match="store format 1 is not supported"):
         c2np.open_dataset(store)
 
 

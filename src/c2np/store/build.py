@@ -30,8 +30,8 @@ from c2np.particle_symmetry import duplicate_of, particle_symmetry_group
 from c2np.progress import progress_bar
 from c2np.rotations import configuration_quaternions, euler_xyz_degrees, rotation_matrices, train_grid
 from c2np.store import layout
-from c2np.store.manifest import material_digest, write_manifest
 from c2np.store.lock import store_lock
+from c2np.store.manifest import material_digest, write_manifest
 from c2np.store.particles import ParticleFile, write_particles
 from c2np.symmetry import proper_rotations_cartesian
 

@@ -17,7 +17,8 @@ from c2np.errors import StoreError
 from c2np.store import layout
 
 FORMAT = "c2np-store"
-FORMAT_VERSION = 1
+#: 2: Parquet page checksums and the manifest's own SHA-256 (format 1 stores must be rebuilt).
+FORMAT_VERSION = 2
 #: Top-level manifest keys and their JSON types; a manifest without them is corrupt.
 _REQUIRED = {"fingerprint": str, "config": dict, "materials": list, "counts": dict,
              "atoms": dict, "versions": dict, "files": dict}
