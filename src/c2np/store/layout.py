@@ -10,6 +10,7 @@
       materials.csv          the catalogue rows of the materials built
       cifs/{Material}.cif    their unit cells
       particles/{Material}.parquet   canonical particles, one row group per radius
+      .c2np.lock             held by a running build (empty otherwise; never hashed)
 
 Particles are stored once per (material, R), centred at x0, and rotated on access: the
 rotations are exact and cheap, and this keeps the store ~100x smaller than one file per
