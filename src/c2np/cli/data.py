@@ -18,6 +18,7 @@ from c2np.cli.common import (
     SplitOpt,
     StoreArg,
     _fail,
+    fail_line,
     _names,
     _print_summary,
     _size,
@@ -85,19 +86,27 @@ def info(store: StoreArg = DEFAULT_STORE) -> None:
 
 @app.command()
 def verify(store: StoreArg = DEFAULT_STORE) -> None:
-    """Re-hash every file of a store against its manifest; exit 1 if anything differs."""
-    from c2np.store.manifest import verify_store
+    """Re-hash every file of a store against its manifest; exit 1 if anything differs.
+
+    This is the same check `open_dataset` and every command that reads a store run first.
+    """
+    from c2np.store.layout import OWNED
+    from c2np.store.manifest import check_store
 
     try:
-        problems = verify_store(store)
+        problems = check_store(store).problems
     except C2NPError as exc:
         _fail(exc)
     if problems:
         for p in problems:
-            err.print(f"[red]{p}[/]")
-        err.print(f"[bold red]{len(problems)} problem(s)[/]: rebuild with `c2np build {store} --force`")
+            err.print(p, style="red")
+        strays = sorted({p.split(": ", 1)[1].split(" ")[0].split("/")[0] for p in problems
+                         if p.startswith("unexpected")} - set(OWNED))
+        fix = (f"remove {', '.join(strays)} from {store}, then rebuild with `c2np build {store} --force`"
+               if strays else f"rebuild with `c2np build {store} --force`")
+        err.print(f"{len(problems)} problem(s): {fix}", style="bold red")
         raise typer.Exit(1)
-    console.print(f"[green]ok[/]: every file of {store} matches its manifest")
+    console.print(f"ok: every file of {store} matches its manifest", style="green")
 
 
 def _select(store: Path, materials: str | None, radii: str | None, split: str | None):
@@ -198,7 +207,7 @@ def materials_relax(
     try:
         import chgnet  # noqa: F401
     except ImportError:
-        err.print("[bold red]error:[/] CHGNet is not installed: pip install 'c2np[relax]'")
+        fail_line("CHGNet is not installed: pip install 'c2np[relax]'")
         raise typer.Exit(2) from None
     from c2np.materials.relax import relax_all, write_catalogue
 
