@@ -159,3 +159,16 @@ def test_export_refuses_unknown_filters(small_store):
     ds = c2np.open_dataset(small_store)
     with pytest.raises(ValueError):
         ds.filter(splits=["validation"])
+
+
+def test_export_waits_for_no_one_while_a_build_holds_the_store(tmp_path, small_store):
+    """An export while another process holds the store's lock is refused, naming it."""
+    from c2np.store.lock import store_lock
+
+    ds = c2np.open_dataset(small_store).filter(materials=["KMgH3"], radii=[6])
+    with store_lock(small_store, "build"):
+        with pytest.raises(C2NPError, match="in use by PID"):
+            export_xyz(ds, tmp_path / "x", progress=False)
+        with pytest.raises(C2NPError, match="in use by PID"):
+            export_extxyz(ds, tmp_path / "x.extxyz", progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.extxyz").exists()

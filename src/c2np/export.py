@@ -17,7 +17,8 @@ rotation goes through :func:`fixed_width`, which writes the digits with integer 
 arithmetic into a preformatted byte buffer instead of calling Python's formatter per
 number, then each file is one ``write``. Materials run in parallel processes (``jobs``).
 
-Safety: each material is written into a hidden temporary folder and renamed into place
+Safety: the store's lock is held for the whole export (no build can change it meanwhile),
+each material is written into a hidden temporary folder and renamed into place
 when complete, an ``EXPORT_INCOMPLETE`` marker at the top of the output folder says that
 an export is unfinished (a re-run with the same selection resumes: complete materials are
 kept), and no output path may lie inside a store.
@@ -42,6 +43,7 @@ from c2np.rotations import euler_xyz_degrees, rotation_matrices
 from c2np.store import layout
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.store.layout import atomic_write
+from c2np.store.lock import store_lock
 
 #: Width and decimals of a coordinate in the reference XYZ layout (``%15.8f``).
 WIDTH, DECIMALS = 15, 8
@@ -146,7 +148,7 @@ def check_output_path(out: Path, store: Path | None = None) -> None:
 def _selection_key(ds: Dataset) -> str:
     """Identifies what an export writes, so that a resumed export is the same export."""
     ids = ds.index["config_id"].to_numpy()
-    return json.dumps({"store": ds.manifest.get("fingerprint") or ds.manifest.get("content_hash"),
+    return json.dumps({"store": ds.fingerprint,
                        "configurations": int(len(ids)), "first": int(ids.min()) if len(ids) else -1,
                        "last": int(ids.max()) if len(ids) else -1, "sum": int(ids.sum())},
                       sort_keys=True)
@@ -161,8 +163,9 @@ def _groups(ds: Dataset) -> Iterator[tuple[str, list[tuple[int, np.ndarray, np.n
 
 
 def _write_material(store: str, material: str, groups: list, out: str) -> int:
-    """Write one material's XYZ files into a hidden folder, then rename it into place."""
-    ds = open_dataset(store)
+    """Write one material's XYZ files into a hidden folder, then rename it into place.
+    The parent verified the store and holds its lock, so workers skip the re-hash."""
+    ds = open_dataset(store, verify=False)
     final = Path(out) / "quaternions" / material
     tmp = Path(out) / "quaternions" / f".{material}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -198,6 +201,11 @@ def export_xyz(ds: Dataset, out: Path, progress: bool = True, jobs: int = 1) -> 
     """
     out = Path(out)
     check_output_path(out, ds.store)
+    with store_lock(ds.store, "export xyz"):
+        return _export_xyz(ds, out, progress, jobs)
+
+
+def _export_xyz(ds: Dataset, out: Path, progress: bool, jobs: int) -> int:
     marker = out / INCOMPLETE
     key = _selection_key(ds)
     if marker.exists():
@@ -286,7 +294,8 @@ def export_extxyz(ds: Dataset, out: Path, progress: bool = True) -> int:
                         fh.write(blocks[k].tobytes())
                     advance(len(part))
 
-    atomic_write(out, write)
+    with store_lock(ds.store, "export extxyz"):
+        atomic_write(out, write)
     return len(ds)
 
 
