@@ -25,6 +25,8 @@ beta(t); deterministic sampling, the mean of seeded draws, and a space-group hea
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import torch
 from torch import nn
 
@@ -217,7 +219,7 @@ class ADiTTask1(Task1Generator):
         x_sc = torch.zeros_like(x)
         yes = torch.ones(graphs, dtype=torch.bool, device=device)
         times = torch.linspace(1.0 - self.min_t, self.min_t, self.steps).tolist() + [0.0]
-        for t_now, t_next in zip(times[:-1], times[1:]):
+        for t_now, t_next in pairwise(times):
             t = torch.full((graphs,), t_now, device=device)
             x0 = self.predict_clean(sample, x, x_sc, cond, yes, t)
             if self.guidance != 1.0:
@@ -287,7 +289,7 @@ class ADiTTask2(LatticeGenerator):
         x = torch.randn(len(h), 6, generator=generator).to(h.device)
         x_sc = torch.zeros_like(x)
         times = torch.linspace(1.0 - self.min_t, self.min_t, self.steps).tolist() + [0.0]
-        for t_now, t_next in zip(times[:-1], times[1:]):
+        for t_now, t_next in pairwise(times):
             t = torch.full((len(h),), t_now, device=h.device)
             x0 = self.predict_clean(x, x_sc, t, h)
             x_sc = x0

@@ -29,6 +29,7 @@ of seeded draws as the prediction, and a space-group head.
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -199,7 +200,7 @@ class MatterGenTask1(Task1Generator):
         sigma_max = self.sigma(torch.ones_like(sample.radius), sample.radius)[sample.batch].unsqueeze(-1)
         x = sample.pos + sigma_max * normal()  # the forward marginal at t = 1 of a uniform particle
         z = torch.full_like(sample.z, MASK)
-        for i, (t_now, t_next) in enumerate(zip(times[:-1], times[1:])):
+        for i, (t_now, t_next) in enumerate(pairwise(times)):
             last = i == self.steps - 1
             t = torch.full((sample.n_graphs,), t_now, device=device)
             sig = self.sigma(t, sample.radius)[sample.batch].unsqueeze(-1)
@@ -265,7 +266,7 @@ class MatterGenTask2(LatticeGenerator):
 
         times = torch.linspace(1.0, self.eps_t, self.steps + 1).tolist()
         x = normal()
-        for i, (t_now, t_next) in enumerate(zip(times[:-1], times[1:])):
+        for i, (t_now, t_next) in enumerate(pairwise(times)):
             t = torch.full((len(h),), t_now, device=device)
             dt = t_now - t_next
             beta = beta_polynomial(t, self.beta_min, self.beta_max).view(-1, 1)
