@@ -3,8 +3,9 @@ next to the DiT's flow loss, so that the latents can be checked before the DiT i
 
     python benchmarks/adit_vae_reconstruction.py --store c2np-store [--epochs 20] [--set model.hidden=64]
 
-VAE and DiT train jointly (the DiT on stop-gradient latents); the RMSD is of the posterior
-mean decoded, atoms in order, logged by the training loop as ``train_recon_rmsd``.
+VAE and DiT train jointly (the DiT on stop-gradient latents); the RMSD is that of the
+training step's decoded posterior samples, atoms in order, logged as ``train_recon_rmsd``
+(epoch means).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def main() -> None:
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         log = pd.read_csv(Path(tmp) / f"adit-task1-seed{args.seed}" / "metrics.csv")
     cols = ["epoch", "train_recon_rmsd", "train_type_accuracy", "train_flow", "train_loss"]
-    log = log.dropna(subset=["train_loss"])[cols]
+    log = log.dropna(subset=["train_loss"])[cols].astype({"epoch": int})
     print(f"ADiT Task 1 on {info['device']}: {info['train_records']} particles, {info['parameters']:,} "
           f"parameters, {info['epochs']} epochs in {wall:.0f} s wall / {cpu:.0f} s CPU")
     print(log.to_markdown(index=False, floatfmt=".3f"))

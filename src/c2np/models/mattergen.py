@@ -84,9 +84,10 @@ class PaiNNBlock(nn.Module):
         h = self.hidden
         x = self.phi(s)[src] * self.radial(rbf) * envelope.unsqueeze(-1) / self.norm
         ds, dvv, dvs = x.split(h, -1)
-        s = s + torch.zeros_like(s).index_add_(0, tgt, ds)
+        # index_add_ wants equal dtypes; under autocast the messages may be half precision
+        s = s + torch.zeros_like(s).index_add_(0, tgt, ds.to(s.dtype))
         dv = vec[src] * dvv.unsqueeze(1) + unit.unsqueeze(-1) * dvs.unsqueeze(1)
-        vec = vec + torch.zeros_like(vec).index_add_(0, tgt, dv)
+        vec = vec + torch.zeros_like(vec).index_add_(0, tgt, dv.to(vec.dtype))
         uv, vv = self.u(vec), self.v(vec)
         a = self.update(torch.cat([s, torch.sqrt((vv ** 2).sum(1) + 1e-8)], -1))
         avv, asv, ass = a.split(h, -1)
