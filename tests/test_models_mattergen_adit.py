@@ -71,6 +71,18 @@ def records(small_store):
     return load_records(open_dataset(small_store), "train", radii=[8])
 
 
+def test_every_registered_family_has_both_configs_and_the_cli_lists_it():
+    from c2np.models.registry import MODELS
+    from c2np.training.configs import bundled_models
+
+    assert bundled_models() == sorted(MODELS)
+    for name in FAMILIES:
+        for task in (1, 2):
+            assert load_training_config(name, task)["model"]["name"] == name
+    res = runner.invoke(app, ["train", "--help"])
+    assert all(name in res.output for name in MODELS)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("task", [1, 2])
 def test_tiny_model_loss_goes_down(records, name, task):
