@@ -1,24 +1,64 @@
-"""Progress display for long-running work (rich), silent when disabled or not a TTY."""
+"""Progress display for long-running work (rich).
+
+A bar is drawn on stderr when stderr is a terminal. When it is not (a log file, CI), each
+bar becomes two plain lines, one when the work starts and one when it ends, so a log
+never sits silent through a long stage. :func:`stage` names the stage (e.g. model, task
+and split) that every bar opened inside it carries as a prefix.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
+from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+
+_STAGE: ContextVar[str] = ContextVar("c2np_progress_stage", default="")
+
+
+@contextmanager
+def stage(label: str) -> Iterator[None]:
+    """Prefix every progress bar opened in this block with ``label``."""
+    token = _STAGE.set(label)
+    try:
+        yield
+    finally:
+        _STAGE.reset(token)
+
+
+def _label(description: str) -> str:
+    prefix = _STAGE.get()
+    return f"{prefix}: {description}" if prefix else description
 
 
 @contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True
                  ) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n=1)``; draws a rich progress bar on stderr when ``enabled``."""
+    """Yield ``advance(n=1)``; a rich bar on a terminal, start/end lines otherwise."""
     if not enabled:
         yield lambda n=1: None
         return
+    description = _label(description)
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        done = [0]
+        start = time.perf_counter()
+        console.print(f"{description}: {total:,} items ...", soft_wrap=True, highlight=False)
+
+        def advance(n: int = 1) -> None:
+            done[0] += n
+
+        yield advance
+        console.print(f"{description}: {done[0]:,}/{total:,} done in "
+                      f"{time.perf_counter() - start:.1f} s", soft_wrap=True, highlight=False)
+        return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
 

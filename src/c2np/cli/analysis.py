@@ -95,8 +95,6 @@ def plot(
     """Draw the paper's Figure 2 (unit cell, R=10 and R=30 particles of five materials)
     and Figure 3 (twelve panels a-l, one PNG + PDF each, plus the composite).
 
-    Under a minute for the whole store on 2 cores.
-
     Example: c2np plot c2np-store --out figures/
     """
     from c2np.analysis.figures import FIGURE2_MATERIALS, Figure3Data, figure2, figure3

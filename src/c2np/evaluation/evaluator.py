@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -34,11 +35,20 @@ _T1_KEYS = ["rmsd", "hausdorff", "hull_volume_error", "volume_ratio", "volume_ra
 
 def _score_task1(args):
     cid, pred_z, pred_pos, ref_z, ref_pos = args
-    return cid, task1_metrics(pred_pos, pred_z, ref_pos, ref_z)
+    with warnings.catch_warnings():
+        # A symmetric particle has several optimal rotations; scipy warns, but each gives
+        # the same RMSD, so the warning tells the user nothing (it used to leak through -q).
+        warnings.filterwarnings("ignore", message="Optimal rotation is not uniquely")
+        return cid, task1_metrics(pred_pos, pred_z, ref_pos, ref_z)
 
 
 class Evaluator:
-    """Scores predictions for ``task`` (1 or 2) on ``split`` ("id" or "ood", or "train")."""
+    """Scores predictions for ``task`` (1 or 2) on ``split`` ("id" or "ood", or "train").
+
+    ``sample_per_group=k`` scores a seeded subset (Task 1: k materials per radius; Task 2:
+    k configurations per (material, R)); ``materials`` keeps only those materials. Both
+    are recorded in the result's ``sample``; every target of the (sub)set needs a prediction.
+    """
 
     expected_input_format = {
         1: "Parquet rows (config_id, Z or symbol, x, y, z) or extended XYZ frames with "
@@ -52,7 +62,7 @@ class Evaluator:
 
     def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
                  tolerances: Tolerances = Tolerances(), sample_per_group: int | None = None,
-                 sample_seed: int = 0):
+                 sample_seed: int = 0, materials: list[str] | None = None):
         if task not in (1, 2):
             raise C2NPError(f"task must be 1 or 2, got {task}")
         if split not in ("train", "id", "ood"):
@@ -65,6 +75,11 @@ class Evaluator:
         self.ds = store if isinstance(store, Dataset) else open_dataset(store)
         self._targets = (task1_samples(self.ds, split) if task == 1 else task2_targets(self.ds, split))
         self.sample = None
+        if materials is not None:
+            # A documented subset: only these materials, every radius of the split.
+            for m in materials:
+                self.ds.check_material(m)
+            self._targets = self._targets[self._targets["material"].isin(materials)].reset_index(drop=True)
         if sample_per_group is not None and task == 1:
             # A documented random subset: k materials at every radius.
             groups = self._targets.groupby("radius", sort=False)
@@ -79,6 +94,8 @@ class Evaluator:
             self._targets = (groups.sample(n=k, random_state=sample_seed)
                              .sort_values("config_id").reset_index(drop=True))
             self.sample = {"per_material_radius": int(sample_per_group), "seed": int(sample_seed)}
+        if materials is not None:
+            self.sample = {**(self.sample or {}), "materials": sorted(materials)}
 
     def targets(self) -> pd.DataFrame:
         """The samples to predict: config_id, material, radius (+ targets for Task 2)."""
