@@ -132,3 +132,20 @@ def test_small_cli_fixes(small_store, tmp_path):
                               "--store", str(small_store), "--out", str(tmp_path / "r.json")])
     assert json.loads((tmp_path / "r.json").read_text())["model"] == "my-net"
     assert np.isfinite(json.loads((tmp_path / "r.json").read_text())["metrics"]["lattice_rmse"])
+
+
+def test_progress_without_a_terminal_writes_labelled_lines(capsys, monkeypatch):
+    from c2np import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.0)
+    with progress.stage("template · task 2 · OOD"):
+        with progress.progress_bar(3, "matching", enabled=True) as advance:
+            for _ in range(3):
+                advance()
+    with progress.progress_bar(2, "quiet", enabled=False) as advance:
+        advance()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "template · task 2 · OOD: matching: 3 items ..."
+    assert lines[1:3] == ["template · task 2 · OOD: matching: 1/3 after 0 s",
+                          "template · task 2 · OOD: matching: 2/3 after 0 s"]
+    assert lines[3].startswith("template · task 2 · OOD: matching: 3/3 done in") and len(lines) == 4

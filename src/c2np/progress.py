@@ -1,8 +1,8 @@
 """Progress display for long-running work (rich).
 
 A bar is drawn on stderr when stderr is a terminal. When it is not (a log file, CI), each
-bar becomes two plain lines, one when the work starts and one when it ends, so a log
-never sits silent through a long stage. :func:`stage` names the stage (e.g. model, task
+bar becomes plain lines: one when the work starts, one every ``LOG_EVERY_S`` seconds
+while it goes on and one when it ends, so a log never sits silent through a long stage. :func:`stage` names the stage (e.g. model, task
 and split) that every bar opened inside it carries as a prefix.
 """
 
@@ -18,6 +18,9 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 _STAGE: ContextVar[str] = ContextVar("c2np_progress_stage", default="")
+
+#: Without a terminal, a line at least this often (seconds) while work goes on.
+LOG_EVERY_S = 30.0
 
 
 @contextmanager
@@ -45,22 +48,34 @@ def progress_bar(total: int, description: str, enabled: bool = True
     description = _label(description)
     console = Console(stderr=True)
     if not console.is_terminal:
-        done = [0]
-        start = time.perf_counter()
-        console.print(f"{description}: {total:,} items ...", soft_wrap=True, highlight=False)
-
-        def advance(n: int = 1) -> None:
-            done[0] += n
-
-        yield advance
-        console.print(f"{description}: {done[0]:,}/{total:,} done in "
-                      f"{time.perf_counter() - start:.1f} s", soft_wrap=True, highlight=False)
+        yield from _log_lines(console, total, description)
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def _log_lines(console: Console, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """The no-terminal form of a bar: start, every ``LOG_EVERY_S`` seconds, and end lines."""
+    start = last = time.perf_counter()
+    done = 0
+
+    def say(text: str) -> None:
+        console.print(f"{description}: {text}", soft_wrap=True, highlight=False)
+
+    def advance(n: int = 1) -> None:
+        nonlocal done, last
+        done += n
+        now = time.perf_counter()
+        if now - last >= LOG_EVERY_S and done < total:
+            last = now
+            say(f"{done:,}/{total:,} after {now - start:.0f} s")
+
+    say(f"{total:,} items ...")
+    yield advance
+    say(f"{done:,}/{total:,} done in {time.perf_counter() - start:.1f} s")
 
 
 def map_with_progress(fn: Callable, items, total: int, description: str, jobs: int = 1,
