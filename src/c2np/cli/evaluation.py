@@ -206,9 +206,10 @@ def run(
     (analytic, template, mean) on both tasks and both test splits, print the results table.
 
     By default it scores a subset: 6 materials (seeded) at every ID and OOD radius; Task 1
-    on each of their particles, Task 2 on 2 configurations per (material, R). About 2
-    minutes on an idle 2-core machine, the store build included (README, "Two commands").
-    --full scores everything; its estimate is printed before it starts.
+    on each of their particles, Task 2 on 2 configurations per (material, R). It needs
+    about 4 CPU-minutes with the store build: under 3 minutes on an idle 2-core machine
+    (measurements: README, "Two commands"). --full scores everything; its estimate is
+    printed before it starts.
     """
     import time
 
