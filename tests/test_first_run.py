@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,9 @@ def test_small_cli_fixes(small_store, tmp_path):
     assert res.exit_code == 0 and "nothing to do" not in res.output and "fingerprint" in res.output
     help_text = runner.invoke(app, ["--help"]).output
     assert "::" not in help_text and "``" not in help_text and "about a minute" not in help_text
-    assert "about 25 GB" in runner.invoke(app, ["export", "xyz", "--help"]).output
+    # one number per fact: the XYZ layout's size is the README's
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "33.8 GB" in runner.invoke(app, ["export", "xyz", "--help"]).output and "33.8 GB" in readme
     # Task 1 takes Parquet or extended XYZ only, as its help says
     csv = tmp_path / "t1.csv"
     csv.write_text("config_id,Z,x,y,z\n0,1,0,0,0\n")

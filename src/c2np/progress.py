@@ -46,11 +46,11 @@ def progress_bar(total: int, description: str, enabled: bool = True
         yield lambda n=1: None
         return
     description = _label(description)
-    console = Console(stderr=True)
+    console = Console(stderr=True, markup=False, soft_wrap=True)  # labels carry user text
     if not console.is_terminal:
         yield from _log_lines(console, total, description)
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
@@ -63,7 +63,7 @@ def _log_lines(console: Console, total: int, description: str) -> Iterator[Calla
     done = 0
 
     def say(text: str) -> None:
-        console.print(f"{description}: {text}", soft_wrap=True, highlight=False)
+        console.print(f"{description}: {text}", highlight=False)
 
     def advance(n: int = 1) -> None:
         nonlocal done, last

@@ -50,7 +50,7 @@ def stats(
 
     Particle statistics use the canonical particles, except the bounding-box density,
     which is averaged over every rotated configuration. Definitions: docs/dataset.md.
-    About 20 s for the whole store on 2 cores.
+    About 59 s of CPU time for the whole store (README, "Looking at the data").
 
     Example: c2np stats c2np-store --format md --out stats.md
     """

@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
 from c2np.solvers.baselines import MODELS as REFERENCE_MODELS
+
+#: Terminal style of the best (rank 0) and second (rank 1) value of a column.
+RANK_STYLES = {0: "bold", 1: "underline"}
 
 #: Table 5 scores need this many learned (non-reference) models in a (task, split).
 TABLE5_MIN_LEARNED = 4
@@ -269,8 +273,7 @@ def rich_tables(results: list[dict], width: int = 120) -> list:
                              min_width=need(k) - 3, max_width=need(k) - 3)
             for lead, cells in rows:
                 values = [cells[k - n_lead] for k in cols]
-                t.add_row(*lead, *(f"[bold]{x}[/]" if r == 0 else f"[underline]{x}[/]" if r == 1 else x
-                                   for x, r in values))
+                t.add_row(*map(Text, lead), *(Text(x, style=RANK_STYLES.get(r, "")) for x, r in values))
             out.append(t)
     return out
 
