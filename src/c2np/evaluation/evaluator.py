@@ -27,8 +27,9 @@ from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
 RESULT_FORMAT = "c2np-result"
 #: A Task 1 prediction may hold at most this many times its target's atoms; larger ones
-#: are refused before scoring (a 10^6-atom prediction would need terabytes).
-MAX_ATOM_FACTOR = 2
+#: are refused before scoring (a 10^6-atom prediction would need terabytes). Not 2: the
+#: template reference row predicts R = 6 with the R = 8 particle, (8/6)^3 = 2.4x the atoms.
+MAX_ATOM_FACTOR = 3
 _T1_KEYS = ["rmsd", "hausdorff", "hull_volume_error", "volume_ratio", "volume_ratio_error",
             "rdf_error", "lev_error", "atom_count_error"]
 
