@@ -152,3 +152,16 @@ def test_progress_without_a_terminal_writes_labelled_lines(capsys, monkeypatch):
     assert lines[1:3] == ["template · task 2 · OOD: matching: 1/3 after 0 s",
                           "template · task 2 · OOD: matching: 2/3 after 0 s"]
     assert lines[3].startswith("template · task 2 · OOD: matching: 3/3 done in") and len(lines) == 4
+
+
+def test_small_targets_accept_the_template_particle(small_store):
+    """The template row predicts R = 6 with the R = 8 particle (more than 2x the atoms)."""
+    from c2np.evaluation.evaluator import Evaluator
+    from c2np.solvers.baselines import task1_predictions
+
+    ev = Evaluator(1, "ood", small_store, materials=["KMgH3"])
+    small = ev.targets()[ev.targets()["radius"] == 6]
+    preds = task1_predictions(ev.ds, ev.targets(), "template")
+    assert len(preds[int(small.config_id.iloc[0])]) > 2 * len(ev.ds.canonical("KMgH3", 6))
+    result = ev.evaluate(preds, model="template")
+    assert result["metrics"]["atom_count_error"] > 1.0

@@ -340,7 +340,7 @@ def _t1_cases(frame: pd.DataFrame) -> dict:
         "null_symbols": (frame.drop(columns="Z").assign(symbol=None), "column symbol has empty"),
         "huge_coords": (frame.assign(x=frame["x"] * 1e300), "positions beyond"),
         "duplicate_rows": (pd.concat([frame, frame.iloc[[0]]]), "two atoms at the same position"),
-        "too_many_atoms": (pd.concat([frame[~first], big]), "at most 3x the target's atoms"),
+        "too_many_atoms": (pd.concat([frame[~first], big]), "at most 2x the target's atoms"),
     }
 
 

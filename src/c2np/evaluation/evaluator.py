@@ -26,10 +26,13 @@ from c2np.store.dataset import Dataset, open_dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
 RESULT_FORMAT = "c2np-result"
-#: A Task 1 prediction may hold at most this many times its target's atoms; larger ones
-#: are refused before scoring (a 10^6-atom prediction would need terabytes). Not 2: the
-#: template reference row predicts R = 6 with the R = 8 particle, (8/6)^3 = 2.4x the atoms.
-MAX_ATOM_FACTOR = 3
+#: A Task 1 prediction may hold at most this many times its target's atoms, or
+#: MIN_ATOM_LIMIT if larger; bigger ones are refused before scoring (a 10^6-atom prediction
+#: would need terabytes). The floor matters for small targets: the template reference row
+#: predicts R = 6 with the R = 8 particle, up to 3x the atoms, and a few hundred atoms
+#: cost nothing to score.
+MAX_ATOM_FACTOR = 2
+MIN_ATOM_LIMIT = 20_000
 _T1_KEYS = ["rmsd", "hausdorff", "hull_volume_error", "volume_ratio", "volume_ratio_error",
             "rdf_error", "lev_error", "atom_count_error"]
 
@@ -143,11 +146,11 @@ class Evaluator:
         for row in t.itertuples():
             ref = self.ds.canonical(row.material, int(row.radius))
             z, pos = preds[int(row.config_id)]
-            if len(z) > MAX_ATOM_FACTOR * len(ref):
+            if len(z) > max(MAX_ATOM_FACTOR * len(ref), MIN_ATOM_LIMIT):
                 raise P.PredictionError(
                     f"{where}: config_id {row.config_id}: {len(z):,} predicted atoms for a {len(ref):,}-atom "
-                    f"target; at most {MAX_ATOM_FACTOR}x the target's atoms are scored (the "
-                    "assignment is quadratic in the atom count)")
+                    f"target; at most {MAX_ATOM_FACTOR}x the target's atoms or {MIN_ATOM_LIMIT:,}, whichever "
+                    "is larger, are scored (the assignment is quadratic in the atom count)")
             work.append((int(row.config_id), z, pos, ref.numbers, ref.positions))
         rows = map_with_progress(_score_task1, work, len(work), "scoring task 1", jobs, progress, 4)
         scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
