@@ -1,26 +1,81 @@
-"""Progress display for long-running work (rich), silent when disabled or not a TTY."""
+"""Progress display for long-running work (rich).
+
+A bar is drawn on stderr when stderr is a terminal. When it is not (a log file, CI), each
+bar becomes plain lines: one when the work starts, one every ``LOG_EVERY_S`` seconds
+while it goes on and one when it ends, so a log never sits silent through a long stage. :func:`stage` names the stage (e.g. model, task
+and split) that every bar opened inside it carries as a prefix.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
+from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+
+_STAGE: ContextVar[str] = ContextVar("c2np_progress_stage", default="")
+
+#: Without a terminal, a line at least this often (seconds) while work goes on.
+LOG_EVERY_S = 30.0
+
+
+@contextmanager
+def stage(label: str) -> Iterator[None]:
+    """Prefix every progress bar opened in this block with ``label``."""
+    token = _STAGE.set(label)
+    try:
+        yield
+    finally:
+        _STAGE.reset(token)
+
+
+def _label(description: str) -> str:
+    prefix = _STAGE.get()
+    return f"{prefix}: {description}" if prefix else description
 
 
 @contextmanager
 def progress_bar(total: int, description: str, enabled: bool = True
                  ) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n=1)``; draws a rich progress bar on stderr when ``enabled``."""
+    """Yield ``advance(n=1)``; a rich bar on a terminal, start/end lines otherwise."""
     if not enabled:
         yield lambda n=1: None
         return
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    description = _label(description)
+    console = Console(stderr=True, markup=False, soft_wrap=True)  # labels carry user text
+    if not console.is_terminal:
+        yield from _log_lines(console, total, description)
+        return
+    columns = (TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1: bar.advance(task, n)
+
+
+def _log_lines(console: Console, total: int, description: str) -> Iterator[Callable[[int], None]]:
+    """The no-terminal form of a bar: start, every ``LOG_EVERY_S`` seconds, and end lines."""
+    start = last = time.perf_counter()
+    done = 0
+
+    def say(text: str) -> None:
+        console.print(f"{description}: {text}", highlight=False)
+
+    def advance(n: int = 1) -> None:
+        nonlocal done, last
+        done += n
+        now = time.perf_counter()
+        if now - last >= LOG_EVERY_S and done < total:
+            last = now
+            say(f"{done:,}/{total:,} after {now - start:.0f} s")
+
+    say(f"{total:,} items ...")
+    yield advance
+    say(f"{done:,}/{total:,} done in {time.perf_counter() - start:.1f} s")
 
 
 def map_with_progress(fn: Callable, items, total: int, description: str, jobs: int = 1,

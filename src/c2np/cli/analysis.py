@@ -50,7 +50,7 @@ def stats(
 
     Particle statistics use the canonical particles, except the bounding-box density,
     which is averaged over every rotated configuration. Definitions: docs/dataset.md.
-    About 20 s for the whole store on 2 cores.
+    About 59 s of CPU time for the whole store (README, "Looking at the data").
 
     Example: c2np stats c2np-store --format md --out stats.md
     """
@@ -94,8 +94,6 @@ def plot(
 ) -> None:
     """Draw the paper's Figure 2 (unit cell, R=10 and R=30 particles of five materials)
     and Figure 3 (twelve panels a-l, one PNG + PDF each, plus the composite).
-
-    Under a minute for the whole store on 2 cores.
 
     Example: c2np plot c2np-store --out figures/
     """

@@ -12,7 +12,17 @@ from rich.text import Text
 
 from c2np.errors import C2NPError
 
-CLI_HELP = 'Typical session::\n\n    c2np build                    # build the benchmark store in ./c2np-store (about a minute)\n    c2np info c2np-store          # counts per split, atoms, size\n    c2np verify c2np-store        # re-hash every file against the manifest\n    c2np export xyz c2np-store out/ --materials LiBeH3 --radii 10'
+CLI_HELP = """The C2NP crystal-to-nanoparticle benchmark: build the dataset, score models, look at the data.
+
+First steps (timings: README.md):
+
+  c2np run                      # build ./c2np-store, score the reference rows, print the table
+  c2np info c2np-store          # counts per split, atoms, size
+  c2np verify c2np-store        # re-hash every file against the manifest
+  c2np targets --task 2 --split ood --out ood_ids.csv    # what a model must predict
+  c2np evaluate --task 2 --split ood --predictions preds.csv --model MyNet --out mynet.json
+
+Evaluating your own model, step by step: docs/evaluate-your-model.md."""
 
 app = typer.Typer(help=CLI_HELP, no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -83,7 +93,7 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def _print_summary(s) -> None:
+def _print_summary(s, after_build: bool = True) -> None:
     t = Table(title=f"C2NP store {s.store}", show_header=True)
     t.add_column("split")
     t.add_column("configurations", justify="right")
@@ -92,6 +102,8 @@ def _print_summary(s) -> None:
     console.print(t)
     console.print(f"atoms per particle: {s.atoms_min:,} to {s.atoms_max:,}; "
                   f"symmetric duplicates: {s.duplicates:,}; store size: {_size(s.size_bytes)}")
+    if not after_build:
+        return
     if s.up_to_date:
         console.print("store was already built with this configuration: nothing to do")
     else:

@@ -77,7 +77,7 @@ def info(store: StoreArg = DEFAULT_STORE) -> None:
 
     try:
         manifest = read_manifest(store)
-        _print_summary(summarise(store, up_to_date=True))
+        _print_summary(summarise(store, up_to_date=True), after_build=False)
     except C2NPError as exc:
         _fail(exc)
     console.print(f"fingerprint {manifest['fingerprint'][:16]}..., built with "

@@ -31,11 +31,13 @@ def evaluate(
     task: TaskOpt,
     split: EvalSplitOpt,
     predictions: Annotated[Path, typer.Option(help=(
-        "Task 1: .parquet (config_id, Z|symbol, x, y, z) or .extxyz with config_id=<int>; "
-        "Task 2: .csv/.parquet (config_id, a, b, c, alpha, beta, gamma, spacegroup)."))],
+        "Task 1: .parquet (config_id, Z or symbol, x, y, z) or .extxyz with config_id=<int>; "
+        "Task 2: .csv or .parquet (config_id, a, b, c, alpha, beta, gamma, spacegroup). "
+        "Examples: examples/."))],
     store: StoreOpt = DEFAULT_STORE,
     out: Annotated[Optional[Path], typer.Option(help="Write the result JSON here.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model name recorded in the result.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Model name recorded in the result (default: the prediction file's name).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed recorded in the result.")] = None,
     length_rtol: Annotated[float, typer.Option(help="Task 2 joint accuracy: relative length tolerance.")] = 0.02,
     angle_atol: Annotated[float, typer.Option(help="Task 2 joint accuracy: angle tolerance (degrees).")] = 1.0,
@@ -48,13 +50,13 @@ def evaluate(
              "are copied into the result.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Score a prediction file with the official metrics (docs/metrics.md) and print/write the result.
+    """Score a prediction file with the official metrics (docs/metrics.md); --out writes the result JSON.
 
-    Use `c2np targets` to list what must be predicted. Invalid files (missing or duplicate
+    Use `c2np targets` to list what must be predicted: every listed config_id needs a
+    prediction (with --sample, every id of the sample). Invalid files (missing or duplicate
     ids, NaN, negative lengths, unknown species) are rejected with the first offenders.
+    Walk-through: docs/evaluate-your-model.md.
     """
-    import json
-
     from c2np.evaluation.evaluator import Evaluator
     from c2np.metrics.lattice import Tolerances
 
@@ -68,6 +70,7 @@ def evaluate(
             seed = extra["model_run"]["seed"] if seed is None else seed
         if out is not None and out.is_dir():
             raise C2NPError(f"{out}: is a directory; give a file name for the result JSON")
+        model = model or predictions.stem
         ev = Evaluator(task, split, store, Tolerances(length_rtol, angle_atol), sample_per_group=sample)
         result = ev.evaluate(predictions, model=model, seed=seed, jobs=jobs or os.cpu_count() or 1,
                              progress=not quiet, extra=extra)
@@ -87,7 +90,8 @@ def evaluate(
     if out is not None:
         console.print(f"result written to {out}")
     else:
-        console.print_json(json.dumps({k: v for k, v in result.items() if k != "per_radius"}))
+        console.print("not saved: add --out FILE.json to keep the result (with per-radius metrics) "
+                      "for `c2np report`")
 
 
 @app.command()
@@ -116,19 +120,22 @@ def targets(
 @app.command()
 def report(
     results: Annotated[list[Path], typer.Argument(help="Result JSON files (any models, seeds, tasks, splits).")],
-    out: Annotated[Path, typer.Option(help="Directory for report.md, report.tex, raw.csv, normalised.csv.")]
+    out: Annotated[Path, typer.Option(help="Directory for report.md, report.tex, raw.csv (and normalised.csv "
+                                           "when Table 5 is shown).")]
         = Path("report"),
 ) -> None:
-    """Tabulate results: raw metrics (mean ± std over seeds) and the paper's Table 5 scores."""
+    """Tabulate results: raw metrics (mean ± std over seeds) and the paper's Table 5 scores.
+
+    Table 5 scores rank models against each other, so they are shown only when at least 4
+    learned models (not analytic, template or mean) share a task and split.
+    """
     from c2np.evaluation.evaluator import load_result
-    from c2np.reporting.tables import write_report
 
     try:
         loaded = [load_result(p) for p in results]
     except C2NPError as exc:
         _fail(exc)
-    console.print(write_report(loaded, out))
-    console.print(f"\nwritten to {out}/report.md, report.tex, raw.csv, normalised.csv")
+    _print_report(loaded, out)
 
 
 @app.command()
@@ -159,44 +166,106 @@ def baseline(
         f"{k}={v:.4g}" for k, v in result["metrics"].items()) + f"  -> {out}")
 
 
+def _print_report(results: list[dict], out: Path) -> None:
+    """Write the report files to ``out``; show rich tables on a terminal, Markdown otherwise."""
+    from c2np.reporting.tables import rich_tables, write_report
+
+    text = write_report(results, out)
+    if console.is_terminal:
+        for item in rich_tables(results, console.width):
+            console.print(item, highlight=False)
+            console.print()
+    else:
+        console.print(text, soft_wrap=True, markup=False, highlight=False)
+    files = ", ".join(p.name for p in sorted(out.iterdir()) if p.is_file())
+    console.print(f"report written to {out}/ ({files})")
+
+
+DEFAULT_SUBSET = 6
+DEFAULT_PER_GROUP = 2
+
+
 @app.command()
 def run(
     store: Annotated[Path, typer.Argument(help="Store directory (built if absent).")] = DEFAULT_STORE,
-    out: Annotated[Path, typer.Option(help="Directory for result JSONs and the report.")] = Path("results/run"),
-    sample: Annotated[int, typer.Option(help="Task 2 analytic solver: configurations per (material, R).")] = 2,
+    out: Annotated[Path, typer.Option(help="Directory for result JSONs and the report (not the "
+                                           "tracked results/).")] = Path("c2np-run"),
+    subset: Annotated[int, typer.Option(help="Materials scored by default (a seeded choice; every "
+                                             "ID and OOD radius of each).")] = DEFAULT_SUBSET,
+    per_group: Annotated[Optional[int], typer.Option(help=(
+        f"Task 2: configurations per (material, R), the same for every model "
+        f"(default {DEFAULT_PER_GROUP}; all with --full)."))] = None,
+    full: Annotated[bool, typer.Option("--full", help=(
+        "Every material and every configuration (hours: the estimate is printed first)."))] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the material subset.")] = 0,
     jobs: JobsOpt = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the final table: no plan, "
+                                                             "progress bars or stage lines.")] = False,
 ) -> None:
-    """The default benchmark run: build the store if needed, run every reference solver on
-    both tasks and both test splits, and print the results table (about 8 minutes on 2 cores).
+    """The first command to run: build the store if needed, score every reference row
+    (analytic, template, mean) on both tasks and both test splits, print the results table.
 
-    Task 1 is scored on every sample; the analytic Task 2 solver on SAMPLE random
-    configurations per (material, R) (recorded in each result); template and mean on all.
+    By default it scores a subset: 6 materials (seeded) at every ID and OOD radius; Task 1
+    on each of their particles, Task 2 on 2 configurations per (material, R). It needs
+    about 4 CPU-minutes with the store build: under 3 minutes on an idle 2-core machine
+    (measurements: README, "Two commands"). --full scores everything; its estimate is
+    printed before it starts.
     """
+    import time
+
     from c2np.config import BuildConfig
     from c2np.evaluation.evaluator import Evaluator
     from c2np.materials.catalogue import load_materials
-    from c2np.reporting.tables import write_report
-    from c2np.solvers.runner import run_baseline
+    from c2np.progress import stage
+    from c2np.solvers.runner import REFERENCE_ROWS, RunPlan, run_baseline, subset_materials
     from c2np.store.build import build_store
     from c2np.store.dataset import open_dataset
 
     jobs = jobs or os.cpu_count() or 1
-    plan = [("analytic", 1, None), ("template", 1, None), ("analytic", 2, sample),
-            ("template", 2, None), ("mean", 2, None)]
+    say = (lambda *a: None) if quiet else (lambda text: console.print(text, highlight=False, soft_wrap=True))
     try:
         if not (store / "manifest.json").exists():
-            _print_summary(build_store(store, BuildConfig(), load_materials(), jobs=jobs))
+            say(f"building the store in {store}/ (once)")
+            summary = build_store(store, BuildConfig(), load_materials(), jobs=jobs, progress=not quiet)
+            if not quiet:
+                _print_summary(summary)
         ds = open_dataset(store)
+        if full:
+            plan = RunPlan(None, per_group)
+        else:
+            plan = RunPlan(subset_materials(ds, subset, seed), per_group or DEFAULT_PER_GROUP)
+        counts = {(t, s): plan.samples(ds, t, s) for t in (1, 2) for s in ("id", "ood")}
+        cpu = plan.cpu_seconds(ds)
+        say(("full run: every material" if full else f"subset: {len(plan.materials)} materials "
+             f"({', '.join(plan.materials)}), seed {seed}")
+            + f"; Task 1: {counts[1, 'id']:,} ID + {counts[1, 'ood']:,} OOD particles; Task 2: "
+            + f"{counts[2, 'id']:,} ID + {counts[2, 'ood']:,} OOD configurations per model.")
+        say(f"estimate: {_duration(cpu)} of CPU time, about {_duration(cpu / jobs)} on {jobs} "
+            f"process(es) (per-sample costs measured on the 2-core dev machine)"
+            + ("" if full else "; `c2np run --full` scores everything"))
         results = []
         for split in ("id", "ood"):
-            for model, task, k in plan:
-                res = run_baseline(model, task, split, ds, k, jobs, progress=True)
-                Evaluator.save(res, out / f"{model}-task{task}-{split}.json")
+            for model, task in REFERENCE_ROWS:
+                name = f"{model} · task {task} · {split.upper()}"
+                start = time.perf_counter()
+                with stage(name):
+                    res = run_baseline(model, task, split, ds, plan.per_group if task == 2 else None,
+                                       jobs, not quiet, plan.materials)
+                path = out / f"{model}-task{task}-{split}.json"
+                Evaluator.save(res, path)
                 results.append(res)
+                say(f"{name}: {res['n_samples']:,} samples in {time.perf_counter() - start:.1f} s -> {path}")
     except C2NPError as exc:
         _fail(exc)
-    console.print(write_report(results, out / "report"))
-    console.print(f"\nresults in {out}/, tables in {out}/report/")
+    _print_report(results, out / "report")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @app.command()

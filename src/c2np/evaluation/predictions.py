@@ -171,6 +171,9 @@ def read_task1(path: Path | dict, expected_ids: np.ndarray) -> dict[int, tuple[n
         where = str(path)
         if path.suffix.lower() in (".extxyz", ".xyz"):
             out = _read_extxyz(path)
+        elif path.suffix.lower() != ".parquet":
+            raise PredictionError(f"{path}: unsupported Task 1 file type {path.suffix or '(none)'}; "
+                                  "use .parquet (config_id, Z or symbol, x, y, z) or .extxyz")
         else:
             frame = _read_table(path)
             species = "Z" if "Z" in frame.columns else "symbol"

@@ -1,8 +1,11 @@
-"""Turn result JSONs (several models and seeds) into tables: Markdown, LaTeX, CSV.
+"""Turn result JSONs (several models and seeds) into tables: Markdown, LaTeX, CSV, rich.
 
-Two tables per task and split, always together: raw metrics (mean +- std over seeds)
-and the Table 5 scores (see :mod:`c2np.reporting.normalise`). Best is bold, second
-underlined, in the direction each metric is better.
+Per task, one raw table: a row per (model, split) with the number of scored samples and
+every metric of the registry (:mod:`c2np.metrics`) that the results hold, mean ± std over
+seeds. Per task and split, the Table 5 scores (see :mod:`c2np.reporting.normalise`), but
+only when at least :data:`TABLE5_MIN_LEARNED` learned models are compared: the median/MAD
+z-score of two or three runs says nothing (with two, every score is 0.73 or 0.27). Best
+is bold, second underlined, within a split, for the ranked metrics (``RANKED``) only.
 """
 
 from __future__ import annotations
@@ -11,17 +14,55 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from rich.table import Table
+from rich.text import Text
 
 from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
+from c2np.solvers.baselines import MODELS as REFERENCE_MODELS
+
+#: Terminal style of the best (rank 0) and second (rank 1) value of a column.
+RANK_STYLES = {0: "bold", 1: "underline"}
+
+#: Table 5 scores need this many learned (non-reference) models in a (task, split).
+TABLE5_MIN_LEARNED = 4
+
+#: Column names of the tables; a metric missing here shows its registry name.
+LABELS = {
+    "rmsd": "RMSD (A)", "hausdorff": "Hausdorff (A)", "hull_volume_error": "hull vol. err.",
+    "volume_ratio_error": "vol. ratio err.", "volume_ratio": "vol. ratio", "rdf_error": "RDF err.",
+    "lev_error": "LEV err.", "atom_count_error": "atom-count err.", "lattice_rmse": "lattice RMSE",
+    "length_rmse": "length RMSE (A)", "angle_rmse": "angle RMSE (deg)", "length_mape": "length MAPE",
+    "lattice_accuracy": "lattice acc.", "spacegroup_accuracy": "space-group acc.",
+    "joint_accuracy": "joint acc.", "time_per_epoch": "time/epoch (s)",
+}
+
+
+def label(metric: str) -> str:
+    """The column name of ``metric``."""
+    return LABELS.get(metric, metric.replace("_", " "))
+
+
+def samples_text(result: dict) -> str:
+    """'486', '4,860 (10/group)', '72 (6 materials, 2/group)': what a result scored."""
+    n = f"{int(result.get('n_samples', 0)):,}"
+    sample = result.get("sample") or {}
+    parts = []
+    if "materials" in sample:
+        parts.append(f"{len(sample['materials'])} materials")
+    if "per_radius" in sample:
+        parts.append(f"{sample['per_radius']}/radius")
+    if "per_material_radius" in sample:
+        parts.append(f"{sample['per_material_radius']}/group")
+    return f"{n} ({', '.join(parts)})" if parts else n
 
 
 def runs_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per result: task, split, model, seed and every metric."""
+    """One row per result: task, split, model, seed, samples and every metric."""
     rows = []
     for r in results:
         row = {"task": r["task"], "split": r["split"], "model": r.get("model") or "unnamed",
-               "seed": r.get("seed")}
+               "seed": r.get("seed"), "samples": samples_text(r)}
         row.update(r["metrics"])
         if "time_per_epoch" in r:
             row["time_per_epoch"] = r["time_per_epoch"]
@@ -29,29 +70,41 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _metrics_for(task: int, frame: pd.DataFrame) -> list[str]:
-    names = [m for m in RANKED[task] if m in frame.columns]
+def _metrics_for(task: int, frame: pd.DataFrame, ranked_only: bool) -> list[str]:
+    """Registry order: the ranked metrics (Table 5) or every metric of the task present."""
+    pool = RANKED[task] if ranked_only else [m for m, info in METRICS.items() if info.task == task]
+    names = [m for m in pool if m in frame.columns and frame[m].notna().any()]
     if "time_per_epoch" in frame.columns and frame["time_per_epoch"].notna().any():
         names.append("time_per_epoch")
     return names
 
 
 def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFrame, pd.DataFrame]]:
-    """For each (task, split): (raw mean/std per model, normalised mean/std per model)."""
+    """For each (task, split): (raw mean/std per model, Table 5 scores mean/std per model)."""
     out = {}
     for (task, split), group in runs.groupby(["task", "split"], sort=True):
-        metrics = _metrics_for(int(task), group)
         group = group.copy()
         normed = group[["model"]].copy()
-        for m in metrics:
+        ranked = _metrics_for(int(task), group, ranked_only=True)
+        for m in ranked:
             if m == "time_per_epoch":
                 normed[m] = group[m]  # time stays raw, as in the paper
             else:
                 normed[m] = robust_scores(group[m].to_numpy(float), METRICS[m].lower_is_better)
-        raw = group.groupby("model")[metrics].agg(["mean", "std"])
-        norm = normed.groupby("model")[metrics].agg(["mean", "std"])
+        raw = group.groupby("model", sort=False)[_metrics_for(int(task), group, False)].agg(["mean", "std"])
+        norm = normed.groupby("model", sort=False)[ranked].agg(["mean", "std"])
         out[(int(task), split)] = (raw, norm)
     return out
+
+
+def table5_reason(models: list[str]) -> str | None:
+    """Why the Table 5 scores of these models are not shown, or None if they are."""
+    learned = [m for m in models if m not in REFERENCE_MODELS]
+    if len(learned) >= TABLE5_MIN_LEARNED:
+        return None
+    return (f"Table 5 scores not shown: they rank models against each other and need at least "
+            f"{TABLE5_MIN_LEARNED} learned models, here {len(learned)}"
+            + (f" ({', '.join(learned)})" if learned else "") + "; read the raw metrics.")
 
 
 def _ranks(means: pd.Series, higher_better: bool) -> dict[str, int]:
@@ -61,59 +114,193 @@ def _ranks(means: pd.Series, higher_better: bool) -> dict[str, int]:
     return {model: distinct.index(v) for model, v in values.items()}
 
 
+def _direction(metric: str, task: int, normalised: bool) -> str | None:
+    """'↑' or '↓' for ranked metrics (and time), None for those shown but not ranked."""
+    if metric == "time_per_epoch":
+        return "↓"
+    if metric not in RANKED.get(task, RANKED[1] + RANKED[2]):
+        return None
+    return "↑" if normalised or not METRICS[metric].lower_is_better else "↓"
+
+
+def _grid(blocks: list[tuple[str | None, pd.DataFrame]], normalised: bool, task: int | None = None
+          ) -> tuple[list[str], list[tuple[list[str], list[tuple[str, int | None]]]]]:
+    """Metrics and rows (leading cells, [(value text, rank)]) of one or more mean/std tables.
+
+    Each block is (split, table); ranks are computed within a block.
+    """
+    metrics = list(dict.fromkeys(m for _, t in blocks for m in t.columns.get_level_values(0)))
+    task = task or (METRICS[metrics[0]].task if metrics and metrics[0] in METRICS else None)
+    rows = []
+    for split, table in blocks:
+        ranks = {}
+        for m in metrics:
+            arrow = _direction(m, task, normalised)
+            if m in table.columns.get_level_values(0) and arrow is not None:
+                ranks[m] = _ranks(table[(m, "mean")], arrow == "↑")
+        for model in table.index:
+            cells = []
+            for m in metrics:
+                if m not in table.columns.get_level_values(0) or np.isnan(table.loc[model, (m, "mean")]):
+                    cells.append(("", None))
+                    continue
+                mu, sd = table.loc[model, (m, "mean")], table.loc[model, (m, "std")]
+                text = f"{mu:.3g}" if np.isnan(sd) else f"{mu:.3g} ± {sd:.2g}"
+                cells.append((text, ranks.get(m, {}).get(model)))
+            lead = [model] if split is None else [model, split.upper()]
+            rows.append((lead, cells))
+    return metrics, rows
+
+
+def _header(metrics: list[str], task: int | None, normalised: bool) -> list[str]:
+    out = []
+    for m in metrics:
+        arrow = _direction(m, task, normalised)
+        out.append(label(m) + (f" {arrow}" if arrow else ""))
+    return out
+
+
+def _markdown(head: list[str], rows: list[tuple[list[str], list[tuple[str, int | None]]]]) -> str:
+    def cell(text: str, rank: int | None) -> str:
+        return f"**{text}**" if rank == 0 else f"<u>{text}</u>" if rank == 1 else text
+
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    lines += ["| " + " | ".join(lead + [cell(t, r) for t, r in cells]) + " |" for lead, cells in rows]
+    return "\n".join(lines)
+
+
+def _latex(head: list[str], rows: list[tuple[list[str], list[tuple[str, int | None]]]], n_lead: int) -> str:
+    def esc(text: str) -> str:
+        return (text.replace("_", r"\_").replace("±", r"$\pm$").replace("↑", r"$\uparrow$")
+                .replace("↓", r"$\downarrow$"))
+
+    def cell(text: str, rank: int | None) -> str:
+        text = esc(text)
+        return rf"\textbf{{{text}}}" if rank == 0 else rf"\underline{{{text}}}" if rank == 1 else text
+
+    body = [" & ".join([esc(x) for x in lead] + [cell(t, r) for t, r in cells]) + r" \\" for lead, cells in rows]
+    return "\n".join([r"\begin{tabular}{" + "l" * n_lead + "r" * (len(head) - n_lead) + "}", r"\toprule",
+                      " & ".join(esc(h) for h in head) + r" \\", r"\midrule", *body, r"\bottomrule",
+                      r"\end{tabular}"])
+
+
 def render(table: pd.DataFrame, fmt: str, normalised: bool) -> str:
-    """Markdown or LaTeX text of a mean/std table with best bold and second underlined."""
-    metrics = list(dict.fromkeys(table.columns.get_level_values(0)))
-    models = list(table.index)
-    cells = {m: {} for m in models}
-    for metric in metrics:
-        means, stds = table[(metric, "mean")], table[(metric, "std")]
-        higher = normalised and metric != "time_per_epoch" or (not normalised and not METRICS[metric].lower_is_better)
-        ranks = _ranks(means, higher)
-        for model in models:
-            mu, sd = means[model], stds[model]
-            text = f"{mu:.3g}" if np.isnan(sd) else f"{mu:.3g} ± {sd:.2g}"
-            if fmt == "latex":
-                text = text.replace("±", r"$\pm$")
-            rank = ranks.get(model)
-            if rank == 0:
-                text = f"**{text}**" if fmt == "md" else rf"\textbf{{{text}}}"
-            elif rank == 1:
-                text = f"<u>{text}</u>" if fmt == "md" else rf"\underline{{{text}}}"
-            cells[model][metric] = text
-    arrows = {m: ("↑" if (normalised and m != "time_per_epoch") or not METRICS[m].lower_is_better else "↓")
-              for m in metrics}
-    if fmt == "md":
-        head = "| model | " + " | ".join(f"{m} {arrows[m]}" for m in metrics) + " |"
-        sep = "|---" * (len(metrics) + 1) + "|"
-        body = ["| " + " | ".join([model] + [cells[model][m] for m in metrics]) + " |" for model in models]
-        return "\n".join([head, sep, *body])
-    arrows_tex = {m: ("$\\uparrow$" if arrows[m] == "↑" else "$\\downarrow$") for m in metrics}
-    head = " & ".join(["model"] + [m.replace("_", r"\_") + " " + arrows_tex[m] for m in metrics]) + r" \\"
-    body = [" & ".join([model.replace("_", r"\_")] + [cells[model][m] for m in metrics]) + r" \\" for model in models]
-    return "\n".join([r"\begin{tabular}{l" + "r" * len(metrics) + "}", r"\toprule", head, r"\midrule",
-                      *body, r"\bottomrule", r"\end{tabular}"])
+    """Markdown or LaTeX text of one mean/std table with best bold and second underlined."""
+    metrics, rows = _grid([(None, table)], normalised)
+    task = METRICS[metrics[0]].task if metrics else None
+    head = ["model", *_header(metrics, task, normalised)]
+    return _markdown(head, rows) if fmt == "md" else _latex(head, rows, 1)
+
+
+def _raw_blocks(runs: pd.DataFrame, task: int, tables: dict) -> tuple[list, dict]:
+    """(split, raw table) blocks of one task, and the samples text per (model, split)."""
+    blocks = [(split, tables[(task, split)][0]) for t, split in tables if t == task]
+    samples = runs[runs["task"] == task].groupby(["model", "split"], sort=False)["samples"].first().to_dict()
+    return blocks, samples
+
+
+def _with_samples(rows: list, samples: dict) -> list:
+    return [([lead[0], lead[1], samples[(lead[0], lead[1].lower())]], cells) for lead, cells in rows]
+
+
+def report_tables(results: list[dict]) -> list[tuple[str, list[str], list, str | None]]:
+    """Every table of a report: (title, header, rows, note), raw tables first.
+
+    Rows are (leading cells, [(value text, rank)]); the note says why Table 5 is absent.
+    """
+    runs = runs_frame(results)
+    tables = summary_tables(runs)
+    out = []
+    for task in sorted({t for t, _ in tables}):
+        blocks, samples = _raw_blocks(runs, task, tables)
+        metrics, rows = _grid(blocks, normalised=False, task=task)
+        out.append((f"Task {task}: raw metrics (mean ± std over seeds)",
+                    ["model", "split", "samples", *_header(metrics, task, False)],
+                    _with_samples(rows, samples), None))
+    withheld: dict[str, list[str]] = {}  # reason -> the (task, split)s it applies to
+    for (task, split), (_, norm) in tables.items():
+        reason = table5_reason(list(norm.index))
+        if reason is None:
+            metrics, rows = _grid([(None, norm)], normalised=True, task=task)
+            out.append((f"Task {task}, {split.upper()}: Table 5 scores (higher is better; time raw)",
+                        ["model", *_header(metrics, task, True)], rows, None))
+        else:
+            withheld.setdefault(reason, []).append(f"Task {task} {split.upper()}")
+    out += [(", ".join(where), [], [], reason) for reason, where in withheld.items()]
+    return out
+
+
+def rich_tables(results: list[dict], width: int = 120) -> list:
+    """The report for a terminal ``width`` columns wide: rich tables and notes.
+
+    Best is bold, second underlined. Metric columns that do not fit beside the leading
+    ones (model, split, samples) go to a continuation table, so no number is cut.
+    """
+    from rich import box
+
+    out = []
+    for title, head, rows, note in report_tables(results):
+        if note is not None:
+            out.append(f"{title}: {note}")
+            continue
+        n_lead = len(rows[0][0]) if rows else 1
+        caption = None
+        if "samples" in head:  # the count in the column, how it was sampled below the table
+            k = head.index("samples")
+            kinds = list(dict.fromkeys(lead[k].partition(" ")[2].strip("()") for lead, _ in rows))
+            caption = "samples: " + "; ".join(kinds) if any(kinds) else None
+            rows = [([*lead[:k], lead[k].partition(" ")[0], *lead[k + 1:]], cells) for lead, cells in rows]
+
+        def need(k: int) -> int:  # widest value or longest header word, + padding and rule
+            cells = [r[0][k] if k < n_lead else r[1][k - n_lead][0] for r in rows]
+            return max([len(c) for c in cells] + [len(w) for w in head[k].split()]) + 3
+
+        lead_width = sum(need(k) for k in range(n_lead))
+        chunks, current, used = [], [], lead_width
+        for k in range(n_lead, len(head)):
+            if current and used + need(k) > width - 2:  # the table's left and right edge
+                chunks.append(current)
+                current, used = [], lead_width
+            current.append(k)
+            used += need(k)
+        chunks.append(current)
+        for part, cols in enumerate(chunks):
+            suffix = f" ({part + 1}/{len(chunks)})" if len(chunks) > 1 else ""
+            t = Table(title=title + suffix, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                      pad_edge=False, caption=caption, caption_justify="left")
+            for k in [*range(n_lead), *cols]:
+                t.add_column(head[k], justify="left" if k < n_lead else "right", no_wrap=k < n_lead,
+                             min_width=need(k) - 3, max_width=need(k) - 3)
+            for lead, cells in rows:
+                values = [cells[k - n_lead] for k in cols]
+                t.add_row(*map(Text, lead), *(Text(x, style=RANK_STYLES.get(r, "")) for x, r in values))
+            out.append(t)
+    return out
 
 
 def write_report(results: list[dict], out_dir: Path) -> str:
-    """Write report.md, report.tex, raw.csv and normalised.csv; return the Markdown."""
+    """Write report.md, report.tex, raw.csv and (when shown) normalised.csv; return the Markdown."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    md, tex = [], []
+    for title, head, rows, note in report_tables(results):
+        if note is not None:
+            md += [f"{title}: {note}", ""]
+            continue
+        n_lead = len(rows[0][0]) if rows else 1
+        md += [f"## {title}", "", _markdown(head, rows), ""]
+        tex += [f"% {title}", _latex(head, rows, n_lead), ""]
     runs = runs_frame(results)
-    md, tex, raw_csv, norm_csv = [], [], [], []
+    samples = runs.groupby(["task", "split", "model"])["samples"].first().to_dict()
+    raw_csv, norm_csv = [], []
     for (task, split), (raw, norm) in summary_tables(runs).items():
-        title = f"Task {task}, {split.upper()}"
-        n_models = len(raw.index)
-        md += [f"## {title}", "", "Raw metrics (mean ± std over seeds):", "", render(raw, "md", False), ""]
-        tex += [f"% {title}: raw metrics", render(raw, "latex", False), ""]
-        if n_models > 1:
-            md += ["Table 5 scores (median/MAD z-score, logistic; higher is better; time raw). "
-                   "They rank these models against each other only: read them with the raw table.", "",
-                   render(norm, "md", True), ""]
-            tex += [f"% {title}: Table 5 scores", render(norm, "latex", True), ""]
-        for frame, sink in ((raw, raw_csv), (norm, norm_csv)):
+        shown = table5_reason(list(norm.index)) is None
+        for frame, sink in ((raw, raw_csv), (norm, norm_csv if shown else None)):
+            if sink is None:
+                continue
             flat = frame.copy()
             flat.columns = [f"{a}_{b}" for a, b in flat.columns]
+            flat.insert(0, "samples", [samples[(task, split, m)] for m in flat.index])
             flat.insert(0, "split", split)
             flat.insert(0, "task", task)
             sink.append(flat.reset_index())
@@ -121,5 +308,9 @@ def write_report(results: list[dict], out_dir: Path) -> str:
     (out_dir / "report.md").write_text(text + "\n")
     (out_dir / "report.tex").write_text("\n".join(tex) + "\n")
     pd.concat(raw_csv).to_csv(out_dir / "raw.csv", index=False)
-    pd.concat(norm_csv).to_csv(out_dir / "normalised.csv", index=False)
+    stale = out_dir / "normalised.csv"
+    if norm_csv:
+        pd.concat(norm_csv).to_csv(stale, index=False)
+    elif stale.exists():
+        stale.unlink()  # an earlier report's scores must not sit beside tables that omit them
     return text

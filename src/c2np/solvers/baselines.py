@@ -83,7 +83,7 @@ def task2_predictions(ds: Dataset, targets: pd.DataFrame, model: str, jobs: int 
     if model == "mean":
         values, sg = np.tile(mean_values, (n, 1)), np.full(n, majority)
     elif model == "template":
-        values, sg = _template_task2(ds, targets)
+        values, sg = _template_task2(ds, targets, jobs, progress)
     elif model == "analytic":
         by_id = ds.index.set_index("config_id")
         positions = by_id.index.get_indexer(targets["config_id"])
@@ -103,10 +103,24 @@ def task2_predictions(ds: Dataset, targets: pd.DataFrame, model: str, jobs: int 
     return frame, info
 
 
-def _template_task2(ds: Dataset, targets: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+# Training descriptors per store fingerprint: the ID and OOD runs of one process share them.
+_TRAIN_DESCRIPTORS: dict[str, tuple[list[tuple[str, int]], np.ndarray]] = {}
+
+
+def _train_descriptors(ds: Dataset, jobs: int, progress: bool) -> tuple[list[tuple[str, int]], np.ndarray]:
+    key = ds.manifest["fingerprint"]
+    if key not in _TRAIN_DESCRIPTORS:
+        keys = [(m, r) for m in ds.material_names() for r in _train_radii(ds)]
+        work = (ds.canonical(m, r).positions for m, r in keys)
+        desc = map_with_progress(rdf, work, len(keys), "g(r) of training particles", jobs, progress, 4)
+        _TRAIN_DESCRIPTORS[key] = keys, np.stack(desc)
+    return _TRAIN_DESCRIPTORS[key]
+
+
+def _template_task2(ds: Dataset, targets: pd.DataFrame, jobs: int = 1,
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     lat = lattice_targets(ds).set_index("material")
-    train_keys = [(m, r) for m in ds.material_names() for r in _train_radii(ds)]
-    train_desc = np.stack([rdf(ds.canonical(m, r).positions) for m, r in train_keys])
+    train_keys, train_desc = _train_descriptors(ds, jobs, progress)
     keys = targets[["material", "radius"]].drop_duplicates()
     choice = {}
     for m, r in keys.itertuples(index=False):
