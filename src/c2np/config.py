@@ -16,6 +16,10 @@ Example ``c2np.toml`` (every key optional)::
     [splits]
     id = [10, 11, 17, 21, 24, 26]
     ood = [6, 7, 29, 30]         # every other radius is train
+    scheme = "radius"            # or "materials": hold out a fold of materials (docs/splits.md)
+    folds = 5                    # materials scheme: stratified folds over materials
+    fold = 0                     # materials scheme: the held-out fold, 0 .. folds-1
+    seed = 0                     # materials scheme: seed of the fold assignment
 
     [rotations.train]
     theta = 15.0
@@ -44,6 +48,9 @@ from typing import Any
 from c2np.errors import ConfigError
 
 SPLITS = ("train", "id", "ood")
+#: Splits of held-out materials (``materials`` scheme): every radius of them is test data.
+UNSEEN_SPLITS = ("unseen_train", "unseen_id", "unseen_ood")
+SCHEMES = ("radius", "materials")
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,10 @@ class BuildConfig:
     })
     dedup_tolerance: float = 0.01
     drop_duplicates: bool = False
+    split_scheme: str = "radius"
+    material_folds: int = 5
+    material_fold: int = 0
+    material_seed: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -97,10 +108,28 @@ class BuildConfig:
             return "id"
         return "train"
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The split names a store of this configuration holds."""
+        return SPLITS + (UNSEEN_SPLITS if self.split_scheme == "materials" else ())
+
+    @property
+    def scheme_name(self) -> str:
+        """The split scheme as recorded in manifests and result JSONs.
+
+        ``radius`` is the paper's; ``materials-fold{f}of{k}-seed{s}`` holds out fold ``f``.
+        """
+        if self.split_scheme == "radius":
+            return "radius"
+        return f"materials-fold{self.material_fold}of{self.material_folds}-seed{self.material_seed}"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable, canonical form (used in the manifest and the fingerprint)."""
         d = asdict(self)
         d["grids"] = {k: asdict(v) for k, v in sorted(self.grids.items())}
+        if self.split_scheme == "radius":  # the paper's stores keep their fingerprint
+            for k in ("split_scheme", "material_folds", "material_fold", "material_seed"):
+                del d[k]
         return json.loads(json.dumps(d))
 
     def fingerprint(self) -> str:
@@ -152,11 +181,20 @@ def _validate(cfg: BuildConfig) -> None:
         raise ConfigError("rotations.train.margin must be 0: the margin is measured from the train grid")
     if not 0.0 < cfg.dedup_tolerance < 1.0:
         raise ConfigError(f"duplicates.tolerance must lie in (0, 1) Angstrom, got {cfg.dedup_tolerance}")
+    if cfg.split_scheme not in SCHEMES:
+        raise ConfigError(f"splits.scheme must be one of {', '.join(SCHEMES)}, got {cfg.split_scheme!r}")
+    for key, value in (("folds", cfg.material_folds), ("fold", cfg.material_fold), ("seed", cfg.material_seed)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"splits.{key} must be an integer, got {value!r}")
+    if cfg.material_folds < 2:
+        raise ConfigError(f"splits.folds must be >= 2, got {cfg.material_folds}")
+    if not 0 <= cfg.material_fold < cfg.material_folds:
+        raise ConfigError(f"splits.fold must lie in 0..{cfg.material_folds - 1}, got {cfg.material_fold}")
 
 
 _SECTIONS = {
     "carve": {"radii", "supercell", "centre", "buffer", "boundary_tolerance"},
-    "splits": {"id", "ood"},
+    "splits": {"id", "ood", "scheme", "folds", "fold", "seed"},
     "rotations": set(SPLITS),
     "duplicates": {"tolerance", "drop"},
 }
@@ -202,6 +240,10 @@ def config_from_dict(data: dict[str, Any], where: str = "config") -> BuildConfig
             grids=grids,
             dedup_tolerance=float(dup.get("tolerance", base.dedup_tolerance)),
             drop_duplicates=bool(dup.get("drop", base.drop_duplicates)),
+            split_scheme=splits.get("scheme", base.split_scheme),
+            material_folds=splits.get("folds", base.material_folds),
+            material_fold=splits.get("fold", base.material_fold),
+            material_seed=splits.get("seed", base.material_seed),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc

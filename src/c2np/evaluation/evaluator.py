@@ -35,7 +35,13 @@ def _score_task1(args):
 
 
 class Evaluator:
-    """Scores predictions for ``task`` (1 or 2) on ``split`` ("id" or "ood", or "train")."""
+    """Scores predictions for ``task`` (1 or 2) on ``split`` ("id" or "ood", or "train").
+
+    On a store of the ``materials`` split scheme (docs/splits.md) ``split`` may also be
+    ``unseen_id``, ``unseen_ood`` or ``unseen_train``: the held-out materials at ID, OOD
+    or training radii. The scheme is recorded in every result, and reports never put
+    results of two schemes in one table.
+    """
 
     expected_input_format = {
         1: "Parquet rows (config_id, Z or symbol, x, y, z) or extended XYZ frames with "
@@ -43,7 +49,7 @@ class Evaluator:
         2: "CSV or Parquet with columns config_id, a, b, c, alpha, beta, gamma, spacegroup; "
            "one row per config_id of Evaluator.targets()",
     }
-    expected_output_format = ("dict: task, split, n_samples, metrics (overall), per_radius, "
+    expected_output_format = ("dict: task, split, split_scheme, n_samples, metrics (overall), per_radius, "
                               "tolerances, store_fingerprint, c2np_version, model, seed, seconds")
 
     def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
@@ -51,10 +57,12 @@ class Evaluator:
                  sample_seed: int = 0):
         if task not in (1, 2):
             raise C2NPError(f"task must be 1 or 2, got {task}")
-        if split not in ("train", "id", "ood"):
-            raise C2NPError(f"split must be train, id or ood, got {split!r}")
         self.task, self.split, self.tol = task, split, tolerances
         self.ds = store if isinstance(store, Dataset) else open_dataset(store)
+        try:
+            self.ds.check_split(split)
+        except ValueError as exc:
+            raise C2NPError(str(exc)) from None
         self._targets = (task1_samples(self.ds, split) if task == 1 else task2_targets(self.ds, split))
         self.sample = None
         if sample_per_group is not None and task == 1:
@@ -78,7 +86,7 @@ class Evaluator:
 
     def _header(self, model: str | None, seed: int | None) -> dict:
         return {"format": RESULT_FORMAT, "task": self.task, "split": self.split,
-                "model": model, "seed": seed, "n_samples": len(self._targets),
+                "split_scheme": self.ds.split_scheme, "model": model, "seed": seed, "n_samples": len(self._targets),
                 "sample": self.sample, "store_fingerprint": self.ds.manifest["fingerprint"],
                 "c2np_version": c2np.__version__}
 

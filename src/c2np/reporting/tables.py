@@ -3,6 +3,10 @@
 Two tables per task and split, always together: raw metrics (mean +- std over seeds)
 and the Table 5 scores (see :mod:`c2np.reporting.normalise`). Best is bold, second
 underlined, in the direction each metric is better.
+
+Results are grouped by split scheme first (``radius``, the paper's; ``materials-...``,
+held-out materials, docs/splits.md): the same split name means different test sets in
+two schemes, so one table never holds results of two schemes.
 """
 
 from __future__ import annotations
@@ -12,16 +16,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from c2np.errors import C2NPError
 from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
 
 
 def runs_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per result: task, split, model, seed and every metric."""
+    """One row per result: split scheme, task, split, model, seed and every metric.
+
+    Results written before split schemes existed are of the ``radius`` scheme.
+    """
     rows = []
     for r in results:
-        row = {"task": r["task"], "split": r["split"], "model": r.get("model") or "unnamed",
-               "seed": r.get("seed")}
+        row = {"scheme": r.get("split_scheme", "radius"), "task": r["task"], "split": r["split"],
+               "model": r.get("model") or "unnamed", "seed": r.get("seed")}
         row.update(r["metrics"])
         if "time_per_epoch" in r:
             row["time_per_epoch"] = r["time_per_epoch"]
@@ -37,7 +45,15 @@ def _metrics_for(task: int, frame: pd.DataFrame) -> list[str]:
 
 
 def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFrame, pd.DataFrame]]:
-    """For each (task, split): (raw mean/std per model, normalised mean/std per model)."""
+    """For each (task, split): (raw mean/std per model, normalised mean/std per model).
+
+    ``runs`` must hold one split scheme: tables of two schemes would compare different
+    test sets under one split name, so that raises :class:`~c2np.errors.C2NPError`.
+    """
+    schemes = sorted(runs["scheme"].unique()) if "scheme" in runs else []
+    if len(schemes) > 1:
+        raise C2NPError(f"results of split schemes {', '.join(schemes)} cannot share a table; "
+                        "report each scheme on its own (write_report groups them)")
     out = {}
     for (task, split), group in runs.groupby(["task", "split"], sort=True):
         metrics = _metrics_for(int(task), group)
@@ -101,8 +117,30 @@ def write_report(results: list[dict], out_dir: Path) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = runs_frame(results)
     md, tex, raw_csv, norm_csv = [], [], [], []
+    for scheme, scheme_runs in runs.groupby("scheme", sort=True):
+        md += [f"# Split scheme: {scheme}", ""]
+        tex += [f"% Split scheme: {scheme}"]
+        _scheme_report(scheme, scheme_runs, md, tex, raw_csv, norm_csv)
+    text = "\n".join(md)
+    (out_dir / "report.md").write_text(text + "\n")
+    (out_dir / "report.tex").write_text("\n".join(tex) + "\n")
+    pd.concat(raw_csv).to_csv(out_dir / "raw.csv", index=False)
+    pd.concat(norm_csv).to_csv(out_dir / "normalised.csv", index=False)
+    return text
+
+
+def split_label(scheme: str, split: str) -> str:
+    """Title of a split: ``ID``, or ``unseen materials, ID radii`` in the materials scheme."""
+    if scheme == "radius":
+        return split.upper()
+    seen, _, radii = split.rpartition("_")
+    return f"{'unseen' if seen else 'seen'} materials, {radii.upper() if radii != 'train' else 'training'} radii"
+
+
+def _scheme_report(scheme: str, runs: pd.DataFrame, md: list, tex: list, raw_csv: list,
+                   norm_csv: list) -> None:
     for (task, split), (raw, norm) in summary_tables(runs).items():
-        title = f"Task {task}, {split.upper()}"
+        title = f"Task {task}, {split_label(scheme, split)}"
         n_models = len(raw.index)
         md += [f"## {title}", "", "Raw metrics (mean ± std over seeds):", "", render(raw, "md", False), ""]
         tex += [f"% {title}: raw metrics", render(raw, "latex", False), ""]
@@ -116,10 +154,5 @@ def write_report(results: list[dict], out_dir: Path) -> str:
             flat.columns = [f"{a}_{b}" for a, b in flat.columns]
             flat.insert(0, "split", split)
             flat.insert(0, "task", task)
+            flat.insert(0, "scheme", scheme)
             sink.append(flat.reset_index())
-    text = "\n".join(md)
-    (out_dir / "report.md").write_text(text + "\n")
-    (out_dir / "report.tex").write_text("\n".join(tex) + "\n")
-    pd.concat(raw_csv).to_csv(out_dir / "raw.csv", index=False)
-    pd.concat(norm_csv).to_csv(out_dir / "normalised.csv", index=False)
-    return text

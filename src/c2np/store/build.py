@@ -21,14 +21,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from c2np.carve import carve, check_fits
-from c2np.config import SPLITS, BuildConfig
+from c2np.config import SPLITS, UNSEEN_SPLITS, BuildConfig
 from c2np.errors import StoreError
+from c2np.material_holdout import heldout_materials, unseen_split
 from c2np.materials.catalogue import Material, describe
 from c2np.particle_symmetry import duplicate_of, particle_symmetry_group
 from c2np.progress import progress_bar
 from c2np.rotations import configuration_quaternions, euler_xyz_degrees, rotation_matrices, train_grid
 from c2np.store import layout
-from c2np.store.manifest import material_digest, write_manifest
+from c2np.store.manifest import material_digest, read_manifest, write_manifest
 from c2np.store.particles import ParticleFile, write_particles
 from c2np.symmetry import proper_rotations_cartesian
 
@@ -46,6 +47,8 @@ class BuildSummary:
     seconds: float
     reused: int
     up_to_date: bool = False
+    scheme: str = "radius"
+    heldout: tuple[str, ...] = ()
 
 
 def _material_rows(material: Material, cfg: BuildConfig, quats: dict[int, np.ndarray],
@@ -89,13 +92,16 @@ def _rotations_table(cfg: BuildConfig) -> tuple[pd.DataFrame, dict[int, np.ndarr
     return pd.concat(frames, ignore_index=True), quats
 
 
-def _index_table(rows: list[dict], rotations: pd.DataFrame, drop: bool) -> pd.DataFrame:
+def _index_table(rows: list[dict], rotations: pd.DataFrame, drop: bool,
+                 heldout: list[str]) -> pd.DataFrame:
     groups = pd.DataFrame([{k: v for k, v in r.items() if k != "duplicate_of"} for r in rows])
     groups["duplicate_of"] = [r["duplicate_of"] for r in rows]
     groups["group_duplicates"] = [int((r["duplicate_of"] >= 0).sum()) for r in rows]
     merged = groups.merge(rotations, on="radius", how="left", sort=False)
     merged["duplicate_of"] = [int(d[i]) for d, i in zip(merged["duplicate_of"], merged["rotation_id"])]
     merged["duplicate"] = merged["duplicate_of"] >= 0
+    unseen = merged["material"].isin(heldout)
+    merged.loc[unseen, "split"] = merged.loc[unseen, "split"].map(unseen_split)
     merged.insert(0, "config_id", np.arange(len(merged), dtype=np.int64))
     if drop:
         merged = merged[~merged["duplicate"]].reset_index(drop=True)
@@ -166,6 +172,11 @@ def build_store(store: Path, cfg: BuildConfig, materials: list[Material], jobs: 
         raise StoreError("no materials to build")
     for m in materials:  # fail before writing anything
         check_fits(m.cell, max(cfg.radii), cfg.supercell, cfg.centre, cfg.buffer, m.name)
+    table = _materials_table(materials)
+    heldout = heldout_materials(table, cfg)
+    if cfg.split_scheme == "materials" and not heldout:
+        raise StoreError(f"split scheme {cfg.scheme_name} holds out no material: each held-out material "
+                         "needs another of its space group and A-site species in training; add materials")
     fingerprint = build_fingerprint(cfg, materials)
     if _prepare(store, fingerprint, force):
         return summarise(store, time.perf_counter() - start, reused=len(materials), up_to_date=True)
@@ -186,24 +197,27 @@ def build_store(store: Path, cfg: BuildConfig, materials: list[Material], jobs: 
                     results[futures[fut]] = fut.result()
                     advance()
     rows = [row for m in materials for row in results[m.name]]
-    _write_parquet(store / layout.INDEX, _index_table(rows, rotations, cfg.drop_duplicates))
+    _write_parquet(store / layout.INDEX, _index_table(rows, rotations, cfg.drop_duplicates, heldout))
     _write_parquet(store / layout.ROTATIONS, rotations)
-    _write_materials(store, materials)
+    _write_materials(store, materials, table)
     layout.atomic_write_text(store / layout.CONFIG, config_toml(cfg))
-    write_manifest(store, cfg, materials, fingerprint)
+    write_manifest(store, cfg, materials, fingerprint, heldout)
     (store / layout.IN_PROGRESS).unlink(missing_ok=True)
     return summarise(store, time.perf_counter() - start, reused=reused)
 
 
-def _write_materials(store: Path, materials: list[Material]) -> None:
+def _materials_table(materials: list[Material]) -> pd.DataFrame:
+    """The ``materials.csv`` rows of the build (the material hold-out is drawn from them)."""
+    return pd.DataFrame([describe(m.name, m.cell, source=m.source, method=m.method, **dict(m.extra))
+                         for m in materials])
+
+
+def _write_materials(store: Path, materials: list[Material], frame: pd.DataFrame) -> None:
     from ase.io import write
 
-    rows = []
     for m in materials:
         layout.atomic_write(store / layout.CIFS / f"{m.name}.cif",
                             lambda tmp, cell=m.cell: write(tmp, cell, format="cif"))
-        rows.append(describe(m.name, m.cell, source=m.source, method=m.method, **dict(m.extra)))
-    frame = pd.DataFrame(rows)
     layout.atomic_write(store / layout.MATERIALS,
                         lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
 
@@ -216,7 +230,11 @@ def config_toml(cfg: BuildConfig) -> str:
     lines = ["[carve]", f"radii = {arr(cfg.radii)}", f"supercell = {arr(cfg.supercell)}",
              f"centre = {arr(cfg.centre)}", f"buffer = {cfg.buffer!r}",
              f"boundary_tolerance = {cfg.boundary_tolerance!r}", "", "[splits]",
-             f"id = {arr(cfg.id_radii)}", f"ood = {arr(cfg.ood_radii)}", ""]
+             f"id = {arr(cfg.id_radii)}", f"ood = {arr(cfg.ood_radii)}"]
+    if cfg.split_scheme != "radius":
+        lines += [f'scheme = "{cfg.split_scheme}"', f"folds = {cfg.material_folds}",
+                  f"fold = {cfg.material_fold}", f"seed = {cfg.material_seed}"]
+    lines += [""]
     for name in SPLITS:
         g = cfg.grids[name]
         lines += [f"[rotations.{name}]", f"theta = {g.theta!r}"]
@@ -232,8 +250,11 @@ def summarise(store: Path, seconds: float = 0.0, reused: int = 0, up_to_date: bo
     """Counts, atom range and size of a finished store."""
     index = pq.read_table(store / layout.INDEX,
                           columns=["split", "n_atoms", "duplicate"]).to_pandas()
-    counts = {s: int((index["split"] == s).sum()) for s in SPLITS}
+    scheme = read_manifest(store).get("split_scheme", {"name": "radius", "heldout": []})
+    shown = SPLITS + (UNSEEN_SPLITS if scheme["name"] != "radius" else ())
+    counts = {s: int((index["split"] == s).sum()) for s in shown}
     counts["total"] = int(len(index))
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     return BuildSummary(store, counts, int(index["n_atoms"].min()), int(index["n_atoms"].max()),
-                        int(index["duplicate"].sum()), size, seconds, reused, up_to_date)
+                        int(index["duplicate"].sum()), size, seconds, reused, up_to_date,
+                        scheme["name"], tuple(scheme["heldout"]))
