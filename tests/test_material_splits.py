@@ -209,3 +209,12 @@ def test_train_predict_evaluate_on_the_materials_scheme(materials_store, tmp_pat
     result = json.loads(out.read_text())
     assert result["split_scheme"] == "materials-fold0of5-seed0" and result["n_samples"] == 2 * 164
     assert 0 <= result["metrics"]["spacegroup_accuracy"] <= 1
+
+
+def test_overview_of_a_materials_scheme(tmp_path):
+    scheme = "materials-fold0of5-seed0"
+    results = [_result(scheme, split, joint) for split, joint in
+               (("id", 1.0), ("ood", 0.75), ("unseen_id", 0.25), ("unseen_ood", 0.0))]
+    text = write_report(results, tmp_path)
+    assert "| task | metric | model | seen / ID | seen / OOD | unseen / ID | unseen / OOD |" in text
+    assert "| 2 | joint_accuracy | m | 1 | 0.75 | 0.25 | 0 |" in text

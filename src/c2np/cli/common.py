@@ -31,7 +31,8 @@ MaterialsOpt = Annotated[Optional[str], typer.Option(
 RadiiOpt = Annotated[Optional[str], typer.Option(
     "--radii", "-r", help="Radii in Angstrom: '10,11' or ranges '6-9,30' (default: all).")]
 SplitOpt = Annotated[Optional[str], typer.Option(
-    "--split", "-s", help="Comma-separated splits: train, id, ood (default: all).")]
+    "--split", "-s", help="Comma-separated splits: train, id, ood; unseen_train, unseen_id, unseen_ood "
+                          "in a store of the materials scheme (default: all).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 TaskOpt = Annotated[int, typer.Option(help="1: unit cell + R -> particle; 2: particle -> lattice + space group.")]
 EvalSplitOpt = Annotated[str, typer.Option(help=(

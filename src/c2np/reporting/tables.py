@@ -120,6 +120,8 @@ def write_report(results: list[dict], out_dir: Path) -> str:
     for scheme, scheme_runs in runs.groupby("scheme", sort=True):
         md += [f"# Split scheme: {scheme}", ""]
         tex += [f"% Split scheme: {scheme}"]
+        if scheme != "radius":
+            md += [cell_table(scheme_runs), ""]
         _scheme_report(scheme, scheme_runs, md, tex, raw_csv, norm_csv)
     text = "\n".join(md)
     (out_dir / "report.md").write_text(text + "\n")
@@ -127,6 +129,28 @@ def write_report(results: list[dict], out_dir: Path) -> str:
     pd.concat(raw_csv).to_csv(out_dir / "raw.csv", index=False)
     pd.concat(norm_csv).to_csv(out_dir / "normalised.csv", index=False)
     return text
+
+
+#: The metric of each task shown in the seen/unseen x radius overview of a materials scheme.
+HEADLINE = {1: "rmsd", 2: "joint_accuracy"}
+
+
+def cell_table(runs: pd.DataFrame) -> str:
+    """Markdown overview of one materials scheme: per task and model, the headline metric
+    (Task 1 RMSD, Task 2 joint accuracy; mean over seeds) in each (seen/unseen material,
+    ID/OOD/training radius) cell."""
+    summary_tables(runs)  # refuses a frame of several schemes
+    cells = [s for s in ("id", "ood", "unseen_id", "unseen_ood", "unseen_train") if s in set(runs["split"])]
+    labels = {s: split_label("materials", s).replace(" materials, ", " / ").replace(" radii", "") for s in cells}
+    lines = ["Overview (mean over seeds; sections below give every metric):", "",
+             "| task | metric | model | " + " | ".join(labels[s] for s in cells) + " |",
+             "|---" * (len(cells) + 3) + "|"]
+    for (task, model), group in runs.groupby(["task", "model"], sort=True):
+        metric = HEADLINE[int(task)]
+        means = group.groupby("split")[metric].mean()
+        values = [f"{means[s]:.3g}" if s in means.index else "" for s in cells]
+        lines.append(f"| {int(task)} | {metric} | {model} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
 
 
 def split_label(scheme: str, split: str) -> str:
