@@ -11,7 +11,7 @@
 # sample (k configurations per (material, R)); template and mean Task 2 always score
 # every configuration.
 # The radius scheme takes about 40 minutes on 2 idle cores (the committed rows came from
-# 16 cores); the materials scheme about 40 minutes on the shared 2-core machine.
+# 16 cores); the materials scheme took 57 minutes (build 3.5) on the shared 2-core dev machine.
 #   bash benchmarks/reference_results.sh [JOBS] [SCHEMES]     # SCHEMES: "radius materials" (default)
 set -euo pipefail
 jobs=${1:-0}

@@ -51,10 +51,10 @@ def nearest_training_material(ds: Dataset, material: str) -> str:
     conventional cell lengths a, b, c; ties go to the same A-site species, then to the
     first name. A training material is its own nearest.
     """
-    lat = lattice_targets(ds).set_index("material")
     train = sorted(_train_pairs(ds)["material"].unique())
     if material in train:
         return material
+    lat = lattice_targets(ds).set_index("material")
     same = [m for m in train if lat.loc[m, "spacegroup"] == lat.loc[material, "spacegroup"]] or train
     site_a = ds.materials.set_index("name")["A"].astype(str)
     abc = np.log(lat[["a", "b", "c"]].to_numpy(float))
