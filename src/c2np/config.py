@@ -16,6 +16,10 @@ Example ``c2np.toml`` (every key optional)::
     [splits]
     id = [10, 11, 17, 21, 24, 26]
     ood = [6, 7, 29, 30]         # every other radius is train
+    scheme = "radius"            # or "materials": hold out a fold of materials (docs/splits.md)
+    folds = 5                    # materials scheme: stratified folds over materials
+    fold = 0                     # materials scheme: the held-out fold, 0 .. folds-1
+    seed = 0                     # materials scheme: seed of the fold assignment
 
     [rotations.train]
     theta = 15.0
@@ -49,6 +53,9 @@ SPLITS = ("train", "id", "ood")
 #: Smallest grid separation (degrees): N(theta) grows as 1/theta^2 (525 rotations per
 #: radius at 5 degrees, 52,522 at 0.5), and with it the store and the duplicate search.
 MIN_THETA = 5.0
+#: Splits of held-out materials (``materials`` scheme): every radius of them is test data.
+UNSEEN_SPLITS = ("unseen_train", "unseen_id", "unseen_ood")
+SCHEMES = ("radius", "materials")
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,10 @@ class BuildConfig:
     })
     dedup_tolerance: float = 0.01
     drop_duplicates: bool = False
+    split_scheme: str = "radius"
+    material_folds: int = 5
+    material_fold: int = 0
+    material_seed: int = 0
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -102,10 +113,28 @@ class BuildConfig:
             return "id"
         return "train"
 
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The split names a store of this configuration holds."""
+        return SPLITS + (UNSEEN_SPLITS if self.split_scheme == "materials" else ())
+
+    @property
+    def scheme_name(self) -> str:
+        """The split scheme as recorded in manifests and result JSONs.
+
+        ``radius`` is the paper's; ``materials-fold{f}of{k}-seed{s}`` holds out fold ``f``.
+        """
+        if self.split_scheme == "radius":
+            return "radius"
+        return f"materials-fold{self.material_fold}of{self.material_folds}-seed{self.material_seed}"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable, canonical form (used in the manifest and the fingerprint)."""
         d = asdict(self)
         d["grids"] = {k: asdict(v) for k, v in sorted(self.grids.items())}
+        if self.split_scheme == "radius":  # the paper's stores keep their fingerprint
+            for k in ("split_scheme", "material_folds", "material_fold", "material_seed"):
+                del d[k]
         return json.loads(json.dumps(d))
 
     def fingerprint(self) -> str:
@@ -166,6 +195,15 @@ def _validate(cfg: BuildConfig) -> None:
         raise ConfigError(f"duplicates.drop must be true or false, got {cfg.drop_duplicates!r}")
     if not 0.0 < cfg.dedup_tolerance < 1.0:
         raise ConfigError(f"duplicates.tolerance must lie in (0, 1) Angstrom, got {cfg.dedup_tolerance}")
+    if cfg.split_scheme not in SCHEMES:
+        raise ConfigError(f"splits.scheme must be one of {', '.join(SCHEMES)}, got {cfg.split_scheme!r}")
+    for key, value in (("folds", cfg.material_folds), ("fold", cfg.material_fold), ("seed", cfg.material_seed)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"splits.{key} must be an integer, got {value!r}")
+    if cfg.material_folds < 2:
+        raise ConfigError(f"splits.folds must be >= 2, got {cfg.material_folds}")
+    if not 0 <= cfg.material_fold < cfg.material_folds:
+        raise ConfigError(f"splits.fold must lie in 0..{cfg.material_folds - 1}, got {cfg.material_fold}")
 
 
 class _Table(BaseModel):
@@ -191,6 +229,10 @@ class _Carve(_Table):
 class _Splits(_Table):
     id_radii: list[int] | None = Field(None, alias="id")
     ood_radii: list[int] | None = Field(None, alias="ood")
+    split_scheme: str | None = Field(None, alias="scheme")
+    material_folds: int | None = Field(None, alias="folds")
+    material_fold: int | None = Field(None, alias="fold")
+    material_seed: int | None = Field(None, alias="seed", ge=0, lt=2**63)
 
 
 class _Grid(_Table):

@@ -45,10 +45,13 @@ MaterialsOpt = Annotated[Optional[str], typer.Option(
 RadiiOpt = Annotated[Optional[str], typer.Option(
     "--radii", "-r", help="Radii in Angstrom: '10,11' or ranges '6-9,30' (default: all).")]
 SplitOpt = Annotated[Optional[str], typer.Option(
-    "--split", "-s", help="Comma-separated splits: train, id, ood (default: all).")]
+    "--split", "-s", help="Comma-separated splits: train, id, ood; unseen_train, unseen_id, unseen_ood "
+                          "in a store of the materials scheme (default: all).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")]
 TaskOpt = Annotated[int, typer.Option(help="1: unit cell + R -> particle; 2: particle -> lattice + space group.")]
-EvalSplitOpt = Annotated[str, typer.Option(help="id or ood (train also accepted).")]
+EvalSplitOpt = Annotated[str, typer.Option(help=(
+    "id or ood (train also accepted); on a store of the materials scheme also unseen_id, "
+    "unseen_ood, unseen_train (held-out materials; docs/splits.md)."))]
 StoreOpt = Annotated[Path, typer.Option(help="The dataset store.")]
 JobsOpt = Annotated[int, typer.Option("--jobs", "-j", help="Worker processes (default: all cores).")]
 
@@ -94,12 +97,15 @@ def _size(n: int) -> str:
 
 
 def _print_summary(s, after_build: bool = True) -> None:
-    t = Table(title=f"C2NP store {s.store}", show_header=True)
+    t = Table(title=f"C2NP store {s.store}, split scheme {s.scheme}", show_header=True)
     t.add_column("split")
     t.add_column("configurations", justify="right")
-    for k in ("train", "id", "ood", "total"):
-        t.add_row(k, f"{s.counts[k]:,}")
+    for k, n in s.counts.items():
+        t.add_row(k, f"{n:,}")
     console.print(t)
+    if s.scheme != "radius":
+        console.print(f"held-out materials ({len(s.heldout)}, every radius is test data): "
+                      + ", ".join(s.heldout))
     console.print(f"atoms per particle: {s.atoms_min:,} to {s.atoms_max:,}; "
                   f"symmetric duplicates: {s.duplicates:,}; store size: {_size(s.size_bytes)}")
     if not after_build:

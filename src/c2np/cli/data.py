@@ -43,6 +43,13 @@ def build(
     jobs: JobsOpt = 0,
     dedup: Annotated[bool, typer.Option(
         "--dedup", help="Drop configurations that duplicate an earlier one by symmetry.")] = False,
+    split_scheme: Annotated[Optional[str], typer.Option(
+        "--split-scheme", help="radius (the paper's splits, default) or materials: also hold out a "
+                               "stratified fold of about 20% of the materials, every radius of them "
+                               "test data (docs/splits.md). Overrides [splits] scheme of --config.")] = None,
+    fold: Annotated[Optional[int], typer.Option(
+        help="Materials scheme: which of the 5 fixed folds to hold out (0-4, default 0); "
+             "build one store per fold for k-fold error bars over materials.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace a store that was built with another configuration.")] = False,
     quiet: QuietOpt = False,
@@ -52,6 +59,8 @@ def build(
 
     Deterministic: the same configuration gives byte-identical files. Interrupted builds
     resume when the same command is run again.
+
+    Example: c2np build c2np-store-materials --split-scheme materials
     """
     from c2np.config import load_config
     from c2np.materials.catalogue import load_materials
@@ -61,6 +70,12 @@ def build(
         cfg = load_config(config)
         if dedup:
             cfg = cfg.with_overrides(drop_duplicates=True)
+        if split_scheme is not None:
+            cfg = cfg.with_overrides(split_scheme=split_scheme)
+        if fold is not None:
+            if cfg.split_scheme != "materials":
+                raise typer.BadParameter("--fold needs --split-scheme materials")
+            cfg = cfg.with_overrides(material_fold=fold)
         mats = load_materials(cifs, _names(materials))
         summary = build_store(store, cfg, mats, jobs=jobs or os.cpu_count() or 1, force=force,
                               progress=not quiet)
@@ -71,7 +86,8 @@ def build(
 
 @app.command()
 def info(store: StoreArg = DEFAULT_STORE) -> None:
-    """Summarise a built store: counts per split, atom-count range, size, versions."""
+    """Summarise a built store: split scheme, counts per split (held-out materials for the
+    materials scheme), atom-count range, size, versions."""
     from c2np.store.build import summarise
     from c2np.store.manifest import read_manifest
 
@@ -82,6 +98,54 @@ def info(store: StoreArg = DEFAULT_STORE) -> None:
         _fail(exc)
     console.print(f"fingerprint {manifest['fingerprint'][:16]}..., built with "
                   + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()))
+
+
+DOC_BEGIN, DOC_END = "<!-- heldout-materials:begin -->", "<!-- heldout-materials:end -->"
+
+
+@app.command()
+def splits(
+    store: StoreArg = DEFAULT_STORE,
+    doc: Annotated[Optional[Path], typer.Option(
+        help="Markdown file whose block between the lines <!-- heldout-materials:begin --> and "
+             "<!-- heldout-materials:end --> is replaced by the table (docs/splits.md).")] = None,
+) -> None:
+    """Show which materials a store of the materials scheme holds out, with their folds.
+
+    The folds are drawn from the store's own materials table (space group and A-site
+    species strata, seeded), so this table follows the cells actually built.
+
+    Example: c2np splits c2np-store-materials --doc docs/splits.md
+    """
+    from c2np.material_holdout import holdout_table
+    from c2np.store.dataset import open_dataset
+
+    try:
+        ds = open_dataset(store)
+        table = holdout_table(ds.materials, ds.config)
+    except C2NPError as exc:
+        _fail(exc)
+    except ValueError as exc:
+        _fail(C2NPError(f"{store}: {exc}"))
+    counts = ds.index.groupby("split").size()
+    held = table[table["heldout"]]
+    lines = [f"Split scheme `{ds.split_scheme}`: {len(held)} of {len(table)} materials held out; "
+             "configurations per split: " + ", ".join(f"{s} {int(counts.get(s, 0)):,}" for s in ds.splits)
+             + ".", "", "| held-out material | space group | A | B | training materials of its space group |",
+             "|---|---|---|---|---|"]
+    per_group = table[~table["heldout"]].groupby("spacegroup_number").size()
+    for r in held.itertuples():
+        lines.append(f"| {r.name} | {r.spacegroup_symbol} ({r.spacegroup_number}) | {r.A} | {r.B} | "
+                     f"{int(per_group.get(r.spacegroup_number, 0))} |")
+    text = "\n".join(lines)
+    console.print(text)
+    if doc is not None:
+        body = doc.read_text() if doc.exists() else ""
+        if DOC_BEGIN not in body or DOC_END not in body:
+            _fail(C2NPError(f"{doc}: no {DOC_BEGIN} ... {DOC_END} block to replace"))
+        head, rest = body.split(DOC_BEGIN, 1)
+        doc.write_text(f"{head}{DOC_BEGIN}\n{text}\n{DOC_END}{rest.split(DOC_END, 1)[1]}")
+        console.print(f"updated {doc}")
 
 
 @app.command()

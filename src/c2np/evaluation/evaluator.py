@@ -52,6 +52,11 @@ class Evaluator:
     ``sample_per_group=k`` scores a seeded subset (Task 1: k materials per radius; Task 2:
     k configurations per (material, R)); ``materials`` keeps only those materials. Both
     are recorded in the result's ``sample``; every target of the (sub)set needs a prediction.
+
+    On a store of the ``materials`` split scheme (docs/splits.md) ``split`` may also be
+    ``unseen_id``, ``unseen_ood`` or ``unseen_train``: the held-out materials at ID, OOD
+    or training radii. The scheme is recorded in every result, and reports never put
+    results of two schemes in one table.
     """
 
     expected_input_format = {
@@ -60,7 +65,7 @@ class Evaluator:
         2: "CSV or Parquet with columns config_id, a, b, c, alpha, beta, gamma, spacegroup; "
            "one row per config_id of Evaluator.targets()",
     }
-    expected_output_format = ("dict: task, split, n_samples, metrics (overall), per_radius, "
+    expected_output_format = ("dict: task, split, split_scheme, n_samples, metrics (overall), per_radius, "
                               "tolerances, store_fingerprint (SHA-256 over the store files as read), store_verified, "
                               "build_fingerprint (config + unit cells), c2np_version, model, seed, seconds")
 
@@ -69,14 +74,16 @@ class Evaluator:
                  sample_seed: int = 0, materials: list[str] | None = None):
         if task not in (1, 2):
             raise C2NPError(f"task must be 1 or 2, got {task}")
-        if split not in ("train", "id", "ood"):
-            raise C2NPError(f"split must be train, id or ood, got {split!r}")
         self.task, self.split, self.tol = task, split, tolerances
         if sample_per_group is not None and (isinstance(sample_per_group, bool)
                                              or int(sample_per_group) != sample_per_group
                                              or sample_per_group < 1):
             raise C2NPError(f"sample must be a positive integer (samples per group), got {sample_per_group}")
         self.ds = store if isinstance(store, Dataset) else open_dataset(store)
+        try:
+            self.ds.check_split(split)
+        except ValueError as exc:
+            raise C2NPError(str(exc)) from None
         self._targets = (task1_samples(self.ds, split) if task == 1 else task2_targets(self.ds, split))
         self.sample = None
         if materials is not None:
@@ -107,9 +114,10 @@ class Evaluator:
 
     def _header(self, model: str | None, seed: int | None) -> dict:
         return {"format": RESULT_FORMAT, "task": self.task, "split": self.split,
-                "model": model, "seed": seed, "n_samples": len(self._targets),
-                "sample": self.sample, "store_fingerprint": self.ds.fingerprint,
-                "store_verified": self.ds.verified, "build_fingerprint": self.ds.manifest["fingerprint"],
+                "split_scheme": self.ds.split_scheme, "model": model, "seed": seed,
+                "n_samples": len(self._targets), "sample": self.sample,
+                "store_fingerprint": self.ds.fingerprint, "store_verified": self.ds.verified,
+                "build_fingerprint": self.ds.manifest["fingerprint"],
                 "c2np_version": c2np.__version__}
 
     def evaluate(self, predictions, model: str | None = None, seed: int | None = None,

@@ -6,6 +6,10 @@ seeds. Per task and split, the Table 5 scores (see :mod:`c2np.reporting.normalis
 only when at least :data:`TABLE5_MIN_LEARNED` learned models are compared: the median/MAD
 z-score of two or three runs says nothing (with two, every score is 0.73 or 0.27). Best
 is bold, second underlined, within a split, for the ranked metrics (``RANKED``) only.
+
+Results are grouped by split scheme first (``radius``, the paper's; ``materials-...``,
+held-out materials, docs/splits.md): the same split name means different test sets in
+two schemes, so one table never holds results of two schemes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from c2np.errors import C2NPError
 from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
 from c2np.solvers.baselines import MODELS as REFERENCE_MODELS
@@ -58,16 +63,24 @@ def samples_text(result: dict) -> str:
 
 
 def runs_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per result: task, split, model, seed, samples and every metric."""
+    """One row per result: split scheme, task, split, model, seed, samples and every metric.
+
+    Results written before split schemes existed are of the ``radius`` scheme.
+    """
     rows = []
     for r in results:
-        row = {"task": r["task"], "split": r["split"], "model": r.get("model") or "unnamed",
-               "seed": r.get("seed"), "samples": samples_text(r)}
+        row = {"scheme": scheme_of(r), "task": r["task"], "split": r["split"],
+               "model": r.get("model") or "unnamed", "seed": r.get("seed"), "samples": samples_text(r)}
         row.update(r["metrics"])
         if "time_per_epoch" in r:
             row["time_per_epoch"] = r["time_per_epoch"]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def scheme_of(result: dict) -> str:
+    """The split scheme of a result JSON (``radius`` for results older than schemes)."""
+    return result.get("split_scheme", "radius")
 
 
 def _metrics_for(task: int, frame: pd.DataFrame, ranked_only: bool) -> list[str]:
@@ -80,7 +93,15 @@ def _metrics_for(task: int, frame: pd.DataFrame, ranked_only: bool) -> list[str]
 
 
 def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFrame, pd.DataFrame]]:
-    """For each (task, split): (raw mean/std per model, Table 5 scores mean/std per model)."""
+    """For each (task, split): (raw mean/std per model, Table 5 scores mean/std per model).
+
+    ``runs`` must hold one split scheme: tables of two schemes would compare different
+    test sets under one split name, so that raises :class:`~c2np.errors.C2NPError`.
+    """
+    schemes = sorted(runs["scheme"].unique()) if "scheme" in runs else []
+    if len(schemes) > 1:
+        raise C2NPError(f"results of split schemes {', '.join(schemes)} cannot share a table; "
+                        "report each scheme on its own (write_report groups them)")
     out = {}
     for (task, split), group in runs.groupby(["task", "split"], sort=True):
         group = group.copy()
@@ -203,29 +224,48 @@ def _with_samples(rows: list, samples: dict) -> list:
     return [([lead[0], lead[1], samples[(lead[0], lead[1].lower())]], cells) for lead, cells in rows]
 
 
+def by_scheme(results: list[dict]) -> dict[str, list[dict]]:
+    """Results grouped by split scheme, schemes in name order."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        groups.setdefault(scheme_of(r), []).append(r)
+    return dict(sorted(groups.items()))
+
+
 def report_tables(results: list[dict]) -> list[tuple[str, list[str], list, str | None]]:
-    """Every table of a report: (title, header, rows, note), raw tables first.
+    """Every table of a report: (title, header, rows, note), raw tables first, one set per
+    split scheme (titles name the scheme unless every result is of the paper's ``radius``).
 
     Rows are (leading cells, [(value text, rank)]); the note says why Table 5 is absent.
     """
+    groups = by_scheme(results)
+    out = []
+    for scheme, group in groups.items():
+        prefix = "" if list(groups) == ["radius"] else f"[{scheme}] "
+        out += [(prefix + title, head, rows, note) for title, head, rows, note in _scheme_tables(scheme, group)]
+    return out
+
+
+def _scheme_tables(scheme: str, results: list[dict]) -> list[tuple[str, list[str], list, str | None]]:
     runs = runs_frame(results)
     tables = summary_tables(runs)
     out = []
     for task in sorted({t for t, _ in tables}):
         blocks, samples = _raw_blocks(runs, task, tables)
         metrics, rows = _grid(blocks, normalised=False, task=task)
+        rows = [([lead[0], split_label(scheme, lead[1].lower()), *lead[2:]], cells)
+                for lead, cells in _with_samples(rows, samples)]
         out.append((f"Task {task}: raw metrics (mean ± std over seeds)",
-                    ["model", "split", "samples", *_header(metrics, task, False)],
-                    _with_samples(rows, samples), None))
+                    ["model", "split", "samples", *_header(metrics, task, False)], rows, None))
     withheld: dict[str, list[str]] = {}  # reason -> the (task, split)s it applies to
     for (task, split), (_, norm) in tables.items():
         reason = table5_reason(list(norm.index))
         if reason is None:
             metrics, rows = _grid([(None, norm)], normalised=True, task=task)
-            out.append((f"Task {task}, {split.upper()}: Table 5 scores (higher is better; time raw)",
+            out.append((f"Task {task}, {split_label(scheme, split)}: Table 5 scores (higher is better; time raw)",
                         ["model", *_header(metrics, task, True)], rows, None))
         else:
-            withheld.setdefault(reason, []).append(f"Task {task} {split.upper()}")
+            withheld.setdefault(reason, []).append(f"Task {task} {split_label(scheme, split)}")
     out += [(", ".join(where), [], [], reason) for reason, where in withheld.items()]
     return out
 
@@ -283,27 +323,36 @@ def write_report(results: list[dict], out_dir: Path) -> str:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, tex = [], []
-    for title, head, rows, note in report_tables(results):
-        if note is not None:
-            md += [f"{title}: {note}", ""]
-            continue
-        n_lead = len(rows[0][0]) if rows else 1
-        md += [f"## {title}", "", _markdown(head, rows), ""]
-        tex += [f"% {title}", _latex(head, rows, n_lead), ""]
-    runs = runs_frame(results)
-    samples = runs.groupby(["task", "split", "model"])["samples"].first().to_dict()
-    raw_csv, norm_csv = [], []
-    for (task, split), (raw, norm) in summary_tables(runs).items():
-        shown = table5_reason(list(norm.index)) is None
-        for frame, sink in ((raw, raw_csv), (norm, norm_csv if shown else None)):
-            if sink is None:
+    groups = by_scheme(results)
+    for scheme, group in groups.items():
+        if list(groups) != ["radius"]:  # the paper's scheme alone needs no heading
+            md += [f"# Split scheme: {scheme}", ""]
+            tex += [f"% Split scheme: {scheme}"]
+        if scheme != "radius":
+            md += [cell_table(runs_frame(group)), ""]
+        for title, head, rows, note in _scheme_tables(scheme, group):
+            if note is not None:
+                md += [f"{title}: {note}", ""]
                 continue
-            flat = frame.copy()
-            flat.columns = [f"{a}_{b}" for a, b in flat.columns]
-            flat.insert(0, "samples", [samples[(task, split, m)] for m in flat.index])
-            flat.insert(0, "split", split)
-            flat.insert(0, "task", task)
-            sink.append(flat.reset_index())
+            n_lead = len(rows[0][0]) if rows else 1
+            md += [f"## {title}", "", _markdown(head, rows), ""]
+            tex += [f"% {title}", _latex(head, rows, n_lead), ""]
+    raw_csv, norm_csv = [], []
+    for scheme, group in by_scheme(results).items():
+        runs = runs_frame(group)
+        samples = runs.groupby(["task", "split", "model"])["samples"].first().to_dict()
+        for (task, split), (raw, norm) in summary_tables(runs).items():
+            shown = table5_reason(list(norm.index)) is None
+            for frame, sink in ((raw, raw_csv), (norm, norm_csv if shown else None)):
+                if sink is None:
+                    continue
+                flat = frame.copy()
+                flat.columns = [f"{a}_{b}" for a, b in flat.columns]
+                flat.insert(0, "samples", [samples[(task, split, m)] for m in flat.index])
+                flat.insert(0, "split", split)
+                flat.insert(0, "task", task)
+                flat.insert(0, "scheme", scheme)
+                sink.append(flat.reset_index())
     text = "\n".join(md)
     (out_dir / "report.md").write_text(text + "\n")
     (out_dir / "report.tex").write_text("\n".join(tex) + "\n")
@@ -314,3 +363,34 @@ def write_report(results: list[dict], out_dir: Path) -> str:
     elif stale.exists():
         stale.unlink()  # an earlier report's scores must not sit beside tables that omit them
     return text
+
+
+#: The metric of each task shown in the seen/unseen x radius overview of a materials scheme.
+HEADLINE = {1: "rmsd", 2: "joint_accuracy"}
+
+
+def cell_table(runs: pd.DataFrame) -> str:
+    """Markdown overview of one materials scheme: per task and model, the headline metric
+    (Task 1 RMSD, Task 2 joint accuracy; mean over seeds) in each (seen/unseen material,
+    ID/OOD/training radius) cell."""
+    summary_tables(runs)  # refuses a frame of several schemes
+    cells = [s for s in ("id", "ood", "unseen_id", "unseen_ood", "unseen_train") if s in set(runs["split"])]
+    labels = {s: split_label("materials", s) for s in cells}
+    lines = ["Overview (mean over seeds; sections below give every metric):", "",
+             "| task | metric | model | " + " | ".join(labels[s] for s in cells) + " |",
+             "|---" * (len(cells) + 3) + "|"]
+    for (task, model), group in runs.groupby(["task", "model"], sort=True):
+        metric = HEADLINE[int(task)]
+        means = group.groupby("split")[metric].mean()
+        values = [f"{means[s]:.3g}" if s in means.index else "" for s in cells]
+        lines.append(f"| {int(task)} | {metric} | {model} | " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def split_label(scheme: str, split: str) -> str:
+    """How a split is shown: ``ID`` in the radius scheme; ``seen ID``, ``unseen OOD`` or
+    ``unseen train-R`` (held-out materials at training radii) in the materials scheme."""
+    if scheme == "radius":
+        return split.upper()
+    seen, _, radii = split.rpartition("_")
+    return f"{'unseen' if seen else 'seen'} {'train-R' if radii == 'train' else radii.upper()}"

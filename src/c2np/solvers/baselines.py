@@ -6,10 +6,13 @@
   ``mean`` prediction when a particle shows too few translations (counted in the result).
 * ``template``: memorisation. Task 1 returns the training particle of the same material
   at the nearest training radius, as is (not cropped or rescaled; ties go to the smaller
-  radius). Task 2 finds the training (material, R) whose species-blind g(r) descriptor
-  is nearest (L1) and copies that material's lattice and space group. g(r) is
-  rotation-invariant, so it is computed once per (material, R) and applies to every
-  rotated configuration of it.
+  radius). A material with no training particles (held out by the ``materials`` split
+  scheme) borrows the nearest training material instead (:func:`nearest_training_material`:
+  same space group, then the closest conventional cell lengths), whose particle is copied
+  with its A- and B-site species replaced by the test material's. Task 2 finds the
+  training (material, R) whose species-blind g(r) descriptor is nearest (L1) and copies
+  that material's lattice and space group. g(r) is rotation-invariant, so it is computed
+  once per (material, R) and applies to every rotated configuration of it.
 * ``mean``: Task 2 only: the training-set mean of each lattice parameter and the most
   frequent training space group.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from ase import Atoms
+from ase.data import atomic_numbers
 
 from c2np.carve import carve
 from c2np.errors import C2NPError
@@ -31,9 +35,42 @@ from c2np.tasks.targets import LATTICE_COLUMNS, lattice_targets
 MODELS = ("analytic", "template", "mean")
 
 
-def _train_radii(ds: Dataset) -> list[int]:
-    cfg = ds.config
-    return [r for r in cfg.radii if cfg.split_of(r) == "train"]
+def _train_pairs(ds: Dataset) -> pd.DataFrame:
+    """The (material, radius) pairs of the train split, sorted."""
+    pairs = ds.split("train").index[["material", "radius"]].drop_duplicates()
+    if pairs.empty:
+        raise C2NPError("the store has no training particles to copy templates from")
+    return pairs.sort_values(["material", "radius"]).reset_index(drop=True)
+
+
+def nearest_training_material(ds: Dataset, material: str) -> str:
+    """The training material whose unit cell is most like ``material``'s (Task 1 template).
+
+    Candidates are the training materials of the same space group (all training
+    materials if none shares it); the nearest minimises sum |ln(x / x')| over the
+    conventional cell lengths a, b, c; ties go to the same A-site species, then to the
+    first name. A training material is its own nearest.
+    """
+    train = sorted(_train_pairs(ds)["material"].unique())
+    if material in train:
+        return material
+    lat = lattice_targets(ds).set_index("material")
+    same = [m for m in train if lat.loc[m, "spacegroup"] == lat.loc[material, "spacegroup"]] or train
+    site_a = ds.materials.set_index("name")["A"].astype(str)
+    abc = np.log(lat[["a", "b", "c"]].to_numpy(float))
+    row = {m: i for i, m in enumerate(lat.index)}
+    distance = {m: float(np.abs(abc[row[m]] - abc[row[material]]).sum()) for m in same}
+    return min(same, key=lambda m: (round(distance[m], 9), site_a[m] != site_a[material], m))
+
+
+def _relabel(particle: Atoms, source: pd.Series, target: pd.Series) -> Atoms:
+    """``particle`` of material ``source`` with its A/B species replaced by ``target``'s."""
+    out = particle.copy()
+    if not (source["A"] and source["B"] and target["A"] and target["B"]):
+        return out  # user CIFs without site labels: the species are copied as they are
+    swap = {atomic_numbers[source[s]]: atomic_numbers[target[s]] for s in ("A", "B")}
+    out.numbers = np.array([swap.get(int(z), int(z)) for z in particle.numbers])
+    return out
 
 
 def task1_predictions(ds: Dataset, samples: pd.DataFrame, model: str) -> dict[int, Atoms]:
@@ -45,13 +82,17 @@ def task1_predictions(ds: Dataset, samples: pd.DataFrame, model: str) -> dict[in
                                         cfg.buffer, cfg.boundary_tolerance, r.material)
                 for r in samples.itertuples()}
     if model == "template":
-        train = np.array(_train_radii(ds))
-        if len(train) == 0:
-            raise C2NPError("the store has no training radii to copy templates from")
+        radii = _train_pairs(ds).groupby("material")["radius"].apply(np.array)
+        sites = ds.materials.set_index("name")[["A", "B"]].astype(str)
+        source = {m: nearest_training_material(ds, m) for m in samples["material"].unique()}
         out = {}
         for r in samples.itertuples():
+            m = source[r.material]
+            train = radii[m]
             nearest = int(train[np.argmin(np.abs(train - int(r.radius)))])  # argmin: smaller on ties
-            out[int(r.config_id)] = ds.canonical(r.material, nearest)
+            particle = ds.canonical(m, nearest)
+            out[int(r.config_id)] = (particle if m == r.material
+                                     else _relabel(particle, sites.loc[m], sites.loc[r.material]))
         return out
     raise C2NPError(f"model {model!r} has no Task 1 predictions; choose analytic or template")
 
@@ -108,9 +149,10 @@ _TRAIN_DESCRIPTORS: dict[str, tuple[list[tuple[str, int]], np.ndarray]] = {}
 
 
 def _train_descriptors(ds: Dataset, jobs: int, progress: bool) -> tuple[list[tuple[str, int]], np.ndarray]:
-    key = ds.manifest["fingerprint"]
+    # training particles only: a held-out material (materials scheme) is never a template
+    key = ds.fingerprint
     if key not in _TRAIN_DESCRIPTORS:
-        keys = [(m, r) for m in ds.material_names() for r in _train_radii(ds)]
+        keys = [(m, int(r)) for m, r in _train_pairs(ds).itertuples(index=False)]
         work = (ds.canonical(m, r).positions for m, r in keys)
         desc = map_with_progress(rdf, work, len(keys), "g(r) of training particles", jobs, progress, 4)
         _TRAIN_DESCRIPTORS[key] = keys, np.stack(desc)

@@ -23,15 +23,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from c2np.carve import carve, check_fits
-from c2np.config import SPLITS, BuildConfig
+from c2np.config import SPLITS, UNSEEN_SPLITS, BuildConfig
 from c2np.errors import CarveError, StoreError
+from c2np.material_holdout import heldout_materials, unseen_split
 from c2np.materials.catalogue import Material, describe
 from c2np.particle_symmetry import duplicate_of, particle_symmetry_group
 from c2np.progress import progress_bar
 from c2np.rotations import configuration_quaternions, euler_xyz_degrees, rotation_matrices, train_grid
 from c2np.store import layout
 from c2np.store.lock import store_lock
-from c2np.store.manifest import material_digest, write_manifest
+from c2np.store.manifest import material_digest, read_manifest, write_manifest
 from c2np.store.particles import ParticleFile, write_particles
 from c2np.symmetry import proper_rotations_cartesian
 
@@ -49,6 +50,8 @@ class BuildSummary:
     seconds: float
     reused: int
     up_to_date: bool = False
+    scheme: str = "radius"
+    heldout: tuple[str, ...] = ()
 
 
 #: Fewest atoms a particle may have: a convex hull, an RDF and the statistics all need
@@ -121,13 +124,16 @@ def _rotations_table(cfg: BuildConfig) -> tuple[pd.DataFrame, dict[int, np.ndarr
     return pd.concat(frames, ignore_index=True), quats
 
 
-def _index_table(rows: list[dict], rotations: pd.DataFrame, drop: bool) -> pd.DataFrame:
+def _index_table(rows: list[dict], rotations: pd.DataFrame, drop: bool,
+                 heldout: list[str]) -> pd.DataFrame:
     groups = pd.DataFrame([{k: v for k, v in r.items() if k != "duplicate_of"} for r in rows])
     groups["duplicate_of"] = [r["duplicate_of"] for r in rows]
     groups["group_duplicates"] = [int((r["duplicate_of"] >= 0).sum()) for r in rows]
     merged = groups.merge(rotations, on="radius", how="left", sort=False)
     merged["duplicate_of"] = [int(d[i]) for d, i in zip(merged["duplicate_of"], merged["rotation_id"])]
     merged["duplicate"] = merged["duplicate_of"] >= 0
+    unseen = merged["material"].isin(heldout)
+    merged.loc[unseen, "split"] = merged.loc[unseen, "split"].map(unseen_split)
     merged.insert(0, "config_id", np.arange(len(merged), dtype=np.int64))
     if drop:
         merged = merged[~merged["duplicate"]].reset_index(drop=True)
@@ -213,6 +219,11 @@ def build_store(store: Path, cfg: BuildConfig, materials: list[Material], jobs: 
         smallest = min(cfg.radii)
         _check_particle(carve(m.cell, smallest, cfg.supercell, cfg.centre, cfg.buffer,
                               cfg.boundary_tolerance, m.name), m.name, smallest)
+    table = _materials_table(materials)
+    heldout = heldout_materials(table, cfg)
+    if cfg.split_scheme == "materials" and not heldout:
+        raise StoreError(f"split scheme {cfg.scheme_name} holds out no material: each held-out material "
+                         "needs another of its space group and A-site species in training; add materials")
     fingerprint = build_fingerprint(cfg, materials)
     if store.exists() and not store.is_dir():
         raise StoreError(f"{store}: exists and is not a directory")
@@ -222,13 +233,14 @@ def build_store(store: Path, cfg: BuildConfig, materials: list[Material], jobs: 
         journal = _prepare(store, fingerprint, force)
         if journal is True:
             return summarise(store, time.perf_counter() - start, reused=len(materials), up_to_date=True)
-        _build(store, cfg, materials, fingerprint, journal, jobs, progress)
+        _build(store, cfg, materials, table, heldout, fingerprint, journal, jobs, progress)
     reused = sum(journal.get(m.name) is not None for m in materials)
     return summarise(store, time.perf_counter() - start, reused=reused)
 
 
-def _build(store: Path, cfg: BuildConfig, materials: list[Material], fingerprint: str,
-           recorded: dict[str, str], jobs: int, progress: bool) -> None:
+def _build(store: Path, cfg: BuildConfig, materials: list[Material], table: pd.DataFrame,
+           heldout: list[str], fingerprint: str, recorded: dict[str, str], jobs: int,
+           progress: bool) -> None:
     def save_journal() -> None:
         layout.atomic_write_text(store / layout.IN_PROGRESS,
                                  json.dumps({"fingerprint": fingerprint, "files": done}, sort_keys=True))
@@ -257,23 +269,26 @@ def _build(store: Path, cfg: BuildConfig, materials: list[Material], fingerprint
                     finish(futures[fut], fut.result())
                     advance()
     rows = [row for m in materials for row in results[m.name]]
-    _write_parquet(store / layout.INDEX, _index_table(rows, rotations, cfg.drop_duplicates))
+    _write_parquet(store / layout.INDEX, _index_table(rows, rotations, cfg.drop_duplicates, heldout))
     _write_parquet(store / layout.ROTATIONS, rotations)
-    _write_materials(store, materials)
+    _write_materials(store, materials, table)
     layout.atomic_write_text(store / layout.CONFIG, config_toml(cfg))
-    write_manifest(store, cfg, materials, fingerprint)
+    write_manifest(store, cfg, materials, fingerprint, heldout)
     (store / layout.IN_PROGRESS).unlink(missing_ok=True)
 
 
-def _write_materials(store: Path, materials: list[Material]) -> None:
+def _materials_table(materials: list[Material]) -> pd.DataFrame:
+    """The ``materials.csv`` rows of the build (the material hold-out is drawn from them)."""
+    return pd.DataFrame([describe(m.name, m.cell, source=m.source, method=m.method, **dict(m.extra))
+                         for m in materials])
+
+
+def _write_materials(store: Path, materials: list[Material], frame: pd.DataFrame) -> None:
     from ase.io import write
 
-    rows = []
     for m in materials:
         layout.atomic_write(store / layout.CIFS / f"{m.name}.cif",
                             lambda tmp, cell=m.cell: write(tmp, cell, format="cif"))
-        rows.append(describe(m.name, m.cell, source=m.source, method=m.method, **dict(m.extra)))
-    frame = pd.DataFrame(rows)
     layout.atomic_write(store / layout.MATERIALS,
                         lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
 
@@ -286,7 +301,11 @@ def config_toml(cfg: BuildConfig) -> str:
     lines = ["[carve]", f"radii = {arr(cfg.radii)}", f"supercell = {arr(cfg.supercell)}",
              f"centre = {arr(cfg.centre)}", f"buffer = {cfg.buffer!r}",
              f"boundary_tolerance = {cfg.boundary_tolerance!r}", "", "[splits]",
-             f"id = {arr(cfg.id_radii)}", f"ood = {arr(cfg.ood_radii)}", ""]
+             f"id = {arr(cfg.id_radii)}", f"ood = {arr(cfg.ood_radii)}"]
+    if cfg.split_scheme != "radius":
+        lines += [f'scheme = "{cfg.split_scheme}"', f"folds = {cfg.material_folds}",
+                  f"fold = {cfg.material_fold}", f"seed = {cfg.material_seed}"]
+    lines += [""]
     for name in SPLITS:
         g = cfg.grids[name]
         lines += [f"[rotations.{name}]", f"theta = {g.theta!r}"]
@@ -302,8 +321,11 @@ def summarise(store: Path, seconds: float = 0.0, reused: int = 0, up_to_date: bo
     """Counts, atom range and size of a finished store."""
     index = pq.read_table(store / layout.INDEX,
                           columns=["split", "n_atoms", "duplicate"]).to_pandas()
-    counts = {s: int((index["split"] == s).sum()) for s in SPLITS}
+    scheme = read_manifest(store).get("split_scheme", {"name": "radius", "heldout": []})
+    shown = SPLITS + (UNSEEN_SPLITS if scheme["name"] != "radius" else ())
+    counts = {s: int((index["split"] == s).sum()) for s in shown}
     counts["total"] = int(len(index))
     size = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     return BuildSummary(store, counts, int(index["n_atoms"].min()), int(index["n_atoms"].max()),
-                        int(index["duplicate"].sum()), size, seconds, reused, up_to_date)
+                        int(index["duplicate"].sum()), size, seconds, reused, up_to_date,
+                        scheme["name"], tuple(scheme["heldout"]))

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from ase import Atoms
 
-from c2np.config import SPLITS, BuildConfig, config_from_dict
+from c2np.config import SPLITS, UNSEEN_SPLITS, BuildConfig, config_from_dict
 from c2np.errors import StoreError, UnknownMaterialError
 from c2np.materials.cif import read_cif
 from c2np.rotations import rotation_matrices
@@ -78,6 +78,29 @@ class Dataset:
         return config_from_dict(_toml_shaped(self.manifest["config"]))
 
     @property
+    def split_scheme(self) -> str:
+        """``radius`` (the paper's splits) or ``materials-fold{f}of{k}-seed{s}`` (docs/splits.md)."""
+        return self.manifest.get("split_scheme", {}).get("name", "radius")
+
+    @property
+    def heldout_materials(self) -> list[str]:
+        """Materials whose every configuration is test data (empty for the ``radius`` scheme)."""
+        return list(self.manifest.get("split_scheme", {}).get("heldout", []))
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Split names of this store's scheme: train, id, ood (+ unseen_train, unseen_id, unseen_ood)."""
+        return SPLITS + (UNSEEN_SPLITS if self.split_scheme != "radius" else ())
+
+    def check_split(self, name: str) -> None:
+        """Raise ``ValueError`` (naming the scheme's splits) unless this store has split ``name``."""
+        if name not in self.splits:
+            hint = (" (the unseen_* splits exist in stores built with --split-scheme materials)"
+                    if name in UNSEEN_SPLITS else "")
+            raise ValueError(f"unknown split {name!r} for split scheme {self.split_scheme}; "
+                             f"choose from {', '.join(self.splits)}{hint}")
+
+    @property
     def materials(self) -> pd.DataFrame:
         """The catalogue rows (lattice, space group, provenance) of the store's materials."""
         return pd.read_csv(self.store / layout.MATERIALS, keep_default_na=False)
@@ -120,9 +143,8 @@ class Dataset:
         return atoms
 
     def split(self, name: str) -> Dataset:
-        """A view over one split: ``train``, ``id`` or ``ood``."""
-        if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; choose from {', '.join(SPLITS)}")
+        """A view over one split: ``train``, ``id`` or ``ood`` (+ ``unseen_*`` in the materials scheme)."""
+        self.check_split(name)
         return self.filter(splits=[name])
 
     def filter(self, materials: list[str] | None = None, radii: list[int] | None = None,
@@ -136,9 +158,8 @@ class Dataset:
         if radii is not None:
             mask &= self.index["radius"].isin(radii).to_numpy()
         if splits is not None:
-            bad = sorted(set(splits) - set(SPLITS))
-            if bad:
-                raise ValueError(f"unknown split(s) {bad}; choose from {', '.join(SPLITS)}")
+            for s in splits:
+                self.check_split(s)
             mask &= self.index["split"].isin(splits).to_numpy()
         return Dataset(self.store, self.index[mask].reset_index(drop=True), self.manifest,
                        self._particles, self.fingerprint, self.verified)
@@ -167,7 +188,9 @@ class Dataset:
 
 def _toml_shaped(d: dict) -> dict:
     return {"carve": {k: d[k] for k in ("radii", "supercell", "centre", "buffer", "boundary_tolerance")},
-            "splits": {"id": d["id_radii"], "ood": d["ood_radii"]},
+            "splits": {"id": d["id_radii"], "ood": d["ood_radii"],
+                       **{k: d[f] for k, f in (("scheme", "split_scheme"), ("folds", "material_folds"),
+                                               ("fold", "material_fold"), ("seed", "material_seed")) if f in d}},
             "rotations": d["grids"],
             "duplicates": {"tolerance": d["dedup_tolerance"], "drop": d["drop_duplicates"]}}
 

@@ -43,8 +43,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def write_manifest(store: Path, cfg: BuildConfig, materials: list, fingerprint: str) -> dict:
-    """Hash every file of ``store`` and write ``manifest.json`` (no timestamps: reproducible)."""
+def write_manifest(store: Path, cfg: BuildConfig, materials: list, fingerprint: str,
+                   heldout: list[str] = ()) -> dict:
+    """Hash every file of ``store`` and write ``manifest.json`` (no timestamps: reproducible).
+
+    ``heldout`` names the materials the split scheme holds out (recorded with the scheme).
+    """
     import pyarrow.parquet as pq
 
     index = pq.read_table(store / layout.INDEX, columns=["split", "n_atoms", "duplicate"]).to_pandas()
@@ -54,7 +58,8 @@ def write_manifest(store: Path, cfg: BuildConfig, materials: list, fingerprint: 
         "format": FORMAT, "format_version": FORMAT_VERSION, "fingerprint": fingerprint,
         "config": cfg.to_dict(),
         "materials": [{"name": m.name, "digest": material_digest(m.cell)} for m in materials],
-        "counts": {**{s: int((index["split"] == s).sum()) for s in ("train", "id", "ood")},
+        "split_scheme": {"name": cfg.scheme_name, "heldout": sorted(heldout)},
+        "counts": {**{s: int((index["split"] == s).sum()) for s in cfg.splits},
                    "total": int(len(index)), "duplicates": int(index["duplicate"].sum())},
         "atoms": {"min": int(index["n_atoms"].min()), "max": int(index["n_atoms"].max())},
         "versions": _versions(),
