@@ -19,8 +19,9 @@ from c2np.cli.common import (
     err,
 )
 from c2np.errors import C2NPError
+from c2np.training.configs import bundled_models
 
-ModelOpt = Annotated[str, typer.Option(help="cdvae or symat.")]
+ModelOpt = Annotated[str, typer.Option(help=f"Model family: {', '.join(bundled_models())}.")]
 
 
 def _torch_missing() -> None:
