@@ -73,15 +73,16 @@ class WeightAverage:
         params = dict(self.named_parameters())
         return [(params[name], getattr(self, f"ema_{i}")) for i, name in enumerate(self._averaged)]
 
-    @torch.no_grad()
     def update_average(self: nn.Module) -> None:
+        """One EMA step, only in a training forward pass (not in validation or sampling)."""
         if self.ema_decay <= 0 or not (self.training and torch.is_grad_enabled()):
             return
         n = int(self.ema_updates)
         decay = min(self.ema_decay, (1 + n) / (10 + n))  # short warm-up, as is usual for EMA
-        for p, avg in self._pairs():
-            avg.lerp_(p.detach(), 1 - decay)
-        self.ema_updates += 1
+        with torch.no_grad():
+            for p, avg in self._pairs():
+                avg.lerp_(p.detach(), 1 - decay)
+            self.ema_updates += 1
 
     @contextmanager
     def averaged_weights(self: nn.Module):
