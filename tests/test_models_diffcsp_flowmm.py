@@ -68,7 +68,7 @@ def test_nearest_edges_keep_the_k_shortest_per_target():
 def test_tiny_model_loss_goes_down(records, name, task):
     torch.manual_seed(0)
     model = tiny(name, task)
-    batch = COLLATE[task]([(r, 0 if task == 2 else -1) for r in records[:2]])
+    batch = COLLATE[task]([(r, 0 if task == 2 else -1) for r in records[:task]])  # 143 / 418 atoms
     if task == 2:
         model.fit_targets(batch.lattice, batch.spacegroup)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
