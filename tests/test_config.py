@@ -28,7 +28,7 @@ def test_toml_round_trip(tmp_path):
     ({"carv": {}}, "unknown key"),
     ({"carve": {"radii": [6, 6]}}, "strictly increasing"),
     ({"carve": {"radii": [0, 5]}}, "1..200"),
-    ({"carve": {"radii": [6.5]}}, "integers"),
+    ({"carve": {"radii": [6.5]}}, "integer"),
     ({"splits": {"id": [10], "ood": [10]}}, "both"),
     ({"splits": {"id": [99]}}, "not in carve.radii"),
     ({"rotations": {"id": {"theta": 0}}}, "theta"),

@@ -26,7 +26,8 @@ def test_task2_perfect_file_scores_perfect(ds, perfect_t2, tmp_path):
     res = Evaluator(2, "ood", ds).evaluate(path, model="oracle", seed=0)
     assert res["metrics"]["joint_accuracy"] == 1.0 and res["metrics"]["lattice_rmse"] == 0.0
     assert set(res["per_radius"]) == {"6", "30"}
-    assert res["store_fingerprint"] == ds.manifest["fingerprint"]
+    assert res["store_fingerprint"] == ds.manifest["content_fingerprint"] and res["store_verified"]
+    assert res["build_fingerprint"] == ds.manifest["fingerprint"]
     assert res["tolerances"] == {"length_rtol": 0.02, "angle_atol_deg": 1.0}
     assert res["n_samples"] == 3 * 2 * 164
     Evaluator.save(res, tmp_path / "r.json")

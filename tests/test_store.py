@@ -68,17 +68,46 @@ def test_resume_after_interruption(tmp_path, small_store, small_config, small_ma
     store = tmp_path / "s"
     shutil.copytree(small_store, store)
     # What a kill leaves behind: no manifest yet, one material not written, a temp file.
+    # The journal records the hash of each particle file the build finished.
     fingerprint = json.loads((store / layout.MANIFEST).read_text())["fingerprint"]
     (store / layout.MANIFEST).unlink()
-    (store / layout.IN_PROGRESS).write_text(json.dumps({"fingerprint": fingerprint}))
+    done = {m: layout.sha256_file(layout.particle_file(store, m)) for m in ("KMgH3", "LiAlH3")}
+    (store / layout.IN_PROGRESS).write_text(json.dumps({"fingerprint": fingerprint, "files": done}))
     layout.particle_file(store, "LiBeH3").unlink()
     (store / layout.PARTICLES / ".KMgH3.parquet.x.tmp").write_bytes(b"partial")
+    (store / ".index.parquet.y.tmp").write_bytes(b"partial")  # a top-level leftover too
     with pytest.raises(StoreError, match="interrupted"):
         c2np.open_dataset(store)
     summary = build_store(store, small_config, small_materials, jobs=1, progress=False)
     assert summary.reused == 2
     assert (store / layout.MANIFEST).read_bytes() == (small_store / layout.MANIFEST).read_bytes()
     assert not (store / layout.IN_PROGRESS).exists()
+    assert not [p for p in store.rglob("*.tmp")]
+
+
+def test_resume_recarves_leftovers_that_were_edited_or_never_recorded(
+        tmp_path, small_store, small_config, small_materials):
+    import numpy as np
+
+    from c2np.store.particles import ParticleFile, write_particles
+
+    store = tmp_path / "s"
+    shutil.copytree(small_store, store)
+    fingerprint = json.loads((store / layout.MANIFEST).read_text())["fingerprint"]
+    (store / layout.MANIFEST).unlink()
+    recorded = layout.sha256_file(layout.particle_file(store, "KMgH3"))
+    # A leftover edited by 0.5 A after the journal recorded it: a valid file, wrong content.
+    pf = ParticleFile(layout.particle_file(store, "KMgH3"))
+    moved = {r: pf.particle(r) for r in pf.radii}
+    for p in moved.values():
+        p.positions += np.array([0.5, 0.0, 0.0])
+    write_particles(layout.particle_file(store, "KMgH3"), "KMgH3", moved)
+    (store / layout.IN_PROGRESS).write_text(json.dumps({"fingerprint": fingerprint,
+                                                         "files": {"KMgH3": recorded}}))
+    summary = build_store(store, small_config, small_materials, jobs=1, progress=False)
+    assert summary.reused == 0  # LiAlH3 and LiBeH3 were never recorded, KMgH3 was edited
+    assert (store / layout.MANIFEST).read_bytes() == (small_store / layout.MANIFEST).read_bytes()
+    assert verify_store(store) == []
 
 
 def test_rebuild_same_config_is_a_no_op_and_other_config_needs_force(
@@ -99,6 +128,7 @@ def test_refuses_to_write_into_a_foreign_directory(tmp_path, small_config, small
     with pytest.raises(StoreError, match="not a c2np store"):
         build_store(tmp_path, small_config, small_materials, progress=False, force=True)
     assert (tmp_path / "thesis.tex").read_text() == "precious"
+    assert [p.name for p in tmp_path.iterdir()] == ["thesis.tex"]  # not even a lock file
 
 
 def test_verify_detects_altered_missing_and_extra_files(tmp_path, small_store):

@@ -14,7 +14,7 @@ except metadata.PackageNotFoundError:  # running from a source tree without inst
     __version__ = "0+unknown"
 
 
-def open_dataset(path, verify: bool = False):
+def open_dataset(path, verify: bool = True):
     """Open a built store; see :func:`c2np.store.dataset.open_dataset`."""
     from c2np.store.dataset import open_dataset as _open
 

@@ -17,6 +17,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from c2np.config import BuildConfig, GridSpec
+from c2np.errors import ConfigError
 
 IDENTITY = np.array([0.0, 0.0, 0.0, 1.0])
 #: Candidates drawn per batch; any value gives the same grid.
@@ -89,8 +90,12 @@ def split_grid(cfg: BuildConfig, split: str, radius: int, train: np.ndarray | No
     if split == "train":
         return train_grid(cfg) if train is None else train
     train = train_grid(cfg) if train is None else train
-    return greedy_grid(spec.theta, spec.seed_for(radius), margin_deg=spec.margin,
-                       reference=train, offset_euler_xyz_deg=spec.offset)
+    try:
+        return greedy_grid(spec.theta, spec.seed_for(radius), margin_deg=spec.margin,
+                           reference=train, offset_euler_xyz_deg=spec.offset)
+    except RuntimeError as exc:
+        raise ConfigError(f"rotations.{split}: theta and margin leave too little room on SO(3) "
+                          f"({exc}); lower theta or margin") from None
 
 
 def configuration_quaternions(cfg: BuildConfig, radius: int, train: np.ndarray | None = None

@@ -179,7 +179,7 @@ def _material_rows(args: tuple) -> tuple[list[dict], list[pd.DataFrame]]:
     from c2np.store.dataset import open_dataset
 
     store, material, radii = args
-    ds = open_dataset(store)
+    ds = open_dataset(store, verify=False)  # particle_table verified it once for all workers
     cfg = ds.config
     cell = ds.unit_cell(material)
     index = ds.index[ds.index["material"] == material]

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from c2np.errors import C2NPError
 
@@ -21,8 +22,11 @@ materials_app = typer.Typer(help="The bundled unit cells: list them, or recomput
                             no_args_is_help=True)
 app.add_typer(export_app, name="export")
 app.add_typer(materials_app, name="materials")
-console = Console()
-err = Console(stderr=True)
+# Markup off: messages carry paths, keys and values from the user ("x[/b]", "[red]"),
+# which rich would otherwise eat or choke on; styles are passed as style=, never inline.
+# soft_wrap: a long one-line error stays one line in logs and pipes (no 80-column wrap).
+console = Console(markup=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, soft_wrap=True)
 
 DEFAULT_STORE = Path("c2np-store")
 StoreArg = Annotated[Path, typer.Argument(help="Store directory.")]
@@ -61,8 +65,13 @@ def parse_radii(text: str | None) -> list[int] | None:
     return sorted(set(out))
 
 
+def fail_line(message: str) -> None:
+    """Print ``error: message`` on stderr as one unwrapped line, text taken literally."""
+    err.print(Text.assemble(("error: ", "bold red"), " ".join(str(message).split())))
+
+
 def _fail(exc: C2NPError) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
+    fail_line(str(exc))
     raise typer.Exit(2)
 
 

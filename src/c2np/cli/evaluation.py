@@ -66,13 +66,18 @@ def evaluate(
             extra = run_extra(run_info)
             model = model or extra["model_run"]["model"]
             seed = extra["model_run"]["seed"] if seed is None else seed
+        if out is not None and out.is_dir():
+            raise C2NPError(f"{out}: is a directory; give a file name for the result JSON")
         ev = Evaluator(task, split, store, Tolerances(length_rtol, angle_atol), sample_per_group=sample)
         result = ev.evaluate(predictions, model=model, seed=seed, jobs=jobs or os.cpu_count() or 1,
                              progress=not quiet, extra=extra)
     except C2NPError as exc:
         _fail(exc)
     if out is not None:
-        Evaluator.save(result, out)
+        try:
+            Evaluator.save(result, out)
+        except C2NPError as exc:
+            _fail(exc)
     t = Table(title=f"Task {task} {split.upper()}: {result['n_samples']:,} samples")
     t.add_column("metric")
     t.add_column("value", justify="right")
@@ -96,11 +101,15 @@ def targets(
     from c2np.evaluation.evaluator import Evaluator
 
     try:
+        if out.is_dir():
+            raise C2NPError(f"{out}: is a directory; give a file name for the CSV")
         frame = Evaluator(task, split, store).targets()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame[["config_id", "material", "radius"]].to_csv(out, index=False)
+    except OSError as exc:
+        _fail(C2NPError(f"{out}: cannot write ({exc.strerror})"))
     except C2NPError as exc:
         _fail(exc)
-    columns = ["config_id", "material", "radius"]
-    frame[columns].to_csv(out, index=False)
     console.print(f"{len(frame):,} Task {task} {split} samples written to {out}")
 
 
@@ -140,12 +149,12 @@ def baseline(
     from c2np.evaluation.evaluator import Evaluator
     from c2np.solvers.runner import run_baseline
 
+    out = out or Path("results") / f"{model}-task{task}-{split}.json"
     try:
         result = run_baseline(model, task, split, store, sample, jobs or os.cpu_count() or 1, not quiet)
+        Evaluator.save(result, out)
     except C2NPError as exc:
         _fail(exc)
-    out = out or Path("results") / f"{model}-task{task}-{split}.json"
-    Evaluator.save(result, out)
     console.print(f"{model} task {task} {split}: " + ", ".join(
         f"{k}={v:.4g}" for k, v in result["metrics"].items()) + f"  -> {out}")
 

@@ -16,7 +16,7 @@ from c2np.cli.common import (
     _fail,
     app,
     console,
-    err,
+    fail_line,
 )
 from c2np.errors import C2NPError
 from c2np.training.configs import bundled_models
@@ -29,8 +29,7 @@ def _torch_missing() -> None:
         import pytorch_lightning  # noqa: F401
         import torch_geometric  # noqa: F401
     except ImportError:
-        err.print("[bold red]error:[/] the learned baselines need PyTorch, PyG and Lightning: "
-                  "pip install -e '.[torch]'")
+        fail_line("the learned baselines need PyTorch, PyG and Lightning: pip install -e '.[torch]'")
         raise typer.Exit(2) from None
 
 

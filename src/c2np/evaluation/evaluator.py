@@ -25,6 +25,9 @@ from c2np.store.dataset import Dataset, open_dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
 RESULT_FORMAT = "c2np-result"
+#: A Task 1 prediction may hold at most this many times its target's atoms; larger ones
+#: are refused before scoring (a 10^6-atom prediction would need terabytes).
+MAX_ATOM_FACTOR = 2
 _T1_KEYS = ["rmsd", "hausdorff", "hull_volume_error", "volume_ratio", "volume_ratio_error",
             "rdf_error", "lev_error", "atom_count_error"]
 
@@ -44,7 +47,8 @@ class Evaluator:
            "one row per config_id of Evaluator.targets()",
     }
     expected_output_format = ("dict: task, split, n_samples, metrics (overall), per_radius, "
-                              "tolerances, store_fingerprint, c2np_version, model, seed, seconds")
+                              "tolerances, store_fingerprint (SHA-256 over the store files as read), store_verified, "
+                              "build_fingerprint (config + unit cells), c2np_version, model, seed, seconds")
 
     def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
                  tolerances: Tolerances = Tolerances(), sample_per_group: int | None = None,
@@ -54,6 +58,10 @@ class Evaluator:
         if split not in ("train", "id", "ood"):
             raise C2NPError(f"split must be train, id or ood, got {split!r}")
         self.task, self.split, self.tol = task, split, tolerances
+        if sample_per_group is not None and (isinstance(sample_per_group, bool)
+                                             or int(sample_per_group) != sample_per_group
+                                             or sample_per_group < 1):
+            raise C2NPError(f"sample must be a positive integer (samples per group), got {sample_per_group}")
         self.ds = store if isinstance(store, Dataset) else open_dataset(store)
         self._targets = (task1_samples(self.ds, split) if task == 1 else task2_targets(self.ds, split))
         self.sample = None
@@ -79,7 +87,8 @@ class Evaluator:
     def _header(self, model: str | None, seed: int | None) -> dict:
         return {"format": RESULT_FORMAT, "task": self.task, "split": self.split,
                 "model": model, "seed": seed, "n_samples": len(self._targets),
-                "sample": self.sample, "store_fingerprint": self.ds.manifest["fingerprint"],
+                "sample": self.sample, "store_fingerprint": self.ds.fingerprint,
+                "store_verified": self.ds.verified, "build_fingerprint": self.ds.manifest["fingerprint"],
                 "c2np_version": c2np.__version__}
 
     def evaluate(self, predictions, model: str | None = None, seed: int | None = None,
@@ -91,7 +100,8 @@ class Evaluator:
             frame = P.read_task2(predictions, ids)
             result = self._task2(frame)
         else:
-            result = self._task1(P.read_task1(predictions, ids), jobs, progress)
+            where = "predictions" if isinstance(predictions, dict) else str(predictions)
+            result = self._task1(P.read_task1(predictions, ids), jobs, progress, where)
         out = self._header(model, seed)
         out.update(result)
         out["seconds"] = round(time.perf_counter() - start, 3)
@@ -109,12 +119,17 @@ class Evaluator:
         return {"metrics": overall, "per_radius": per_radius,
                 "tolerances": {"length_rtol": self.tol.length_rtol, "angle_atol_deg": self.tol.angle_atol}}
 
-    def _task1(self, preds: dict, jobs: int, progress: bool) -> dict:
+    def _task1(self, preds: dict, jobs: int, progress: bool, where: str) -> dict:
         t = self._targets
         work = []
         for row in t.itertuples():
             ref = self.ds.canonical(row.material, int(row.radius))
             z, pos = preds[int(row.config_id)]
+            if len(z) > MAX_ATOM_FACTOR * len(ref):
+                raise P.PredictionError(
+                    f"{where}: config_id {row.config_id}: {len(z):,} predicted atoms for a {len(ref):,}-atom "
+                    f"target; at most {MAX_ATOM_FACTOR}x the target's atoms are scored (the "
+                    "assignment is quadratic in the atom count)")
             work.append((int(row.config_id), z, pos, ref.numbers, ref.positions))
         rows = map_with_progress(_score_task1, work, len(work), "scoring task 1", jobs, progress, 4)
         scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
@@ -128,8 +143,18 @@ class Evaluator:
     def save(result: dict, path: str | Path) -> None:
         """Write a result as JSON (creating parent folders)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+        if path.is_dir():
+            raise C2NPError(f"{path}: is a directory; give a file name for the result JSON")
+        try:
+            text = json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n"
+        except ValueError:
+            raise C2NPError(f"{path}: the result holds NaN or infinite values, which JSON "
+                            "cannot store; check the predictions") from None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as exc:
+            raise C2NPError(f"{path}: cannot write the result ({exc.strerror})") from None
 
 
 def _mean(frame: pd.DataFrame) -> dict:

@@ -49,15 +49,54 @@ def check_ids(got: np.ndarray, expected: np.ndarray, where: str) -> None:
         raise PredictionError(f"{where}: " + "; ".join(problems))
 
 
+#: Largest accepted |coordinate| (Angstrom) and lattice length: far beyond any particle
+#: or cell, and small enough that squared distances cannot overflow to infinity.
+MAX_COORDINATE = 1e4
+
+
+def _existing_file(path: Path) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise PredictionError(f"{path}: is a directory, not a prediction file")
+    if not path.is_file():
+        raise PredictionError(f"{path}: no such prediction file")
+    return path
+
+
+def _integer_ids(values: pd.Series, where: str) -> np.ndarray:
+    """config_id as int64; strings, booleans, NaN and fractions are errors, not truncated."""
+    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
+        raise PredictionError(f"{where}: column config_id must hold integers, got {values.dtype} "
+                              f"values such as {values.iloc[0]!r}")
+    v = values.to_numpy(float)
+    bad = ~np.isfinite(v) | (v != np.round(v))
+    if bad.any():
+        raise PredictionError(f"{where}: config_id must be integers, got {_first(values[bad].unique())}")
+    return v.astype(np.int64)
+
+
+def _numeric(frame: pd.DataFrame, columns: list[str], where: str) -> None:
+    for c in columns:
+        if pd.api.types.is_bool_dtype(frame[c]) or not pd.api.types.is_numeric_dtype(frame[c]):
+            raise PredictionError(f"{where}: column {c} must be numeric, got {frame[c].dtype} values "
+                                  f"such as {frame[c].iloc[0]!r}")
+
+
 def _read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
+    frame = None
     try:
         if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix == ".csv":
-            return pd.read_csv(path)
+            frame = pd.read_parquet(path)
+        elif suffix == ".csv":
+            frame = pd.read_csv(path)
     except Exception as exc:
-        raise PredictionError(f"{path}: cannot read {suffix[1:]} ({exc})") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise PredictionError(f"{path}: cannot read {suffix[1:]} ({reason})") from None
+    if frame is not None:
+        if len(frame) == 0:
+            raise PredictionError(f"{path}: no rows (only a header)")
+        return frame
     raise PredictionError(f"{path}: unsupported file type {suffix or '(none)'}; "
                           "use .parquet or .csv (Task 2) or .parquet or .extxyz (Task 1)")
 
@@ -68,26 +107,25 @@ def read_task2(path: Path | pd.DataFrame, expected_ids: np.ndarray) -> pd.DataFr
     if isinstance(path, pd.DataFrame):
         frame = path.copy()
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise PredictionError(f"{path}: no such prediction file")
-        frame = _read_table(path)
+        frame = _read_table(_existing_file(path))
     need = ["config_id", *LATTICE_COLUMNS, "spacegroup"]
     missing = [c for c in need if c not in frame.columns]
     if missing:
-        raise PredictionError(f"{where}: missing column(s) {missing}; need {need}")
-    for c in need:
-        if not pd.api.types.is_numeric_dtype(frame[c]):
-            raise PredictionError(f"{where}: column {c} is not numeric")
+        raise PredictionError(f"{where}: missing column(s) {', '.join(missing)}; need {', '.join(need)}")
+    if len(frame) == 0:
+        raise PredictionError(f"{where}: no rows")
+    frame = frame.assign(config_id=_integer_ids(frame["config_id"], where))
+    _numeric(frame, need[1:], where)
     check_ids(frame["config_id"].to_numpy(), expected_ids, where)
     values = frame[LATTICE_COLUMNS].to_numpy(float)
     bad = ~np.isfinite(values).all(axis=1)
     if bad.any():
         raise PredictionError(f"{where}: NaN or infinite lattice values for config_id "
                               f"{_first(frame['config_id'][bad])}")
-    bad = (values[:, :3] <= 0).any(axis=1)
+    bad = ((values[:, :3] <= 0) | (values[:, :3] > MAX_COORDINATE)).any(axis=1)
     if bad.any():
-        raise PredictionError(f"{where}: zero or negative lengths for config_id {_first(frame['config_id'][bad])}")
+        raise PredictionError(f"{where}: zero, negative or absurd lengths (outside (0, {MAX_COORDINATE:g}] A) for config_id "
+                              f"{_first(frame['config_id'][bad])}")
     bad = ((values[:, 3:] <= 0) | (values[:, 3:] >= 180)).any(axis=1)
     if bad.any():
         raise PredictionError(f"{where}: angles outside (0, 180) degrees for config_id "
@@ -103,12 +141,16 @@ def read_task2(path: Path | pd.DataFrame, expected_ids: np.ndarray) -> pd.DataFr
 
 
 def _species(values: pd.Series, where: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(values):
+        raise PredictionError(f"{where}: atomic numbers must be integers, not booleans")
     if pd.api.types.is_numeric_dtype(values):
         z = values.to_numpy()
         bad = ~np.isfinite(z.astype(float)) | (z < 1) | (z > 118) | (z != np.round(z))
         if bad.any():
             raise PredictionError(f"{where}: unknown atomic numbers {_first(np.unique(z[bad]))}")
         return z.astype(np.int64)
+    if values.isna().any() or not all(isinstance(v, str) for v in values):
+        raise PredictionError(f"{where}: column symbol has empty or non-text values")
     unknown = sorted(s for s in set(values) if atomic_numbers.get(s, 0) == 0)
     if unknown:
         raise PredictionError(f"{where}: unknown element symbols {_first(unknown)}")
@@ -118,13 +160,15 @@ def _species(values: pd.Series, where: str) -> np.ndarray:
 def read_task1(path: Path | dict, expected_ids: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Read and validate Task 1 predictions: ``{config_id: (numbers, positions)}``."""
     if isinstance(path, dict):
-        out = {int(k): (np.asarray(v.numbers), np.asarray(v.positions, float)) for k, v in path.items()}
         where = "predictions"
+        out = {}
+        for k, v in path.items():
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+                raise PredictionError(f"{where}: config_id keys must be integers, got {k!r}")
+            out[int(k)] = (np.asarray(v.numbers), np.asarray(v.positions, float))
     else:
-        path = Path(path)
+        path = _existing_file(path)
         where = str(path)
-        if not path.is_file():
-            raise PredictionError(f"{path}: no such prediction file")
         if path.suffix.lower() in (".extxyz", ".xyz"):
             out = _read_extxyz(path)
         else:
@@ -135,9 +179,10 @@ def read_task1(path: Path | dict, expected_ids: np.ndarray) -> dict[int, tuple[n
             if missing:
                 raise PredictionError(f"{path}: missing column(s) {missing}; need config_id, Z or "
                                       "symbol, x, y, z")
+            _numeric(frame, ["x", "y", "z"], where)
+            ids = _integer_ids(frame["config_id"], where)
             z = _species(frame[species], where)
             pos = frame[["x", "y", "z"]].to_numpy(float)
-            ids = frame["config_id"].to_numpy()
             order = np.argsort(ids, kind="stable")
             bounds = np.flatnonzero(np.diff(ids[order])) + 1
             out = {int(ids[g[0]]): (z[g], pos[g]) for g in np.split(order, bounds) if len(g)}
@@ -147,8 +192,13 @@ def read_task1(path: Path | dict, expected_ids: np.ndarray) -> dict[int, tuple[n
             raise PredictionError(f"{where}: config_id {cid} has no atoms")
         if not np.all(np.isfinite(pos)):
             raise PredictionError(f"{where}: NaN or infinite positions for config_id {cid}")
+        if np.abs(pos).max() > MAX_COORDINATE:
+            raise PredictionError(f"{where}: positions beyond {MAX_COORDINATE:g} A for config_id {cid}")
         if np.any((z < 1) | (z > 118)):
             raise PredictionError(f"{where}: unknown atomic numbers for config_id {cid}")
+        if len(np.unique(pos, axis=0)) != len(pos):
+            raise PredictionError(f"{where}: config_id {cid} has two atoms at the same position "
+                                  "(duplicated rows)")
     return out
 
 
@@ -158,12 +208,17 @@ def _read_extxyz(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     try:
         frames = read(path, index=":", format="extxyz")
     except Exception as exc:
-        raise PredictionError(f"{path}: cannot read extended XYZ ({type(exc).__name__}: {exc})") from exc
+        reason = (str(exc).strip().splitlines() or ["malformed frame"])[0][:200]
+        raise PredictionError(f"{path}: cannot read extended XYZ ({reason})") from None
     out = {}
     for k, atoms in enumerate(frames):
         if "config_id" not in atoms.info:
             raise PredictionError(f"{path}: frame {k} has no config_id=<int> in its comment line")
-        cid = int(atoms.info["config_id"])
+        cid = atoms.info["config_id"]
+        if isinstance(cid, bool) or not isinstance(cid, (int, np.integer)):
+            value = cid.item() if isinstance(cid, np.generic) else cid
+            raise PredictionError(f"{path}: frame {k} has config_id={value!r}; it must be an integer")
+        cid = int(cid)
         if cid in out:
             raise PredictionError(f"{path}: duplicate config_id: {cid}")
         out[cid] = (atoms.numbers.copy(), atoms.positions.copy())

@@ -59,6 +59,26 @@ def linear_interpolant(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t, torch.ones_like(t)
 
 
+# -- MatterGen and ADiT ---------------------------------------------------------------
+
+def gaussian_path(t: torch.Tensor, kind: str, beta_min: float = 0.1, beta_max: float = 20.0,
+                  power: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a_t, s_t) of a Gaussian probability path x_t = a_t x_0 + s_t eps.
+
+    ``linear``: a_t = 1 - t, s_t = t (ADiT's flow-matching interpolant, time reversed to
+    this module's convention). ``vp``: the VP-SDE marginal with the polynomial beta(t) of
+    ``power`` (3: the cubic beta(t) of the paper's Table 4). A clean-data prediction x0 and
+    x_t give eps = (x_t - a_t x0) / s_t, so one deterministic sampler step
+    x_t' = a_t' x0 + s_t' eps serves both paths (DDIM; for ``linear`` it is the Euler step
+    of the flow ODE).
+    """
+    if kind == "linear":
+        return 1 - t, t
+    if kind == "vp":
+        return vp_marginal(t, beta_min, beta_max, power)
+    raise ValueError(f"unknown path {kind!r}; use linear or vp")
+
+
 # -- DiffCSP ----------------------------------------------------------------------------
 
 def ddpm_posterior(betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

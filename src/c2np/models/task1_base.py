@@ -74,7 +74,9 @@ class Task1Generator(nn.Module):
         raise NotImplementedError
 
     def sample_positions(self, start: SampleStart) -> torch.Tensor:
-        """Final positions (n, 3) of the atoms of ``start.batch``."""
+        """Final positions (n, 3) of the atoms of ``start.batch``. A family that generates the
+        species itself (MatterGen's D3PM, ADiT's decoder) also replaces ``start.batch.z``;
+        :meth:`generate` reads the species from there after sampling."""
         raise NotImplementedError
 
     # -- shared ---------------------------------------------------------------------

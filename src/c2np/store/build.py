@@ -1,9 +1,11 @@
 """Building a dataset store: carve, rotate, split, detect duplicates, write, hash.
 
 The build is deterministic (same config and materials give byte-identical files),
-parallel over materials, resumable (finished particle files are kept after a kill and
-reused when the same build is started again), and atomic per file. The manifest is
-written last, so a store without a manifest is known to be unfinished.
+parallel over materials, resumable (finished particle files are kept after a kill; the
+progress journal records each one's SHA-256, and a rerun of the same build reuses only
+files whose hash still matches), and atomic per file. The manifest is written last, so
+a store without a manifest is known to be unfinished. A build holds the store's lock
+(:mod:`c2np.store.lock`): a second writer into the same directory is refused.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import pyarrow.parquet as pq
 
 from c2np.carve import carve, check_fits
 from c2np.config import SPLITS, BuildConfig
-from c2np.errors import StoreError
+from c2np.errors import CarveError, StoreError
 from c2np.materials.catalogue import Material, describe
 from c2np.particle_symmetry import duplicate_of, particle_symmetry_group
 from c2np.progress import progress_bar
 from c2np.rotations import configuration_quaternions, euler_xyz_degrees, rotation_matrices, train_grid
 from c2np.store import layout
+from c2np.store.lock import store_lock
 from c2np.store.manifest import material_digest, write_manifest
 from c2np.store.particles import ParticleFile, write_particles
 from c2np.symmetry import proper_rotations_cartesian
@@ -48,21 +51,50 @@ class BuildSummary:
     up_to_date: bool = False
 
 
+#: Fewest atoms a particle may have: a convex hull, an RDF and the statistics all need
+#: at least four points not in one plane, so a cell too large for the smallest radius
+#: (or so long along one axis that the particle is a flat slab) is refused.
+MIN_PARTICLE_ATOMS = 4
+#: Thinnest accepted particle (Angstrom, RMS extent along its flattest direction).
+MIN_PARTICLE_THICKNESS = 0.01
+
+
+def _check_particle(particle, name: str, radius: int) -> None:
+    n = len(particle)
+    hint = "the unit cell is too large for this radius; use larger radii or a smaller cell"
+    if n < MIN_PARTICLE_ATOMS:
+        raise CarveError(f"{name}: the R={radius} A particle has {n} atom(s) "
+                         f"(fewer than {MIN_PARTICLE_ATOMS}): {hint}")
+    centred = particle.positions - particle.positions.mean(axis=0)
+    if np.linalg.svd(centred, compute_uv=False)[-1] / np.sqrt(n) < MIN_PARTICLE_THICKNESS:
+        raise CarveError(f"{name}: the R={radius} A particle is flat (its {n} atoms lie in one "
+                         f"plane or line): {hint}")
+
+
 def _material_rows(material: Material, cfg: BuildConfig, quats: dict[int, np.ndarray],
-                   store: Path) -> list[dict]:
-    """Carve (or reuse) one material's particles and describe its configurations."""
+                   store: Path, recorded: str | None) -> tuple[list[dict], str, bool]:
+    """Carve (or reuse) one material's particles and describe its configurations.
+
+    A leftover particle file is reused only if its SHA-256 equals ``recorded``, the hash
+    the progress journal took when this build wrote it. Returns the rows, the file's
+    SHA-256 and whether it was reused.
+    """
     path = layout.particle_file(store, material.name)
     particles = None
-    if path.exists():
+    if recorded is not None and path.is_file() and layout.sha256_file(path) == recorded:
         try:
             pf = ParticleFile(path)
             if pf.radii == list(cfg.radii):
                 particles = {r: pf.particle(r) for r in cfg.radii}
         except StoreError:
             particles = None  # unreadable leftover: carve again
+    reused = particles is not None
     if particles is None:
-        particles = {r: carve(material.cell, r, cfg.supercell, cfg.centre, cfg.buffer,
-                              cfg.boundary_tolerance, material.name) for r in cfg.radii}
+        particles = {}
+        for r in cfg.radii:
+            particles[r] = carve(material.cell, r, cfg.supercell, cfg.centre, cfg.buffer,
+                                 cfg.boundary_tolerance, material.name)
+            _check_particle(particles[r], material.name, r)
         write_particles(path, material.name, particles)
     candidates = proper_rotations_cartesian(material.cell)
     rows = []
@@ -73,7 +105,7 @@ def _material_rows(material: Material, cfg: BuildConfig, quats: dict[int, np.nda
         dup = duplicate_of(rotation_matrices(quats[r]), group, rmax, cfg.dedup_tolerance)
         rows.append({"material": material.name, "radius": r, "n_atoms": len(p),
                      "symmetry_order": len(group), "duplicate_of": dup})
-    return rows
+    return rows, layout.sha256_file(path), reused
 
 
 def _rotations_table(cfg: BuildConfig) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
@@ -111,30 +143,42 @@ def _index_table(rows: list[dict], rotations: pd.DataFrame, drop: bool) -> pd.Da
 
 def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
     table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-    layout.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", version="2.6"))
+    layout.atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd", version="2.6",
+                                                          write_page_checksum=True))
 
 
-def _prepare(store: Path, fingerprint: str, force: bool) -> bool:
-    """Check what is at ``store``; return True if it already holds this exact build."""
-    if not store.exists():
-        return False
-    if not store.is_dir():
-        raise StoreError(f"{store}: exists and is not a directory")
-    foreign = sorted(p.name for p in store.iterdir() if p.name not in layout.OWNED)
+def _refuse_foreign(store: Path) -> None:
+    foreign = sorted(p.name for p in store.iterdir()
+                     if p.name not in layout.OWNED and not layout.is_temporary(p.name))
     if foreign:
         raise StoreError(f"{store}: not a c2np store (contains {', '.join(foreign[:5])}); "
                          "refusing to write into it")
+
+
+def _prepare(store: Path, fingerprint: str, force: bool) -> bool | dict[str, str]:
+    """Check what is at ``store`` (holding its lock).
+
+    Returns True if it already holds this exact build, else the particle-file hashes
+    the progress journal of an interrupted run of this same build recorded (maybe empty).
+    """
+    _refuse_foreign(store)
+    layout.remove_temporaries(store)
     found = None
     for name in (layout.MANIFEST, layout.IN_PROGRESS):
         f = store / name
         if f.exists():
             try:
-                found = (name, json.loads(f.read_text()).get("fingerprint"))
-            except (json.JSONDecodeError, OSError):
-                found = (name, None)
+                found = (name, json.loads(f.read_text()))
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                found = (name, {})
+            if not isinstance(found[1], dict):
+                found = (name, {})
             break
-    if found and found[1] == fingerprint and not force:
-        return found[0] == layout.MANIFEST
+    if found and found[1].get("fingerprint") == fingerprint and not force:
+        if found[0] == layout.MANIFEST:
+            return True
+        files = found[1].get("files", {})
+        return {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
     if found and not force:
         raise StoreError(f"{store}: holds a store built with another configuration or other "
                          "materials; pass --force to replace it, or choose another directory")
@@ -143,9 +187,9 @@ def _prepare(store: Path, fingerprint: str, force: bool) -> bool:
             target = store / name
             if target.is_dir():
                 shutil.rmtree(target)
-            elif target.exists():
+            elif target.exists() and name != layout.LOCK:
                 target.unlink()
-    return False
+    return {}
 
 
 def build_fingerprint(cfg: BuildConfig, materials: list[Material]) -> str:
@@ -166,24 +210,51 @@ def build_store(store: Path, cfg: BuildConfig, materials: list[Material], jobs: 
         raise StoreError("no materials to build")
     for m in materials:  # fail before writing anything
         check_fits(m.cell, max(cfg.radii), cfg.supercell, cfg.centre, cfg.buffer, m.name)
+        smallest = min(cfg.radii)
+        _check_particle(carve(m.cell, smallest, cfg.supercell, cfg.centre, cfg.buffer,
+                              cfg.boundary_tolerance, m.name), m.name, smallest)
     fingerprint = build_fingerprint(cfg, materials)
-    if _prepare(store, fingerprint, force):
-        return summarise(store, time.perf_counter() - start, reused=len(materials), up_to_date=True)
-    store.mkdir(parents=True, exist_ok=True)
-    layout.atomic_write_text(store / layout.IN_PROGRESS, json.dumps({"fingerprint": fingerprint}))
-    reused = sum(layout.particle_file(store, m.name).exists() for m in materials)
+    if store.exists() and not store.is_dir():
+        raise StoreError(f"{store}: exists and is not a directory")
+    if store.is_dir():
+        _refuse_foreign(store)  # before the lock, which would add a file to it
+    with store_lock(store, "c2np build"):
+        journal = _prepare(store, fingerprint, force)
+        if journal is True:
+            return summarise(store, time.perf_counter() - start, reused=len(materials), up_to_date=True)
+        _build(store, cfg, materials, fingerprint, journal, jobs, progress)
+    reused = sum(journal.get(m.name) is not None for m in materials)
+    return summarise(store, time.perf_counter() - start, reused=reused)
+
+
+def _build(store: Path, cfg: BuildConfig, materials: list[Material], fingerprint: str,
+           recorded: dict[str, str], jobs: int, progress: bool) -> None:
+    def save_journal() -> None:
+        layout.atomic_write_text(store / layout.IN_PROGRESS,
+                                 json.dumps({"fingerprint": fingerprint, "files": done}, sort_keys=True))
+
+    done = dict(recorded)  # survives a second kill: verified again on the next resume
+    save_journal()
     rotations, quats = _rotations_table(cfg)
     results: dict[str, list[dict]] = {}
+
+    def finish(name: str, outcome: tuple[list[dict], str, bool]) -> None:
+        results[name], done[name], was_reused = outcome
+        if not was_reused:
+            recorded.pop(name, None)  # so the summary counts only verified reuse
+        save_journal()
+
     with progress_bar(len(materials), "carving", enabled=progress) as advance:
         if jobs <= 1:
             for m in materials:
-                results[m.name] = _material_rows(m, cfg, quats, store)
+                finish(m.name, _material_rows(m, cfg, quats, store, recorded.get(m.name)))
                 advance()
         else:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(_material_rows, m, cfg, quats, store): m.name for m in materials}
+                futures = {pool.submit(_material_rows, m, cfg, quats, store, recorded.get(m.name)): m.name
+                           for m in materials}
                 for fut in as_completed(futures):
-                    results[futures[fut]] = fut.result()
+                    finish(futures[fut], fut.result())
                     advance()
     rows = [row for m in materials for row in results[m.name]]
     _write_parquet(store / layout.INDEX, _index_table(rows, rotations, cfg.drop_duplicates))
@@ -192,7 +263,6 @@ def build_store(store: Path, cfg: BuildConfig, materials: list[Material], jobs: 
     layout.atomic_write_text(store / layout.CONFIG, config_toml(cfg))
     write_manifest(store, cfg, materials, fingerprint)
     (store / layout.IN_PROGRESS).unlink(missing_ok=True)
-    return summarise(store, time.perf_counter() - start, reused=reused)
 
 
 def _write_materials(store: Path, materials: list[Material]) -> None:

@@ -10,6 +10,7 @@
       materials.csv          the catalogue rows of the materials built
       cifs/{Material}.cif    their unit cells
       particles/{Material}.parquet   canonical particles, one row group per radius
+      .c2np.lock             held by a running build (empty otherwise; never hashed)
 
 Particles are stored once per (material, R), centred at x0, and rotated on access: the
 rotations are exact and cheap, and this keeps the store ~100x smaller than one file per
@@ -25,6 +26,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from c2np.store.lock import LOCK
+
 MANIFEST = "manifest.json"
 CONFIG = "config.toml"
 INDEX = "index.parquet"
@@ -34,7 +37,9 @@ CIFS = "cifs"
 PARTICLES = "particles"
 IN_PROGRESS = ".build-in-progress.json"
 #: Names a build may create; ``--force`` removes only these.
-OWNED = (MANIFEST, CONFIG, INDEX, ROTATIONS, MATERIALS, CIFS, PARTICLES, IN_PROGRESS)
+OWNED = (MANIFEST, CONFIG, INDEX, ROTATIONS, MATERIALS, CIFS, PARTICLES, IN_PROGRESS, LOCK)
+#: Files that are not part of the store's content (never hashed).
+_BOOKKEEPING = (MANIFEST, IN_PROGRESS, LOCK)
 
 
 def particle_file(store: Path, material: str) -> Path:
@@ -42,13 +47,28 @@ def particle_file(store: Path, material: str) -> Path:
     return store / PARTICLES / f"{material}.parquet"
 
 
+def is_temporary(name: str) -> bool:
+    """True for the name of an :func:`atomic_write` temporary (left behind only by a kill)."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` then rename ``tmp`` to ``path``: readers never see half a file."""
+    """Call ``write(tmp)`` then rename ``tmp`` to ``path``: readers never see half a file.
+
+    The file gets the mode ``open()`` would give (0666 less the umask), not mkstemp's 0600.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,11 +90,22 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def store_files(store: Path) -> list[str]:
-    """Relative paths of every file a finished store holds (sorted), manifest excluded."""
+    """Relative paths of every file under ``store`` (sorted), bookkeeping files excluded.
+
+    Leftover temporaries are listed: a finished store holds none, so ``verify`` reports them.
+    """
     out = []
     for root, _, files in os.walk(store):
         for f in files:
             rel = Path(root, f).relative_to(store).as_posix()
-            if rel not in (MANIFEST, IN_PROGRESS) and not f.endswith(".tmp"):
+            if rel not in _BOOKKEEPING:
                 out.append(rel)
     return sorted(out)
+
+
+def remove_temporaries(store: Path) -> int:
+    """Delete the temporaries a killed writer left in ``store`` (hold the store lock)."""
+    found = [Path(root, f) for root, _, files in os.walk(store) for f in files if is_temporary(f)]
+    for f in found:
+        f.unlink(missing_ok=True)
+    return len(found)

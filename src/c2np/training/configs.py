@@ -19,11 +19,11 @@ def config_path(model: str, task: int) -> Path:
 
 
 def bundled_models() -> list[str]:
-    """Model names with a bundled config for both tasks (they mirror
-    ``c2np.models.MODELS``, and reading them needs no PyTorch)."""
-    names = [p.name for p in resources.files("c2np.training").joinpath("configs").iterdir()]
-    return sorted(n[: -len("_task1.toml")] for n in names
-                  if n.endswith("_task1.toml") and n.replace("_task1", "_task2") in names)
+    """Model names with a bundled Task 1 config (the registry's families), sorted; read
+    from the config files so that the CLI can list them without importing PyTorch."""
+    folder = resources.files("c2np.training") / "configs"
+    return sorted(p.name.removesuffix("_task1.toml") for p in folder.iterdir()
+                  if p.name.endswith("_task1.toml"))
 
 
 def load_training_config(model: str, task: int, path: Path | None = None,
@@ -31,7 +31,7 @@ def load_training_config(model: str, task: int, path: Path | None = None,
     """Read the config (bundled unless ``path``) and apply ``overrides``."""
     path = Path(path) if path is not None else config_path(model, task)
     if not path.exists():
-        raise ConfigError(f"{path}: no such config (bundled: {'/'.join(bundled_models())}, task 1/2)")
+        raise ConfigError(f"{path}: no such config (bundled: {', '.join(bundled_models())}; task 1/2)")
     try:
         cfg = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
