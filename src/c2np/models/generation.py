@@ -56,9 +56,15 @@ def annealed_langevin(score: Callable[[torch.Tensor, float], torch.Tensor], pos:
             last = k == len(levels) - 1 and t == steps - 1
             noise = torch.randn(pos.shape, generator=generator).to(pos.device)
             pos = pos + alpha * s + (0.0 if last else (2 * alpha) ** 0.5) * noise
-            norm = pos.norm(dim=1, keepdim=True)
-            pos = torch.where(norm > rmax, pos * rmax / norm.clamp_min(1e-12), pos)
+            pos = into_sphere(pos, rmax)
     return pos
+
+
+def into_sphere(pos: torch.Tensor, rmax: torch.Tensor) -> torch.Tensor:
+    """Atoms farther than ``rmax`` (n, 1) from the centre are put on the sphere: a carved
+    particle lies inside it by construction."""
+    norm = pos.norm(dim=1, keepdim=True)
+    return torch.where(norm > rmax, pos * rmax / norm.clamp_min(1e-12), pos)
 
 
 def equivariant_vectors(weights: torch.Tensor, pos: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from c2np.models.adit import ADiTTask1, ADiTTask2
 from c2np.models.cdvae import CDVAETask1, CDVAETask2
+from c2np.models.diffcsp import DiffCSPTask1, DiffCSPTask2
+from c2np.models.flowmm import FlowMMTask1, FlowMMTask2
 from c2np.models.mattergen import MatterGenTask1, MatterGenTask2
 from c2np.models.symat import SyMatTask1, SyMatTask2
 
 MODELS = {
     "cdvae": {1: CDVAETask1, 2: CDVAETask2},
     "symat": {1: SyMatTask1, 2: SyMatTask2},
+    "diffcsp": {1: DiffCSPTask1, 2: DiffCSPTask2},
+    "flowmm": {1: FlowMMTask1, 2: FlowMMTask2},
     "mattergen": {1: MatterGenTask1, 2: MatterGenTask2},
     "adit": {1: ADiTTask1, 2: ADiTTask2},
 }

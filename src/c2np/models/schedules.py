@@ -77,3 +77,20 @@ def gaussian_path(t: torch.Tensor, kind: str, beta_min: float = 0.1, beta_max: f
     if kind == "vp":
         return vp_marginal(t, beta_min, beta_max, power)
     raise ValueError(f"unknown path {kind!r}; use linear or vp")
+
+
+# -- DiffCSP ----------------------------------------------------------------------------
+
+def ddpm_posterior(betas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(alphas, alphas_bar, posterior std) of discrete DDPM betas, step k = 0..T-1.
+
+    ``alphas_bar[k] = prod_{i <= k} (1 - beta_i)``; the posterior std of the ancestral
+    step k -> k-1 is sqrt(beta_k (1 - alphas_bar[k-1]) / (1 - alphas_bar[k])), and 0 at
+    k = 0 (the last step adds no noise), as in DiffCSP's ``BetaScheduler``.
+    """
+    alphas = 1.0 - betas
+    alphas_bar = torch.cumprod(alphas, 0)
+    previous = torch.cat([alphas_bar.new_ones(1), alphas_bar[:-1]])
+    std = torch.sqrt(betas * (1 - previous) / (1 - alphas_bar))
+    std[0] = 0.0
+    return alphas, alphas_bar, std

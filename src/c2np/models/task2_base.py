@@ -79,8 +79,9 @@ class LatticePredictor(nn.Module):
     def decode(self, lattice: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised lattice and class logits -> lattice (Angstrom, degrees) and space groups."""
         lat = lattice * self.lattice_std + self.lattice_mean
-        # keep to what a lattice can be (the harness rejects lengths <= 0, angles outside (0, 180))
-        lat = torch.cat([lat[:, :3].clamp_min(0.1), lat[:, 3:].clamp(1.0, 179.0)], -1)
+        # keep to what a lattice can be (the harness rejects lengths outside (0, 10000] A and
+        # angles outside (0, 180)); an untrained or diverged sampler can leave that range
+        lat = torch.cat([lat[:, :3].clamp(0.1, 1000.0), lat[:, 3:].clamp(1.0, 179.0)], -1)
         return lat, self.classes[: self._used()][logits[:, : self._used()].argmax(-1)]
 
     @torch.no_grad()
@@ -119,5 +120,6 @@ class LatticeGenerator(LatticePredictor):
     def predict(self, batch: Task2Batch, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.embed(batch)
         gen = torch.Generator().manual_seed(int(seed))
-        draws = torch.stack([self.sample_lattice(h, gen) for _ in range(self.samples)])
+        # all draws in one sampler run: a 1000-step sampler then costs one loop per batch
+        draws = self.sample_lattice(h.repeat(self.samples, 1), gen).view(self.samples, len(h), -1)
         return self.decode(draws.mean(0), self.class_head(h))
