@@ -16,24 +16,40 @@ from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
 
 
+#: Columns a learned model's run adds beside the metrics: its own loss on the test
+#: split (Table 5's Loss, normalised like a metric) and the time per epoch (kept raw).
+RUN_COLUMNS = ("loss", "time_per_epoch")
+
+
+def model_label(result: dict) -> str:
+    """The model's name, marked ``[sample k]`` when it was scored on a seeded sample."""
+    name = result.get("model") or "unnamed"
+    sample = result.get("sample")
+    if sample:
+        k = next((v for key, v in sample.items() if key != "seed"), "?")
+        name = f"{name} [sample {k}]"
+    return name
+
+
 def runs_frame(results: list[dict]) -> pd.DataFrame:
-    """One row per result: task, split, model, seed and every metric."""
+    """One row per result: task, split, model (marked if sampled), seed and every metric."""
     rows = []
     for r in results:
-        row = {"task": r["task"], "split": r["split"], "model": r.get("model") or "unnamed",
-               "seed": r.get("seed")}
+        row = {"task": r["task"], "split": r["split"], "model": model_label(r), "seed": r.get("seed")}
         row.update(r["metrics"])
-        if "time_per_epoch" in r:
-            row["time_per_epoch"] = r["time_per_epoch"]
+        row.update({c: r[c] for c in RUN_COLUMNS if c in r})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _metrics_for(task: int, frame: pd.DataFrame) -> list[str]:
-    names = [m for m in RANKED[task] if m in frame.columns]
-    if "time_per_epoch" in frame.columns and frame["time_per_epoch"].notna().any():
-        names.append("time_per_epoch")
-    return names
+    present = [c for c in RUN_COLUMNS if c in frame.columns and frame[c].notna().any()]
+    return [c for c in present if c == "loss"] + [m for m in RANKED[task] if m in frame.columns] + \
+        [c for c in present if c == "time_per_epoch"]
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric in RUN_COLUMNS or METRICS[metric].lower_is_better
 
 
 def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFrame, pd.DataFrame]]:
@@ -47,7 +63,7 @@ def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFra
             if m == "time_per_epoch":
                 normed[m] = group[m]  # time stays raw, as in the paper
             else:
-                normed[m] = robust_scores(group[m].to_numpy(float), METRICS[m].lower_is_better)
+                normed[m] = robust_scores(group[m].to_numpy(float), _lower_is_better(m))
         raw = group.groupby("model")[metrics].agg(["mean", "std"])
         norm = normed.groupby("model")[metrics].agg(["mean", "std"])
         out[(int(task), split)] = (raw, norm)
@@ -68,10 +84,13 @@ def render(table: pd.DataFrame, fmt: str, normalised: bool) -> str:
     cells = {m: {} for m in models}
     for metric in metrics:
         means, stds = table[(metric, "mean")], table[(metric, "std")]
-        higher = normalised and metric != "time_per_epoch" or (not normalised and not METRICS[metric].lower_is_better)
+        higher = normalised and metric != "time_per_epoch" or (not normalised and not _lower_is_better(metric))
         ranks = _ranks(means, higher)
         for model in models:
             mu, sd = means[model], stds[model]
+            if np.isnan(mu):  # a column this model has no value for (e.g. loss of a solver)
+                cells[model][metric] = "–"
+                continue
             text = f"{mu:.3g}" if np.isnan(sd) else f"{mu:.3g} ± {sd:.2g}"
             if fmt == "latex":
                 text = text.replace("±", r"$\pm$")
@@ -81,7 +100,7 @@ def render(table: pd.DataFrame, fmt: str, normalised: bool) -> str:
             elif rank == 1:
                 text = f"<u>{text}</u>" if fmt == "md" else rf"\underline{{{text}}}"
             cells[model][metric] = text
-    arrows = {m: ("↑" if (normalised and m != "time_per_epoch") or not METRICS[m].lower_is_better else "↓")
+    arrows = {m: ("↑" if (normalised and m != "time_per_epoch") or not _lower_is_better(m) else "↓")
               for m in metrics}
     if fmt == "md":
         head = "| model | " + " | ".join(f"{m} {arrows[m]}" for m in metrics) + " |"
@@ -105,6 +124,12 @@ def write_report(results: list[dict], out_dir: Path) -> str:
         title = f"Task {task}, {split.upper()}"
         n_models = len(raw.index)
         md += [f"## {title}", "", "Raw metrics (mean ± std over seeds):", "", render(raw, "md", False), ""]
+        if any("[sample" in m for m in raw.index):
+            md += ["[sample k]: scored on a seeded sample (Task 1: k materials per radius; Task 2: k "
+                   "configurations per (material, R)), not the whole split.", ""]
+        if "loss" in raw.columns.get_level_values(0):
+            md += ["loss: the model's own training objective on this split (`c2np predict`); "
+                   "objectives differ between model families.", ""]
         tex += [f"% {title}: raw metrics", render(raw, "latex", False), ""]
         if n_models > 1:
             md += ["Table 5 scores (median/MAD z-score, logistic; higher is better; time raw). "
