@@ -31,7 +31,8 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
              else f"not converged ({info.get('stop_reason', 'running')})")
     ax.set(xlabel="epoch", ylabel="loss", title=f"{info.get('model', run.name)} task {info.get('task', '?')} "
            f"seed {info.get('seed', '?')}: {state}")
-    if (frame[["train_loss", "val_loss"]] > 0).all().all():
+    losses = frame[["train_loss", "val_loss"]].to_numpy(float)
+    if (losses > 0).all() and losses.max() > 10 * losses.min():  # log only where it helps
         ax.set_yscale("log")
     ax.legend()
     out = Path(out) if out is not None else run / "curves.png"
