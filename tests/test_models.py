@@ -35,7 +35,7 @@ def test_radius_edges_match_brute_force():
     gen = torch.Generator().manual_seed(0)
     pos = torch.rand(70, 3, generator=gen) * 6
     ptr = torch.tensor([0, 30, 70])
-    edges = radius_edges(pos, ptr, 2.0, chunk=7)
+    edges = radius_edges(pos, ptr, 2.0)
     got = {tuple(e) for e in edges.T.tolist()}
     want = set()
     for a, b in [(0, 30), (30, 70)]:
@@ -135,7 +135,8 @@ def test_config_overrides():
 
 
 def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path):
-    tiny = ["--set", "model.hidden=16", "--set", "model.interactions=1", "--set", "train.epochs=2"]
+    tiny = ["--set", "model.hidden=16", "--set", "model.interactions=1", "--set", "train.epochs=2",
+            "--set", "train.workers=0"]
     runs = tmp_path / "runs"
     res = runner.invoke(app, ["train", "--task", "2", "--model", "cdvae", "--seed", "1", "--store",
                               str(small_store), "--out", str(runs), "-q", *tiny])
@@ -158,7 +159,7 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path):
 
     res = runner.invoke(app, ["train", "--task", "1", "--model", "symat", "--store", str(small_store),
                               "--out", str(runs), "-q", *tiny, "--set", "model.n_sigmas=2",
-                              "--set", "model.langevin_steps=1", "--set", "train.radii=[8]"])
+                              "--set", "model.langevin_steps=1", "--set", "train.val_radii=[9]"])
     assert res.exit_code == 0, res.output
     preds = tmp_path / "t1.parquet"
     res = runner.invoke(app, ["predict", "--checkpoint", str(runs / "symat-task1-seed0" / "last.ckpt"),

@@ -46,8 +46,9 @@ def evaluate(
         "Score a seeded random subset (as `c2np predict --sample`): Task 1, k materials per "
         "radius; Task 2, k configurations per (material, R). Recorded in the result."))] = None,
     run_info: Annotated[Optional[Path], typer.Option(
-        help="run.json of a `c2np train` run: its time per epoch, epochs, device and config "
-             "are copied into the result.")] = None,
+        help="run.json of a `c2np train` run: its time per epoch, epochs, convergence, device and "
+             "config are copied into the result, and the model's own loss on SPLIT (the report's "
+             "Loss column) if `c2np predict` wrote test_loss-SPLIT.json beside it.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a prediction file with the official metrics (docs/metrics.md); --out writes the result JSON.
@@ -65,7 +66,7 @@ def evaluate(
         if run_info is not None:
             from c2np.training.results import run_extra
 
-            extra = run_extra(run_info)
+            extra = run_extra(run_info, split)
             model = model or extra["model_run"]["model"]
             seed = extra["model_run"]["seed"] if seed is None else seed
         if out is not None and out.is_dir():

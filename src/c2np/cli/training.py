@@ -46,33 +46,74 @@ def train(
         "--set", help="Override a config key: --set train.epochs=5 --set model.hidden=32 (repeatable).")] = None,
     devices: Annotated[str, typer.Option(
         help="Lightning devices: auto, a count (2 = DDP on two GPUs) or a list like 0,1.")] = "auto",
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run from its last.ckpt (same epoch count, stopping state and "
+                         "clock; the run's own config plus any --set); a finished run is left as is; "
+                         "with no checkpoint yet, start it.")] = False,
+    budget: Annotated[float, typer.Option(
+        help="Seconds this invocation may train: stop (pause) before an epoch that would end later; "
+             "continue with --resume. 0 = no limit.")] = 0.0,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a learned baseline (PyTorch Lightning; a GPU is used when present).
+    """Train a learned baseline until it converges (PyTorch Lightning; a GPU is used when present).
 
-    Writes last.ckpt, metrics.csv (losses per epoch) and run.json (config, time per
-    epoch, device, parameters). Then `c2np predict` and `c2np evaluate --run-info`.
+    Validation is held out of the train split (Task 1: radii 13 and 23; Task 2: a seeded
+    10 % of each (material, R)'s rotations) and scored every epoch. Converged: the best
+    validation loss has not improved by more than 1 % (relative) for `patience` (10) epochs.
+    Writes last.ckpt, best.ckpt, metrics.csv, curves.png and run.json (config, validation,
+    convergence, stop reason, time per epoch, device). Then `c2np predict` and
+    `c2np evaluate --run-info`.
 
-    Example: c2np train --task 2 --model cdvae --seed 0 --set train.epochs=20
+    Examples:
+      c2np train --task 2 --model cdvae --seed 0
+      c2np train --task 1 --model cdvae --seed 0 --budget 500 --resume   # in 10-minute slices
+      c2np train --task 2 --model cdvae --devices 2                       # DDP, same effective batch
     """
     _torch_missing()
-    from c2np.training.configs import load_training_config
+    import json
+
+    from c2np.training.configs import apply_overrides, load_training_config
+    from c2np.training.run import run_dir
     from c2np.training.run import train as fit
 
     try:
-        cfg = load_training_config(model, task, config, set_)
+        saved = run_dir(out, model, task, seed) / "run.json"
+        if resume and saved.exists():
+            cfg = apply_overrides(json.loads(saved.read_text())["config"], set_ or [])
+        else:
+            cfg = load_training_config(model, task, config, set_)
         info = fit(cfg, store, out, seed, progress=not quiet,
-                   devices=int(devices) if devices.isdigit() else devices)
+                   devices=int(devices) if devices.isdigit() else devices, resume=resume, budget_s=budget)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
-    console.print(f"{info['model']} task {task} seed {seed}: {info['epochs']} epochs, "
-                  f"{info['time_per_epoch']:.2f} s/epoch on {info['device']}, final loss "
-                  f"{info['final_train_loss']:.4g}; checkpoint {info['checkpoint']}")
+    if not info:  # a DDP worker process; rank 0 reports
+        return
+    state = (f"converged at epoch {info['converged_epoch']}" if info["converged"]
+             else f"not converged ({info['stop_reason']})")
+    console.print(f"{info['model']} task {task} seed {seed}: {info['epochs']} epochs, {state}, "
+                  f"{info['time_per_epoch']:.2f} s/epoch on {info['device']} x{info.get('devices', 1)}, "
+                  f"best validation loss {info['best_val_loss']:.4g} (epoch {info['best_epoch']}); "
+                  f"checkpoint {info['checkpoint']}")
+
+
+@app.command("plot-run")
+def plot_run(
+    run: Annotated[Path, typer.Argument(help="A run directory of `c2np train` (holds metrics.csv).")],
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default RUN/curves.png).")] = None,
+) -> None:
+    """Plot a run's training and validation loss per epoch, its best epoch and whether it converged."""
+    from c2np.training.plots import plot_run as draw
+
+    try:
+        path = draw(run, out)
+    except FileNotFoundError as exc:
+        _fail(C2NPError(str(exc)))
+    console.print(f"wrote {path}")
 
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Option(help="last.ckpt of a `c2np train` run.")],
+    checkpoint: Annotated[Path, typer.Option(help="best.ckpt (or last.ckpt) of a `c2np train` run.")],
     split: EvalSplitOpt,
     out: Annotated[Path, typer.Option(help="Prediction file: Task 1 .parquet; Task 2 .csv or .parquet.")],
     store: StoreOpt = DEFAULT_STORE,
@@ -83,11 +124,16 @@ def predict(
     sample: Annotated[Optional[int], typer.Option(help=(
         "Task 1: generate only k seeded random materials per radius (score with "
         "`c2np evaluate --sample k`)."))] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Particles generated (Task 1) or predicted (Task 2) at once (default: the training batch).")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a trained model's predictions for the ID or OOD split in the harness's format.
 
-    Example: c2np predict --checkpoint runs/cdvae-task2-seed0/last.ckpt --split ood --out preds.csv
+    Also writes the model's own loss on the whole split to test_loss-SPLIT.json beside the
+    checkpoint; `c2np evaluate --run-info RUN/run.json` carries it into the result (Loss column).
+
+    Example: c2np predict --checkpoint runs/cdvae-task2-seed0/best.ckpt --split ood --out preds.csv
     """
     _torch_missing()
     from c2np.training.predict import predict as run_predict
@@ -96,7 +142,7 @@ def predict(
         _fail(C2NPError(f"{checkpoint}: no such checkpoint; train first with `c2np train`"))
     try:
         path = run_predict(checkpoint, store, split, out, seed=seed, all_rotations=all_rotations,
-                           sample=sample, progress=not quiet)
+                           sample=sample, batch_size=batch_size, progress=not quiet)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
     console.print(f"wrote {path}")

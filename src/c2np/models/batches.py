@@ -9,9 +9,10 @@ import torch
 
 @dataclass
 class _Moveable:
-    def to(self, device) -> "_Moveable":
+    def to(self, device, non_blocking: bool = False) -> "_Moveable":
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return type(self)(**{k: v.to(device) if torch.is_tensor(v) else v for k, v in values.items()})
+        return type(self)(**{k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
+                             for k, v in values.items()})
 
     @property
     def n_graphs(self) -> int:

@@ -1,32 +1,65 @@
-"""Radius graphs on the model's own device, without torch_cluster.
+"""Radius graphs on the model's own device, without torch_cluster: a cell list.
 
-Edges are found block by block with ``torch.cdist`` inside each graph of a batch, so the
-memory held at once is ``chunk x N`` distances plus the edges themselves: it grows
-linearly with the atoms. The arithmetic is O(N^2) per graph, which an H100 does in a
-few milliseconds for the largest (18k-atom) particle.
+Atoms are binned into cubic voxels of edge ``cutoff`` (per graph, from the graph's own
+minimum corner), the voxel keys (graph, vx, vy, vz) are sorted once, and every atom looks
+up its 27 neighbouring voxels with ``searchsorted``. Only pairs in neighbouring voxels
+are measured, so time and memory grow as N x (atoms per 27 voxels), linear in the atom
+count at the fixed density of a particle, instead of the N^2 of all pairs (18,004-atom
+particles: about 270 candidates per atom instead of 18,004). Everything stays on the
+device; the only host synchronisation is the candidate count.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
+_OFFSETS = torch.tensor(list(itertools.product((-1, 0, 1), repeat=3)), dtype=torch.long)
 
-def radius_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, chunk: int = 2048) -> torch.Tensor:
+
+def graph_index(ptr: torch.Tensor, n: int) -> torch.Tensor:
+    """The graph of each node from PyG-style boundaries ``ptr``."""
+    return torch.repeat_interleave(torch.arange(len(ptr) - 1, device=ptr.device), ptr.diff(),
+                                   output_size=n)
+
+
+def radius_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> torch.Tensor:
     """Directed edges (2, E) ``[source, target]`` between atoms of one graph within ``cutoff``.
 
     ``ptr`` holds the graph boundaries (PyG's ``Batch.ptr``): graph g owns nodes
-    ``ptr[g]:ptr[g+1]``. Self-loops are excluded.
+    ``ptr[g]:ptr[g+1]``. Self-loops are excluded. Edges come grouped by target in node
+    order (deterministic), which also keeps the scatter of message passing local.
     """
-    bounds = ptr.tolist()
-    out = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        p = pos[start:end]
-        for i0 in range(0, end - start, chunk):
-            d = torch.cdist(p[i0:i0 + chunk], p)
-            tgt, src = (d < cutoff).nonzero(as_tuple=True)
-            tgt = tgt + i0
-            keep = src != tgt
-            out.append(torch.stack([src[keep], tgt[keep]]) + start)
-    if not out:
-        return torch.empty(2, 0, dtype=torch.long, device=pos.device)
-    return torch.cat(out, dim=1)
+    n, device = len(pos), pos.device
+    if n == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    ptr = ptr.to(device)
+    graph = graph_index(ptr, n)
+    n_graphs = len(ptr) - 1
+    p = pos.detach().float()
+    lo = torch.full((n_graphs, 3), float("inf"), device=device)
+    lo = lo.scatter_reduce(0, graph.view(-1, 1).expand(-1, 3), p, "amin", include_self=True)
+    vox = torch.floor((p - lo[graph]) / cutoff).long()  # >= 0
+    dims = vox.max(0).values + 1  # the same grid size for every graph of the batch
+    stride = torch.stack([dims[1] * dims[2], dims[2], torch.ones_like(dims[2])])
+    per_graph = dims.prod()
+    key = graph * per_graph + (vox * stride).sum(1)
+    sorted_key, order = torch.sort(key, stable=True)
+    nbr = vox.unsqueeze(1) + _OFFSETS.to(device).unsqueeze(0)  # (n, 27, 3)
+    inside = ((nbr >= 0) & (nbr < dims)).all(-1)
+    nbr_key = graph.view(-1, 1) * per_graph + (nbr * stride).sum(-1)
+    start = torch.searchsorted(sorted_key, nbr_key)
+    count = torch.where(inside, torch.searchsorted(sorted_key, nbr_key, right=True) - start, 0)
+    count, start = count.view(-1), start.view(-1)
+    total = int(count.sum())
+    if total == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    tgt = torch.repeat_interleave(torch.arange(n, device=device).repeat_interleave(27), count,
+                                  output_size=total)
+    first = torch.cumsum(count, 0) - count
+    within = torch.arange(total, device=device) - torch.repeat_interleave(first, count, output_size=total)
+    src = order[torch.repeat_interleave(start, count, output_size=total) + within]
+    d2 = (p[src] - p[tgt]).square().sum(1)
+    keep = (d2 < cutoff * cutoff) & (src != tgt)
+    return torch.stack([src[keep], tgt[keep]])

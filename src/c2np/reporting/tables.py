@@ -39,7 +39,7 @@ LABELS = {
     "lev_error": "LEV err.", "atom_count_error": "atom-count err.", "lattice_rmse": "lattice RMSE",
     "length_rmse": "length RMSE (A)", "angle_rmse": "angle RMSE (deg)", "length_mape": "length MAPE",
     "lattice_accuracy": "lattice acc.", "spacegroup_accuracy": "space-group acc.",
-    "joint_accuracy": "joint acc.", "time_per_epoch": "time/epoch (s)",
+    "joint_accuracy": "joint acc.", "time_per_epoch": "time/epoch (s)", "loss": "Loss",
 }
 
 
@@ -62,6 +62,25 @@ def samples_text(result: dict) -> str:
     return f"{n} ({', '.join(parts)})" if parts else n
 
 
+#: Columns a learned model's run adds beside the metrics: its own loss on the test
+#: split (Table 5's Loss, normalised like a metric) and the time per epoch (kept raw).
+RUN_COLUMNS = ("loss", "time_per_epoch")
+_SAMPLE_MARK = " [sample "
+
+
+def model_label(result: dict) -> str:
+    """The model's name, marked ``[sample k]`` when it was scored on a seeded sample, so
+    that every table (the Table 5 scores too, which have no samples column) says so."""
+    name = result.get("model") or "unnamed"
+    sample = result.get("sample")
+    if sample:
+        k = next((v for key, v in sample.items() if key != "seed"), "?")
+        if isinstance(k, list):
+            k = f"{len(k)} materials"
+        name = f"{name}{_SAMPLE_MARK}{k}]"
+    return name
+
+
 def runs_frame(results: list[dict]) -> pd.DataFrame:
     """One row per result: split scheme, task, split, model, seed, samples and every metric.
 
@@ -70,10 +89,9 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         row = {"scheme": scheme_of(r), "task": r["task"], "split": r["split"],
-               "model": r.get("model") or "unnamed", "seed": r.get("seed"), "samples": samples_text(r)}
+               "model": model_label(r), "seed": r.get("seed"), "samples": samples_text(r)}
         row.update(r["metrics"])
-        if "time_per_epoch" in r:
-            row["time_per_epoch"] = r["time_per_epoch"]
+        row.update({c: r[c] for c in RUN_COLUMNS if c in r})
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -84,12 +102,16 @@ def scheme_of(result: dict) -> str:
 
 
 def _metrics_for(task: int, frame: pd.DataFrame, ranked_only: bool) -> list[str]:
-    """Registry order: the ranked metrics (Table 5) or every metric of the task present."""
+    """The model's own test loss first (Table 5's Loss column), then in registry order the
+    ranked metrics (Table 5) or every metric of the task present, then the time per epoch."""
     pool = RANKED[task] if ranked_only else [m for m, info in METRICS.items() if info.task == task]
+    present = [c for c in RUN_COLUMNS if c in frame.columns and frame[c].notna().any()]
     names = [m for m in pool if m in frame.columns and frame[m].notna().any()]
-    if "time_per_epoch" in frame.columns and frame["time_per_epoch"].notna().any():
-        names.append("time_per_epoch")
-    return names
+    return [c for c in present if c == "loss"] + names + [c for c in present if c == "time_per_epoch"]
+
+
+def _lower_is_better(metric: str) -> bool:
+    return metric in RUN_COLUMNS or METRICS[metric].lower_is_better
 
 
 def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFrame, pd.DataFrame]]:
@@ -111,7 +133,7 @@ def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFra
             if m == "time_per_epoch":
                 normed[m] = group[m]  # time stays raw, as in the paper
             else:
-                normed[m] = robust_scores(group[m].to_numpy(float), METRICS[m].lower_is_better)
+                normed[m] = robust_scores(group[m].to_numpy(float), _lower_is_better(m))
         raw = group.groupby("model", sort=False)[_metrics_for(int(task), group, False)].agg(["mean", "std"])
         norm = normed.groupby("model", sort=False)[ranked].agg(["mean", "std"])
         out[(int(task), split)] = (raw, norm)
@@ -120,7 +142,7 @@ def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFra
 
 def table5_reason(models: list[str]) -> str | None:
     """Why the Table 5 scores of these models are not shown, or None if they are."""
-    learned = [m for m in models if m not in REFERENCE_MODELS]
+    learned = [m for m in models if m.split(_SAMPLE_MARK)[0] not in REFERENCE_MODELS]
     if len(learned) >= TABLE5_MIN_LEARNED:
         return None
     return (f"Table 5 scores not shown: they rank models against each other and need at least "
@@ -139,6 +161,8 @@ def _direction(metric: str, task: int, normalised: bool) -> str | None:
     """'↑' or '↓' for ranked metrics (and time), None for those shown but not ranked."""
     if metric == "time_per_epoch":
         return "↓"
+    if metric == "loss":
+        return "↑" if normalised else "↓"
     if metric not in RANKED.get(task, RANKED[1] + RANKED[2]):
         return None
     return "↑" if normalised or not METRICS[metric].lower_is_better else "↓"
@@ -151,7 +175,7 @@ def _grid(blocks: list[tuple[str | None, pd.DataFrame]], normalised: bool, task:
     Each block is (split, table); ranks are computed within a block.
     """
     metrics = list(dict.fromkeys(m for _, t in blocks for m in t.columns.get_level_values(0)))
-    task = task or (METRICS[metrics[0]].task if metrics and metrics[0] in METRICS else None)
+    task = task or next((METRICS[m].task for m in metrics if m in METRICS), None)
     rows = []
     for split, table in blocks:
         ranks = {}
@@ -208,7 +232,7 @@ def _latex(head: list[str], rows: list[tuple[list[str], list[tuple[str, int | No
 def render(table: pd.DataFrame, fmt: str, normalised: bool) -> str:
     """Markdown or LaTeX text of one mean/std table with best bold and second underlined."""
     metrics, rows = _grid([(None, table)], normalised)
-    task = METRICS[metrics[0]].task if metrics else None
+    task = next((METRICS[m].task for m in metrics if m in METRICS), None)
     head = ["model", *_header(metrics, task, normalised)]
     return _markdown(head, rows) if fmt == "md" else _latex(head, rows, 1)
 

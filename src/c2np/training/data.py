@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
+from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from c2np.models.batches import Task1Batch, Task2Batch
@@ -72,23 +74,127 @@ def load_records(ds: Dataset, split: str, materials: list[str] | None = None,
 
 
 class RecordDataset(TorchDataset):
-    """Items are (record, rotation index); Task 2 training draws the rotation per epoch."""
+    """Training items: (record, rotation index); Task 2 draws the rotation per epoch.
 
-    def __init__(self, records: list[ParticleRecord], rotate: bool = False, seed: int = 0):
-        self.records, self.rotate, self.seed, self.epoch = records, rotate, seed, 0
+    Index ``epoch * len(self) + i`` is record i in that epoch (``BucketBatchSampler``
+    yields such indices), so the draw depends on (seed, epoch, i) only and DataLoader
+    workers need no state from the main process. ``rotations[i]``, when given, lists the
+    rotation indices record i may be drawn under (the others are held out for validation).
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, records: list[ParticleRecord], rotate: bool = False, seed: int = 0,
+                 rotations: list[np.ndarray] | None = None):
+        self.records, self.rotate, self.seed, self.rotations = records, rotate, seed, rotations
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> tuple[ParticleRecord, int]:
+    def __getitem__(self, index: int) -> tuple[ParticleRecord, int]:
+        epoch, i = divmod(int(index), len(self.records))
         rec = self.records[i]
         if not self.rotate:
             return rec, -1
-        rng = np.random.default_rng([self.seed, self.epoch, i])
-        return rec, int(rng.integers(len(rec.quaternions)))
+        allowed = (np.arange(len(rec.quaternions)) if self.rotations is None else self.rotations[i])
+        rng = np.random.default_rng([self.seed, epoch, i])
+        return rec, int(allowed[rng.integers(len(allowed))])
+
+
+@dataclass
+class ValidationSplit:
+    """Training records (with the rotations they may use) and fixed validation items."""
+
+    train: list[ParticleRecord]
+    rotations: list[np.ndarray] | None
+    val: list[tuple[ParticleRecord, int]]
+
+    def describe(self) -> dict:
+        """What run.json records about the split."""
+        held = 0 if self.rotations is None else int(sum(
+            len(r.quaternions) - len(a) for r, a in zip(self.train, self.rotations)))
+        return {"train_records": len(self.train), "val_items": len(self.val),
+                "val_radii": sorted({r.radius for r, k in self.val if k < 0}),
+                "val_rotations_held_out": held}
+
+
+def split_validation(records: list[ParticleRecord], val_radii: list[int], val_fraction: float,
+                     seed: int) -> ValidationSplit:
+    """Hold out validation data that never touches the ID/OOD radii (it comes from the train split).
+
+    ``val_radii``: whole training radii held out (their particles, unrotated; Task 1's
+    interpolation check). ``val_fraction``: a seeded fraction of every remaining
+    (material, R)'s rotations held out (Task 2); validation scores the first held-out
+    rotation of each, so one epoch of validation costs as much as one pass over the
+    training records. Deterministic in ``seed``.
+    """
+    held = set(int(r) for r in val_radii)
+    present = {r.radius for r in records}
+    if held - present:
+        raise ValueError(f"validation radii {sorted(held - present)} are not training radii "
+                         f"(training radii here: {sorted(present)}); set train.val_radii")
+    train = [r for r in records if r.radius not in held]
+    val: list[tuple[ParticleRecord, int]] = [(r, -1) for r in records if r.radius in held]
+    if not train:
+        raise ValueError("train.val_radii holds out every training radius")
+    rotations = None
+    if val_fraction > 0:
+        rotations = []
+        for i, rec in enumerate(train):
+            n = len(rec.quaternions)
+            k = min(n - 1, max(1, int(round(val_fraction * n))))
+            perm = np.random.default_rng([seed, 7919, i]).permutation(n)
+            rotations.append(np.sort(perm[k:]))
+            val.append((rec, int(perm[0])))
+    if not val:
+        raise ValueError("no validation data: set train.val_radii or train.val_fraction")
+    return ValidationSplit(train, rotations, val)
+
+
+class BucketBatchSampler:
+    """Batches of ``batch_size`` samples with similar atom counts.
+
+    Each epoch (seeded by (seed, epoch)) shuffles the samples, sorts them by atom count
+    inside pools of ``pool`` batches, cuts the pools into batches and shuffles the batch
+    order: a batch still holds ``batch_size`` samples drawn at random from a pool, but no
+    longer pads an 18k-atom particle's step with 45-atom ones. Under DDP each global batch
+    is dealt out to the ``world`` ranks (every rank gets ``batch_size / world`` samples of
+    it, interleaved by size), so the effective batch is the same on any number of GPUs.
+    Indices are ``epoch * n + i`` (see ``RecordDataset``) when ``epoch_in_index``.
+    """
+
+    def __init__(self, sizes: list[int], batch_size: int, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world: int = 1, pool: int = 32, epoch_in_index: bool = True):
+        if batch_size < world:
+            raise ValueError(f"batch size {batch_size} is smaller than the {world} devices")
+        self.sizes, self.batch_size, self.shuffle, self.seed = np.asarray(sizes), batch_size, shuffle, seed
+        self.rank, self.world, self.pool, self.epoch_in_index = rank, world, pool, epoch_in_index
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_batches(self) -> list[np.ndarray]:
+        """Every batch of the epoch, each sorted by atom count (the same on every rank)."""
+        n = len(self.sizes)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        span = self.batch_size * self.pool
+        batches = []
+        for p in range(0, n, span):
+            chunk = order[p:p + span]
+            chunk = chunk[np.argsort(self.sizes[chunk], kind="stable")]
+            batches += [chunk[b:b + self.batch_size] for b in range(0, len(chunk), self.batch_size)]
+        batches = [b for b in batches if len(b) >= self.world]  # every rank needs a share
+        if self.shuffle:
+            batches = [batches[k] for k in rng.permutation(len(batches))]
+        return batches
+
+    def __iter__(self):
+        offset = self.epoch * len(self.sizes) if self.epoch_in_index else 0
+        for b in self.global_batches():
+            yield (b[self.rank::self.world] + offset).tolist()
+
+    def __len__(self) -> int:
+        return len(self.global_batches())
 
 
 def _rotated(rec: ParticleRecord, k: int) -> np.ndarray:
@@ -144,3 +250,33 @@ def task1_ids(ds: Dataset, split: str, records: list[ParticleRecord]) -> list[in
     """Task 1 sample ids (config_id of rotation 0) of the records, in record order."""
     ids = task1_samples(ds, split).set_index(["material", "radius"])["config_id"]
     return [int(ids.loc[(r.material, r.radius)]) for r in records]
+
+
+def record_loader(task: int, dataset, sizes: list[int], batch_size: int, shuffle: bool, seed: int,
+                  rank: int = 0, world: int = 1, workers: int = 0, epoch_in_index: bool = False) -> DataLoader:
+    """A size-bucketed DataLoader over ``dataset`` (records or (record, rotation) items)."""
+    sampler = BucketBatchSampler(sizes, batch_size, shuffle, seed, rank, world, epoch_in_index=epoch_in_index)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=COLLATE[task], num_workers=workers,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+class RecordsData(pl.LightningDataModule):
+    """Training and validation loaders of a ``ValidationSplit``, built once the Trainer
+    knows this process's rank (DDP deals every global batch out to the ranks)."""
+
+    def __init__(self, task: int, split: ValidationSplit, batch_size: int, seed: int, workers: int = 0):
+        super().__init__()
+        self.task, self.split, self.batch_size, self.seed, self.workers = task, split, batch_size, seed, workers
+
+    def _where(self) -> tuple[int, int]:
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = RecordDataset(self.split.train, rotate=self.task == 2, seed=self.seed,
+                                rotations=self.split.rotations)
+        return record_loader(self.task, dataset, [len(r.numbers) for r in self.split.train], self.batch_size,
+                             True, self.seed, *self._where(), self.workers, epoch_in_index=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return record_loader(self.task, self.split.val, [len(r.numbers) for r, _ in self.split.val],
+                             self.batch_size, False, self.seed, *self._where(), self.workers)

@@ -1,9 +1,18 @@
-"""The Lightning wrapper shared by every learned baseline: Adam with exponential decay,
-gradient clipping (set on the Trainer), per-epoch timing."""
+"""The Lightning wrapper shared by every learned baseline (Adam with exponential decay,
+gradient clipping set on the Trainer) and the run monitor: validation-based stopping,
+the convergence criterion, per-epoch timing, metrics.csv and best.ckpt.
+
+Convergence, the one definition applied to every model: a run has converged when its
+best validation loss has not improved by more than ``rel_tol`` (1 %) relative for
+``patience`` consecutive epochs. A run stopped by ``max_epochs`` or by the wall-time
+safety net ``max_time_s`` before that is recorded as NOT converged.
+"""
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
@@ -11,21 +20,54 @@ import torch
 from c2np.models.registry import build_model
 
 
+def seeded_loss(model: torch.nn.Module, batch, seed: int) -> dict[str, torch.Tensor]:
+    """``model.loss(batch)`` with its random draws (noise levels, perturbations, latents)
+    fixed by ``seed`` and the global RNG left untouched: validation and test losses are
+    then the same numbers every time they are computed."""
+    devices = [batch.pos.device] if batch.pos.is_cuda else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return model.loss(batch)
+
+
+@torch.no_grad()
+def mean_objective(model: torch.nn.Module, batches, seed: int = 0) -> dict[str, float]:
+    """Every term of the model's own loss averaged over graphs (batch means weighted by
+    the batch's graph count) on ``batches``: the Loss column of Table 5."""
+    totals: dict[str, float] = {}
+    n = 0
+    for b, batch in enumerate(batches):
+        out = seeded_loss(model, batch, seed * 1000003 + b)
+        for k, v in out.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * batch.n_graphs
+        n += batch.n_graphs
+    return {k: v / n for k, v in totals.items()} | {"graphs": n}
+
+
 class BaselineModule(pl.LightningModule):
     """Any model of ``c2np.models.MODELS``; ``model.loss(batch)`` returns a dict with ``loss``."""
 
-    def __init__(self, model: dict, train: dict):
+    def __init__(self, model: dict, train: dict, seed: int = 0):
         super().__init__()
         self.save_hyperparameters()
         params = {k: v for k, v in model.items() if k not in ("name", "task")}
         self.model = build_model(model["name"], int(model["task"]), **params)
+        if train.get("compile"):
+            compile_blocks(self.model)
 
     def training_step(self, batch, batch_idx):
         out = self.model.loss(batch)
         for k, v in out.items():
             self.log(f"train_{k}", v.detach(), on_step=False, on_epoch=True, batch_size=batch.n_graphs,
-                     prog_bar=k == "loss")
+                     sync_dist=True, prog_bar=k == "loss")
         return out["loss"]
+
+    def validation_step(self, batch, batch_idx):
+        # the same noise draws every epoch, so epochs differ only by the weights
+        out = seeded_loss(self.model, batch, self.hparams.seed * 1000003 + batch_idx)
+        for k, v in out.items():
+            self.log(f"val_{k}", v, on_step=False, on_epoch=True, batch_size=batch.n_graphs,
+                     sync_dist=True, prog_bar=k == "loss")
 
     def configure_optimizers(self):
         t = self.hparams.train
@@ -34,28 +76,137 @@ class BaselineModule(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch.to(device)
+        return batch.to(device, non_blocking=True)
 
 
-class EpochTimer(pl.Callback):
-    """Wall-clock seconds of every training epoch (CUDA synchronised at both ends)."""
+def compile_blocks(model: torch.nn.Module) -> None:
+    """``torch.compile`` the message-passing blocks in place (``train.compile``).
 
-    def __init__(self):
-        self.seconds: list[float] = []
-        self._start = 0.0
+    Only blocks whose shapes are (nodes, features) and (edges, ...) are compiled, with
+    dynamic shapes; radius graphs and per-graph bookkeeping stay eager, because their
+    sizes depend on the data and would recompile on every batch.
+    """
+    from torch_geometric.nn.models.schnet import InteractionBlock
 
+    for module in model.modules():
+        if isinstance(module, InteractionBlock):
+            module.compile(dynamic=True)
+
+
+class RunMonitor(pl.Callback):
+    """Times the training and validation parts of every epoch, writes ``metrics.csv``
+    and ``best.ckpt``, and stops the fit: converged (see the module docstring), the
+    wall-time safety net ``max_time_s`` (all invocations of a resumed run together), or
+    ``budget_s``, the time left to this invocation, which pauses a run to be resumed.
+    Its state is part of every checkpoint, so a resumed run continues the same counts.
+    """
+
+    def __init__(self, run_dir: Path, patience: int, rel_tol: float = 0.01, max_time_s: float = 0.0,
+                 budget_s: float = 0.0):
+        self.run_dir, self.patience, self.rel_tol = Path(run_dir), int(patience), float(rel_tol)
+        self.max_time_s, self.budget_s = float(max_time_s), float(budget_s)
+        self.state = {"epoch_seconds": [], "val_seconds": [], "elapsed_s": 0.0, "best_val_loss": None,
+                      "best_epoch": None, "since_best": 0, "converged": False, "converged_epoch": None,
+                      "stop_reason": None, "invocations": 0}
+        self._clock = self._epoch_start = self._val_start = 0.0
+        self._first = 0
+
+    # -- checkpointed state ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return dict(self.state)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.state.update(state_dict)
+
+    # -- timing ------------------------------------------------------------------------
     @staticmethod
-    def _sync() -> None:
-        if torch.cuda.is_available():
+    def _now() -> float:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
             torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_start(self, trainer, module):  # after a resumed checkpoint is restored
+        self._clock, self._first = self._now(), trainer.current_epoch
+        self.state["invocations"] += 1
+        self.state["stop_reason"] = None
+        if trainer.is_global_zero:
+            self._trim_csv(trainer.current_epoch)
 
     def on_train_epoch_start(self, trainer, module):
-        loader = trainer.train_dataloader
-        if hasattr(loader, "dataset") and hasattr(loader.dataset, "set_epoch"):
-            loader.dataset.set_epoch(trainer.current_epoch)  # rotation draws differ per epoch
-        self._sync()
-        self._start = time.perf_counter()
+        self._epoch_start = self._now()
+        self._val_start = 0.0
 
+    def on_validation_start(self, trainer, module):
+        if not trainer.sanity_checking:
+            self._val_start = self._now()
+            self.state["epoch_seconds"].append(self._val_start - self._epoch_start)
+
+    def on_validation_end(self, trainer, module):
+        if not trainer.sanity_checking:
+            self.state["val_seconds"].append(self._now() - self._val_start)
+
+    # -- stopping ----------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, module):
-        self._sync()
-        self.seconds.append(time.perf_counter() - self._start)
+        epoch, s = trainer.current_epoch, self.state
+        s["elapsed_s"] += self._now() - self._epoch_start
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        val = metrics.get("val_loss")
+        if val is not None and (s["best_val_loss"] is None
+                                or s["best_val_loss"] - val > self.rel_tol * abs(s["best_val_loss"])):
+            s["best_val_loss"], s["best_epoch"], s["since_best"] = val, epoch, 0
+            trainer.save_checkpoint(self.run_dir / "best.ckpt")
+        else:
+            s["since_best"] += 1
+        reason = None
+        if s["since_best"] >= self.patience:
+            reason, s["converged"], s["converged_epoch"] = "converged", True, epoch
+        elif self.max_time_s > 0 and s["elapsed_s"] >= self.max_time_s:
+            reason = "max_time"
+        elif epoch + 1 >= trainer.max_epochs:
+            reason = "max_epochs"
+        elif self.budget_s > 0:
+            spent = self._now() - self._clock
+            per_epoch = spent / max(1, epoch + 1 - self._first)
+            if spent + per_epoch > self.budget_s:
+                reason = "paused"
+        # every rank takes part in the vote; only the clock-based reasons can differ by rank
+        if trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
+            s["stop_reason"] = reason or "paused"
+            trainer.should_stop = True
+        if trainer.is_global_zero:
+            self._append_csv(epoch, metrics, trainer)
+
+    # -- metrics.csv -------------------------------------------------------------------
+    def _csv(self) -> Path:
+        return self.run_dir / "metrics.csv"
+
+    def _trim_csv(self, epoch: int) -> None:
+        """A run killed after an epoch's row but before its checkpoint repeats that epoch."""
+        if not self._csv().exists():
+            return
+        with self._csv().open() as f:
+            rows = list(csv.DictReader(f))
+        kept = [r for r in rows if int(r["epoch"]) < epoch]
+        if len(kept) != len(rows):
+            self._write_rows(kept, list(rows[0].keys()) if rows else [])
+
+    def _write_rows(self, rows: list[dict], columns: list[str]) -> None:
+        with self._csv().open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns)
+            w.writeheader()
+            w.writerows(rows)
+
+    def _append_csv(self, epoch: int, metrics: dict, trainer) -> None:
+        s = self.state
+        row = {"epoch": epoch, "train_loss": metrics.get("train_loss"), "val_loss": metrics.get("val_loss"),
+               "best_val_loss": s["best_val_loss"], "lr": trainer.optimizers[0].param_groups[0]["lr"],
+               "epoch_s": round(s["epoch_seconds"][-1], 4) if s["epoch_seconds"] else None,
+               "val_s": round(s["val_seconds"][-1], 4) if s["val_seconds"] else None,
+               "elapsed_s": round(s["elapsed_s"], 3)}
+        row |= {k: v for k, v in sorted(metrics.items()) if k not in row and k.startswith(("train_", "val_"))}
+        rows = []
+        if self._csv().exists():
+            with self._csv().open() as f:
+                rows = list(csv.DictReader(f))
+        columns = list(dict.fromkeys([*(rows[0].keys() if rows else []), *row]))
+        self._write_rows(rows + [row], columns)

@@ -3,6 +3,7 @@ models are scored by exactly the code that scores the reference solvers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,30 @@ from c2np.evaluation.predictions import write_task1, write_task2
 from c2np.progress import progress_bar
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.tasks.targets import LATTICE_COLUMNS
-from c2np.training.data import COLLATE, load_records, task1_ids
+from c2np.training.data import COLLATE, load_records, record_loader, task1_ids
+
+
+def test_loss_path(run: Path, split: str) -> Path:
+    """Where ``c2np predict`` leaves the test-split objective of a run (one file per split)."""
+    return Path(run) / f"test_loss-{split}.json"
+
+
+def write_test_loss(module, records, split: str, checkpoint: Path, batch_size: int, seed: int) -> dict:
+    """The model's own objective on every (material, R) of ``records`` (canonical orientation,
+    seeded noise), written next to the checkpoint for ``c2np evaluate --run-info``."""
+    from c2np.training.module import mean_objective
+
+    task = module.model.task
+    loader = record_loader(task, [(r, -1) for r in records], [len(r.numbers) for r in records],
+                           batch_size, False, seed)
+    was_training = module.model.training
+    module.model.eval()
+    terms = mean_objective(module.model, (b.to(module.device) for b in loader), seed)
+    module.model.train(was_training)
+    out = {"split": split, "loss": terms.pop("loss"), "graphs": int(terms.pop("graphs")), "terms": terms,
+           "checkpoint": checkpoint.name, "seed": seed}
+    test_loss_path(checkpoint.parent, split).write_text(json.dumps(out, indent=1) + "\n")
+    return out
 
 
 def load_module(checkpoint: Path, device: str | None = None):
@@ -38,6 +62,8 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
 
     Task 1: ``out`` is a long-format Parquet (config_id, Z, x, y, z), one generated
     particle per (material, R). Task 2: CSV or Parquet with one row per configuration.
+    The model's own loss on the split's (material, R) records goes to
+    ``test_loss-{split}.json`` beside the checkpoint (the report's Loss column).
     ``limit`` keeps the first (material, R) records only (partial files are rejected by
     the evaluator, so this is for smoke tests). ``sample`` (Task 1) keeps the evaluator's
     seeded subset of k materials per radius.
@@ -48,6 +74,7 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     size = int(batch_size or module.hparams.train.get("batch_size", 8))
     ds = store if isinstance(store, Dataset) else open_dataset(store)
     records = load_records(ds, split, limit=limit)
+    write_test_loss(module, records, split, Path(checkpoint), size, seed)  # whole split, also with --sample
     if sample is not None and task == 1:
         from c2np.evaluation.evaluator import Evaluator
 

@@ -8,15 +8,28 @@ from pathlib import Path
 from c2np.errors import C2NPError
 
 
-def run_extra(path: Path) -> dict:
+def run_extra(path: Path, split: str | None = None) -> dict:
     """The keys of run.json that a result carries: time per epoch at top level (the
-    report's time column) and the rest under ``model_run``."""
+    report's time column), the model's own loss on ``split`` at top level (the Loss
+    column, from ``test_loss-{split}.json`` that `c2np predict` wrote beside the run)
+    when present, and the rest under ``model_run``."""
     try:
         info = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise C2NPError(f"{path}: cannot read run info ({exc})") from None
     if "time_per_epoch" not in info or "model" not in info:
         raise C2NPError(f"{path}: not a run.json written by `c2np train`")
-    keep = ("model", "task", "seed", "epochs", "epoch_seconds", "device", "parameters",
-            "train_records", "train_atoms", "max_time_s", "final_train_loss", "config")
-    return {"time_per_epoch": info["time_per_epoch"], "model_run": {k: info.get(k) for k in keep}}
+    keep = ("model", "task", "seed", "epochs", "epoch_seconds", "device", "devices", "precision", "parameters",
+            "train_records", "train_atoms", "validation", "max_time_s", "final_train_loss", "final_val_loss",
+            "best_val_loss", "best_epoch", "converged", "converged_epoch", "stop_reason", "convergence_rule",
+            "config")
+    out = {"time_per_epoch": info["time_per_epoch"], "model_run": {k: info.get(k) for k in keep}}
+    loss_file = Path(path).parent / f"test_loss-{split}.json"
+    if split is not None and loss_file.exists():
+        try:
+            test = json.loads(loss_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise C2NPError(f"{loss_file}: cannot read ({exc})") from None
+        out["loss"] = test["loss"]
+        out["model_run"]["test_loss"] = test
+    return out

@@ -1,9 +1,17 @@
 """``c2np train``: fit one (model, task, seed) and leave a run directory behind:
 
     runs/{model}-task{t}-seed{s}/
-        last.ckpt        weights, target scaling, config (Lightning checkpoint)
-        run.json         config, seed, epochs, time per epoch, device, parameter count
-        metrics.csv      per-epoch losses (Lightning's CSVLogger)
+        last.ckpt        weights, optimiser, epoch and stopping state (resume from here)
+        best.ckpt        the weights of the best validation loss (used for prediction)
+        run.json         config, seed, validation protocol, convergence, time per epoch, device
+        metrics.csv      per-epoch training and validation losses, learning rate, seconds
+        curves.png       the loss curves (``c2np plot-run``)
+
+Validation never touches the ID/OOD radii: it is carved out of the train split
+(``c2np.training.data.split_validation``). A run stops when it has converged (see
+``c2np.training.module``), at ``max_epochs``, at the wall-time safety net, or when the
+invocation's ``budget_s`` runs out; the last is a pause, and ``resume=True`` goes on
+from last.ckpt with the same epoch count, stopping state and clock.
 """
 
 from __future__ import annotations
@@ -17,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from c2np.store.dataset import Dataset, open_dataset
-from c2np.training.data import COLLATE, RecordDataset, load_records
+from c2np.training.data import RecordsData, load_records, split_validation
 
 
 def run_dir(out: Path, model: str, task: int, seed: int) -> Path:
@@ -33,56 +40,101 @@ def _quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
+
+
+def _finished(info: dict, t: dict) -> bool:
+    """Whether a run stopped for good under the train settings ``t`` (raising train.epochs
+    or train.max_time_s lets a run that hit the old limit go on)."""
+    reason = info.get("stop_reason")
+    return (reason == "converged"
+            or reason == "max_epochs" and int(t["epochs"]) <= info["epochs"]
+            or reason == "max_time" and 0 < float(t.get("max_time_s") or 0) <= info["elapsed_s"])
 
 
 def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress: bool = True,
-          devices: int | str = "auto") -> dict:
-    """Train ``cfg`` (see ``c2np.training.configs``) with ``seed``; returns run.json's content."""
+          devices: int | str = "auto", resume: bool = False, budget_s: float = 0.0) -> dict:
+    """Train ``cfg`` (see ``c2np.training.configs``) with ``seed``; returns run.json's content.
+
+    ``resume``: continue the run in ``out`` from its last.ckpt (a finished run is returned
+    as is; without a checkpoint the run starts afresh). ``budget_s``: stop (pause) before
+    an epoch that would end after this many seconds of this invocation.
+    """
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger
 
-    from c2np.training.module import BaselineModule, EpochTimer
+    from c2np.training.module import BaselineModule, RunMonitor
+    from c2np.training.plots import plot_run
 
     _quiet_lightning()
     m, t = cfg["model"], cfg["train"]
     task = int(m["task"])
+    where = run_dir(out, m["name"], task, seed)
+    ckpt = where / "last.ckpt"
+    if resume and ckpt.exists() and (where / "run.json").exists():
+        info = json.loads((where / "run.json").read_text())
+        if _finished(info, t):
+            return info
+    resume = resume and ckpt.exists()
     ds = store if isinstance(store, Dataset) else open_dataset(store)
     records = load_records(ds, "train", t["materials"] or None, t["radii"] or None, t["limit"] or None)
+    split = split_validation(records, t["val_radii"], float(t["val_fraction"]), seed)
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = BaselineModule(m, t)
+    module = BaselineModule(m, t, seed)
     if task == 2:
-        module.model.fit_targets(torch.tensor(np.stack([r.lattice for r in records]), dtype=torch.float32),
-                                 torch.tensor([r.spacegroup for r in records]))
-    loader = DataLoader(RecordDataset(records, rotate=task == 2, seed=seed), batch_size=int(t["batch_size"]),
-                        shuffle=True, collate_fn=COLLATE[task],
-                        generator=torch.Generator().manual_seed(seed))
-    where = run_dir(out, m["name"], task, seed)
-    if where.exists():
-        shutil.rmtree(where)  # a run directory describes exactly one fit
-    where.mkdir(parents=True)
-    timer = EpochTimer()
-    max_time = float(t.get("max_time_s") or 0)
+        module.model.fit_targets(torch.tensor(np.stack([r.lattice for r in split.train]), dtype=torch.float32),
+                                 torch.tensor([r.spacegroup for r in split.train]))
+    data = RecordsData(task, split, int(t["batch_size"]), seed, int(t["workers"]))
+    if not resume:
+        if where.exists():
+            shutil.rmtree(where)  # a run directory describes exactly one fit
+        where.mkdir(parents=True)
+    monitor = RunMonitor(where, int(t["patience"]), float(t["rel_tol"]), float(t.get("max_time_s") or 0),
+                         budget_s)
     trainer = pl.Trainer(
-        max_epochs=int(t["epochs"]), max_time={"seconds": max_time} if max_time > 0 else None,
-        accelerator="auto", devices=devices, gradient_clip_val=float(t["grad_clip"]),
-        logger=CSVLogger(where, name="", version=""), default_root_dir=where,
-        callbacks=[timer, ModelCheckpoint(dirpath=where, save_last=True, save_top_k=0)],
+        max_epochs=int(t["epochs"]), accelerator="auto", devices=devices,
+        precision=str(t["precision"]), gradient_clip_val=float(t["grad_clip"]),
+        logger=False, default_root_dir=where, num_sanity_val_steps=0, use_distributed_sampler=False,
+        callbacks=[monitor, ModelCheckpoint(dirpath=where, save_last=True, save_top_k=0,
+                                            save_on_train_epoch_end=True)],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1)
-    trainer.fit(module, loader)
-    losses = trainer.callback_metrics
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if resume else None)
+    if not trainer.is_global_zero:
+        return {}
+    s = monitor.state
+    seconds = s["epoch_seconds"]
     info = {
         "model": m["name"], "task": task, "seed": seed, "config": cfg,
-        "train_records": len(records), "train_atoms": int(sum(len(r.numbers) for r in records)),
-        "epochs": len(timer.seconds),
+        "train_records": len(split.train), "train_atoms": int(sum(len(r.numbers) for r in split.train)),
+        "validation": split.describe() | {"val_fraction": float(t["val_fraction"])},
+        "epochs": len(seconds),
         # the first epoch pays for CUDA start-up and kernel selection
-        "time_per_epoch": float(np.mean(timer.seconds[1:] if len(timer.seconds) > 1 else timer.seconds)),
-        "epoch_seconds": [round(s, 3) for s in timer.seconds],
-        "final_train_loss": float(losses["train_loss"]) if "train_loss" in losses else None,
+        "time_per_epoch": float(np.mean(seconds[1:] if len(seconds) > 1 else seconds)),
+        "epoch_seconds": [round(x, 3) for x in seconds],
+        "val_seconds": [round(x, 3) for x in s["val_seconds"]],
+        "final_train_loss": _last(where, "train_loss"),
+        "final_val_loss": _last(where, "val_loss"),
+        "best_val_loss": s["best_val_loss"], "best_epoch": s["best_epoch"],
+        "converged": s["converged"], "converged_epoch": s["converged_epoch"],
+        "stop_reason": s["stop_reason"] or "interrupted",
+        "convergence_rule": (f"best validation loss not improved by more than {100 * monitor.rel_tol:g} % "
+                             f"(relative) for {monitor.patience} consecutive epochs"),
+        "elapsed_s": round(s["elapsed_s"], 2), "invocations": s["invocations"],
         "parameters": int(sum(p.numel() for p in module.parameters())),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
-        "max_time_s": max_time,
-        "checkpoint": str(where / "last.ckpt"),
+        "devices": trainer.world_size, "precision": str(t["precision"]),
+        "max_time_s": float(t.get("max_time_s") or 0),
+        "checkpoint": str(where / ("best.ckpt" if (where / "best.ckpt").exists() else "last.ckpt")),
     }
     (where / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    plot_run(where)
     return info
+
+
+def _last(where: Path, column: str) -> float | None:
+    """The last value of a metrics.csv column."""
+    import csv
+
+    with (where / "metrics.csv").open() as f:
+        values = [r[column] for r in csv.DictReader(f) if r.get(column)]
+    return float(values[-1]) if values else None

@@ -1,0 +1,207 @@
+"""Training protocol on the CPU: the cell-list radius graph, size-bucketed batches, the
+validation split, convergence and stopping, resuming, and the Loss column from
+`c2np predict` to the report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("pytorch_lightning")
+
+from c2np.cli import app  # noqa: E402
+from c2np.models.graph import radius_edges  # noqa: E402
+from c2np.store.dataset import open_dataset  # noqa: E402
+from c2np.training.data import BucketBatchSampler, RecordDataset, load_records, split_validation  # noqa: E402
+
+runner = CliRunner()
+TINY = ["--set", "model.hidden=16", "--set", "model.interactions=1", "--set", "model.gaussians=8",
+        "--set", "train.workers=0"]
+TINY_T1 = [*TINY, "--set", "model.n_sigmas=2", "--set", "model.langevin_steps=1", "--set", "train.val_radii=[9]"]
+
+
+def brute_force(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> set[tuple[int, int]]:
+    out = set()
+    bounds = ptr.tolist()
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        d = torch.cdist(pos[a:b].double(), pos[a:b].double())
+        tgt, src = (d < cutoff).nonzero(as_tuple=True)
+        keep = tgt != src
+        out |= set(zip((src[keep] + a).tolist(), (tgt[keep] + a).tolist()))
+    return out
+
+
+@pytest.mark.parametrize("cutoff", [0.7, 2.0, 4.0, 9.0])
+def test_cell_list_radius_graph_equals_brute_force(cutoff):
+    gen = torch.Generator().manual_seed(int(cutoff * 10))
+    # graphs of different extents and offsets, an empty one and a single atom at the boundaries
+    parts = [torch.rand(40, 3, generator=gen) * 3 - 50, torch.empty(0, 3), torch.randn(300, 3, generator=gen) * 6,
+             torch.rand(1, 3, generator=gen), torch.rand(250, 3, generator=gen) * 25 + 100]
+    pos = torch.cat(parts)
+    ptr = torch.tensor(np.cumsum([0] + [len(p) for p in parts]))
+    edges = radius_edges(pos, ptr, cutoff)
+    got = list(zip(*edges.tolist()))
+    assert len(got) == len(set(got))  # no duplicate edges
+    want = brute_force(pos, ptr, cutoff)
+    assert set(got) == want and len(want) > 0
+    assert torch.equal(edges, radius_edges(pos, ptr, cutoff))  # deterministic
+
+
+def test_radius_graph_of_nothing():
+    assert radius_edges(torch.empty(0, 3), torch.tensor([0]), 4.0).shape == (2, 0)
+    assert radius_edges(torch.zeros(1, 3), torch.tensor([0, 1]), 4.0).shape == (2, 0)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_bucketing_covers_every_sample_once(world, shuffle):
+    sizes = np.random.default_rng(1).integers(45, 18004, 203)
+    seen = []
+    per_rank = []
+    for rank in range(world):
+        s = BucketBatchSampler(list(sizes), batch_size=6, shuffle=shuffle, seed=4, rank=rank, world=world,
+                               pool=4, epoch_in_index=False)
+        s.set_epoch(3)
+        batches = list(s)
+        per_rank.append(len(batches))
+        seen += [i for b in batches for i in b]
+    assert len(set(per_rank)) == 1  # every rank steps the same number of times (DDP)
+    dropped = 203 % 6 if 0 < 203 % 6 < world else 0  # a last batch too small to deal out
+    assert len(seen) == len(set(seen)) == 203 - dropped
+    # each global batch is a contiguous run of its pool sorted by size
+    s = BucketBatchSampler(list(sizes), 6, shuffle, 4, pool=1000, epoch_in_index=False)
+    ranks = np.argsort(np.argsort(sizes, kind="stable"), kind="stable")
+    for b in s.global_batches():
+        assert np.ptp(ranks[b]) == len(b) - 1
+
+
+def test_bucketing_epochs_differ_and_indices_carry_the_epoch():
+    s = BucketBatchSampler(list(range(50)), 5, True, 0)
+    s.set_epoch(0)
+    e0 = list(s)
+    s.set_epoch(1)
+    e1 = list(s)
+    assert sorted(i for b in e0 for i in b) == list(range(50))
+    assert sorted(i for b in e1 for i in b) == list(range(50, 100))  # epoch * n + i
+    assert [[i - 50 for i in b] for b in e1] != e0
+
+
+@pytest.fixture(scope="module")
+def ds(small_store):
+    return open_dataset(small_store)
+
+
+def test_validation_split_is_disjoint(ds):
+    records = load_records(ds, "train")
+    eval_radii = set(ds.index.loc[ds.index["split"] != "train", "radius"])
+    assert not eval_radii & {r.radius for r in records}
+    split = split_validation(records, [9], 0.0, seed=0)
+    assert {r.radius for r, _ in split.val} == {9} and {r.radius for r in split.train} == {8}
+    split = split_validation(records, [], 0.1, seed=0)
+    assert len(split.val) == len(split.train) == len(records)
+    dataset = RecordDataset(split.train, rotate=True, seed=0, rotations=split.rotations)
+    for i, (rec, held) in enumerate(split.val):
+        allowed = set(split.rotations[i].tolist())
+        assert held not in allowed and len(allowed) == len(rec.quaternions) - 6  # 10 % of 59-60
+        drawn = {dataset[epoch * len(dataset) + i][1] for epoch in range(40)}
+        assert drawn <= allowed
+    again = split_validation(records, [], 0.1, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(split.rotations, again.rotations))
+    with pytest.raises(ValueError, match="not training radii"):
+        split_validation(records, [10], 0.0, seed=0)
+
+
+def _train(small_store, runs, *extra, task=2, model="cdvae"):
+    args = ["train", "--task", str(task), "--model", model, "--store", str(small_store), "--out", str(runs), "-q",
+            *(TINY if task == 2 else TINY_T1), *extra]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return json.loads((runs / f"{model}-task{task}-seed0" / "run.json").read_text())
+
+
+def _epochs(run) -> list[int]:
+    with (run / "metrics.csv").open() as f:
+        return [int(r["epoch"]) for r in csv.DictReader(f)]
+
+
+def test_early_stopping_fires_on_a_flat_curve(small_store, tmp_path):
+    # lr = 0: the weights never change, so the (seeded) validation loss is flat
+    info = _train(small_store, tmp_path, "--set", "train.lr=0", "--set", "train.patience=2",
+                  "--set", "train.epochs=50")
+    assert info["converged"] and info["stop_reason"] == "converged"
+    assert info["best_epoch"] == 0 and info["converged_epoch"] == 2 and info["epochs"] == 3
+    run = tmp_path / "cdvae-task2-seed0"
+    assert (run / "best.ckpt").exists() and (run / "last.ckpt").exists() and (run / "curves.png").exists()
+    with (run / "metrics.csv").open() as f:
+        val = [float(r["val_loss"]) for r in csv.DictReader(f)]
+    assert len(set(val)) == 1
+
+
+def test_resume_continues_the_epoch_count(small_store, tmp_path):
+    info = _train(small_store, tmp_path, "--set", "train.epochs=2")
+    assert info["stop_reason"] == "max_epochs" and not info["converged"] and info["epochs"] == 2
+    # a budget smaller than one epoch pauses after the first epoch of this invocation
+    info = _train(small_store, tmp_path, "--resume", "--set", "train.epochs=5", "--budget", "0.01")
+    assert info["stop_reason"] == "paused" and info["epochs"] == 3 and info["invocations"] == 2
+    info = _train(small_store, tmp_path, "--resume")  # the run's own config: epochs = 5
+    assert info["stop_reason"] == "max_epochs" and info["epochs"] == 5 and info["invocations"] == 3
+    assert _epochs(tmp_path / "cdvae-task2-seed0") == [0, 1, 2, 3, 4]
+    again = _train(small_store, tmp_path, "--resume")  # finished: left as is
+    assert again == info
+
+
+def test_loss_column_reaches_result_and_report(small_store, tmp_path):
+    _train(small_store, tmp_path / "runs", "--set", "train.epochs=1", task=1, model="symat")
+    run = tmp_path / "runs" / "symat-task1-seed0"
+    preds = tmp_path / "t1.parquet"
+    res = runner.invoke(app, ["predict", "--checkpoint", str(run / "best.ckpt"), "--split", "id", "--store",
+                              str(small_store), "--out", str(preds), "--sample", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    test_loss = json.loads((run / "test_loss-id.json").read_text())
+    n_id = len(ds_records := load_records(open_dataset(small_store), "id"))
+    assert test_loss["graphs"] == n_id == len(ds_records) and np.isfinite(test_loss["loss"])
+    out = tmp_path / "r.json"
+    res = runner.invoke(app, ["evaluate", "--task", "1", "--split", "id", "--predictions", str(preds), "--store",
+                              str(small_store), "--sample", "1", "--run-info", str(run / "run.json"),
+                              "--out", str(out), "-q", "-j", "1"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert result["loss"] == pytest.approx(test_loss["loss"])
+    assert result["model_run"]["validation"]["val_radii"] == [9]
+    res = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| model"))
+    assert header.split("|")[2].strip().startswith("loss")  # the first column, as in Table 5
+    assert "symat [sample 1]" in md and f"{test_loss['loss']:.3g}" in md
+
+
+def test_plot_run_reports_a_missing_run(tmp_path):
+    res = runner.invoke(app, ["plot-run", str(tmp_path)])
+    assert res.exit_code == 2 and "metrics.csv" in res.output
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one(small_store, tmp_path):
+    """`--devices 2` (gloo) at the same effective batch follows the single-process loss curve."""
+    script = tmp_path / "c2np_cli.py"
+    script.write_text("from c2np.cli import main\nmain()\n")  # Lightning re-launches this file
+    curves = {}
+    for n in (1, 2):
+        cmd = [sys.executable, str(script), "train", "--task", "2", "--model", "cdvae", "--store", str(small_store),
+               "--out", str(tmp_path / f"d{n}"), "-q", *TINY, "--set", "train.epochs=3", "--set",
+               "train.lr=1e-3", "--set", "train.batch_size=4", "--devices", str(n)]
+        env = os.environ | {"CUDA_VISIBLE_DEVICES": ""}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        with (tmp_path / f"d{n}" / "cdvae-task2-seed0" / "metrics.csv").open() as f:
+            curves[n] = np.array([float(r["val_loss"]) for r in csv.DictReader(f)])
+    np.testing.assert_allclose(curves[2], curves[1], rtol=0.05)
