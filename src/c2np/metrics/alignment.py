@@ -438,10 +438,11 @@ def align(pred: np.ndarray, zpred: np.ndarray, ref: np.ndarray, zref: np.ndarray
           dense_limit: int = DENSE_LIMIT) -> Alignment:
     """Rigid motion and assignment of ``pred`` onto ``ref`` minimising the objective.
 
-    ``n_starts`` is the least number of candidates refined with full optimal assignment
-    (more for small particles, see ``REFINE_BUDGET``). ``n_starts=None`` skips
-    hypotheses, screening and the coarse stage and fully refines every one of ``starts``
-    (centroids superposed): the brute-force reference the tests compare against.
+    ``n_starts`` is the least number of converged candidates considered for refinement
+    with optimal assignment (more for small particles, see ``REFINE_SCALE``).
+    ``n_starts=None`` skips hypotheses, screening and the coarse stage and fully refines
+    every one of ``starts`` (centroids superposed): the brute-force reference the tests
+    compare against.
     """
     pred, ref = np.asarray(pred, float), np.asarray(ref, float)
     zpred, zref = np.asarray(zpred), np.asarray(zref)
