@@ -251,8 +251,9 @@ EMBED_TOL = 1e-4
 ENV_TOL, ENV_COS_TOL, MIN_SIN = 0.25, 0.1, 0.3
 #: Anchor atoms of S whose environments generate hypotheses.
 N_ANCHORS = 2
-#: Environment hypotheses kept after a first screen on 8 atoms.
-KEEP_ENV = 256
+#: Environment hypotheses kept after a first screen on 8 atoms (besides exact fits), and
+#: the most exact fits of the 64 core atoms checked on the whole particle.
+KEEP_ENV, MAX_EMBED_CHECKS = 256, 64
 #: Candidates converged and considered for refinement: (REFINE_SCALE / n_atoms)^2 of them,
 #: at least MIN_REFINE, at most MAX_REFINE. A refinement costs about n^2 (assignment), so
 #: this keeps the cost flat, and small particles, whose dissimilar pairs have the most
@@ -393,12 +394,15 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
         reach = np.sqrt(((l - cl) ** 2).sum(1).max()) + 1.0
         far = np.linalg.norm(np.einsum("nd,hed->hne", ext, env_r) + env_t[:, None, :] - cl, axis=2).max(1)
         env_r, env_t = env_r[far <= reach], env_t[far <= reach]
-        first = np.argsort(_screen(s[sample[:8]], zs[sample[:8]], trees, env_r, env_t), kind="stable")
-        env_r, env_t = env_r[first[:KEEP_ENV]], env_t[first[:KEEP_ENV]]
+        first = _screen(s[sample[:8]], zs[sample[:8]], trees, env_r, env_t)
+        # Every hypothesis that fits those 8 atoms exactly stays: several lattice
+        # translations can, and only one may carry the whole particle.
+        keep = np.union1d(np.argsort(first, kind="stable")[:KEEP_ENV], np.flatnonzero(first <= EMBED_TOL ** 2))
+        env_r, env_t = env_r[keep], env_t[keep]
     env_scores = _screen(s[sample], zs[sample], trees, env_r, env_t)
     cert = {"hypotheses": n_env + len(starts), "environment_hypotheses": n_env, "refined": 0,
             "best_hits": 0, "exact_embedding": False}
-    for h in np.argsort(env_scores, kind="stable")[:8]:
+    for h in np.argsort(env_scores, kind="stable")[:MAX_EMBED_CHECKS]:
         if env_scores[h] > EMBED_TOL ** 2:
             break
         pairs = _embedding(s, zs, trees, env_r[h], env_t[h])
