@@ -56,7 +56,7 @@ def main() -> None:
         task1_metrics(pred, z, ref.positions, ref.numbers, f)
         w3, c3 = time.perf_counter(), time.process_time()
         print(f"{label:<24} {f'{w1 - w0:.3f} / {c1 - c0:.3f}':>34} {f'{w3 - w2:.3f} / {c3 - c2:.3f}':>36}"
-              f" {m['rmsd']:>9.4f} {str(m['exact_embedding']):>16}")
+              f" {m['rmsd']:>9.4f} {m['exact_embedding']!s:>16}")
     if args.skip_splits:
         return
     print(f"\nwhole-split evaluation, perfect predictions, {args.jobs} processes")

@@ -8,7 +8,14 @@ from c2np.carve import carve
 from c2np.materials.catalogue import load_materials
 from c2np.metrics.alignment import UNMATCHED_PENALTY, _assign_block, align, pair_counts
 from c2np.metrics.lattice import Tolerances, task2_metrics
-from c2np.metrics.structure import hausdorff, hull_volume, rdf, rdf_error, task1_metrics, volume_ratio
+from c2np.metrics.structure import (
+    hausdorff,
+    hull_volume,
+    rdf,
+    rdf_error,
+    task1_metrics,
+    volume_ratio,
+)
 
 
 @pytest.fixture(scope="module")
