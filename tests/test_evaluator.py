@@ -71,7 +71,7 @@ def test_task1_perfect_parquet_and_extxyz(ds, tmp_path):
         m = res["metrics"]
         assert res["n_samples"] == 3
         assert m["rmsd"] < 1e-8 and m["hausdorff"] < 1e-8 and m["rdf_error"] == 0
-        assert m["volume_ratio"] == pytest.approx(1.0)
+        assert m["volume_ratio_error"] < 1e-8 and res["certificate"]["exact_embedding_fraction"] == 1.0
 
 
 def test_task1_rotated_prediction_is_still_perfect(ds):

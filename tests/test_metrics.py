@@ -6,9 +6,16 @@ from scipy.spatial.transform import Rotation
 
 from c2np.carve import carve
 from c2np.materials.catalogue import load_materials
-from c2np.metrics.alignment import _assign_block, align, starting_rotations
+from c2np.metrics.alignment import UNMATCHED_PENALTY, _assign_block, align, pair_counts
 from c2np.metrics.lattice import Tolerances, task2_metrics
-from c2np.metrics.structure import hausdorff, hull_volume, rdf, rdf_error, task1_metrics
+from c2np.metrics.structure import (
+    hausdorff,
+    hull_volume,
+    rdf,
+    rdf_error,
+    task1_metrics,
+    volume_ratio,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +37,8 @@ def test_perfect_prediction_scores_perfect(particles):
     m = task1_metrics(p.positions, p.numbers, p.positions, p.numbers)
     assert m["rmsd"] < 1e-10 and m["hausdorff"] < 1e-10
     assert m["hull_volume_error"] == m["rdf_error"] == m["lev_error"] == m["atom_count_error"] == 0
-    assert m["volume_ratio"] == pytest.approx(1.0)
+    assert m["volume_ratio_error"] == 0 and 0.4 < m["volume_ratio"] < 1.0
+    assert m["exact_embedding"] and m["assignment_exact"]
 
 
 @pytest.mark.parametrize("key", [("KMgH3", 8), ("LiBeH3", 8), ("LiAlH3", 8), ("CsCaH3", 6)])
@@ -62,9 +70,10 @@ def test_missing_atoms_are_scored_by_a_rule(particles):
     m = task1_metrics(p.positions[keep], p.numbers[keep], p.positions, p.numbers)
     assert m["atom_count_error"] == pytest.approx(10 / len(p))
     assert m["matched_fraction"] == pytest.approx(keep.mean())
-    # Matched atoms sit exactly on their references; the 10 missing ones count at the
-    # distance to the nearest predicted atom, so RMSD sees them too.
-    assert 0.1 < m["rmsd"] < 1.0
+    # The rest embeds exactly; each of the 10 missing atoms costs the penalty, so a
+    # correctly placed but too small particle does not score 0.
+    assert m["exact_embedding"]
+    assert m["rmsd"] == pytest.approx(UNMATCHED_PENALTY * np.sqrt(10 / len(p)), rel=1e-9)
     assert m["hausdorff"] > 0.5
 
 
@@ -76,27 +85,119 @@ def test_species_are_respected(particles):
     assert m["rmsd"] > 0.5 or m["matched_fraction"] < 1.0
 
 
-def _brute_force_case(p, seed):
-    pos, z = rigidly_moved(p, seed, noise=0.08)
-    fast = align(pos, z, p.positions, p.numbers)
-    # Every start refined with dense Hungarian assignment + Kabsch, no screening.
-    brute = align(pos, z, p.positions, p.numbers, n_starts=None, dense_limit=10**9)
-    assert fast.rmsd == pytest.approx(brute.rmsd, abs=1e-9)
-    assert fast.rmsd < 0.2  # 0.08 A noise per coordinate: about 0.14 A
-    assert len(starting_rotations(pos, p.positions)) > 4000
+def _pair_residual(al, pred, ref):
+    d = al.apply(pred[al.pred_index]) - ref[al.ref_index]
+    return float(np.sqrt((d ** 2).sum(1).mean()))
 
 
-@pytest.mark.parametrize("key,seed", [(("KMgH3", 6), 0), (("LiBeH3", 6), 1), (("LiAlH3", 6), 2)])
-def test_alignment_equals_brute_force(particles, key, seed):
-    """Screened, sparse search == dense Hungarian + Kabsch from every start (about 10 s each)."""
-    _brute_force_case(particles[key], seed)
+@pytest.fixture(scope="module")
+def all_materials():
+    return load_materials()
+
+
+def _nested_case(material):
+    """R = 6 in 7, 6 in 8 and 7 in 8, same frame and rigidly moved, either side predicted:
+    the smaller particle embeds exactly in the larger (the template baseline's OOD input)."""
+    parts = {r: carve(material.cell, r, name=material.name) for r in (6, 7, 8)}
+    for small, large in ((6, 7), (6, 8), (7, 8)):
+        s, big = parts[small], parts[large]
+        for moved in (False, True):
+            pos, z = rigidly_moved(big, seed=small * 10 + large) if moved else (big.positions, big.numbers)
+            for pred, zp, ref, zr in ((pos, z, s.positions, s.numbers), (s.positions, s.numbers, pos, z)):
+                al = align(pred, zp, ref, zr)
+                case = (material.name, small, large, moved, len(pred) > len(ref))
+                assert _pair_residual(al, pred, ref) < 1e-6, case
+                assert len(al.pred_index) == len(s) and al.certificate["exact_embedding"], case
+                n_unmatched, n_total = pair_counts(zp, zr)
+                assert al.rmsd == pytest.approx(UNMATCHED_PENALTY * np.sqrt(n_unmatched / n_total), abs=1e-6)
+
+
+@pytest.mark.parametrize("index", [0, 17, 40, 58, 77])
+def test_nested_particles_embed_exactly(all_materials, index):
+    """A sample of materials in CI; all 81 below (C2NP_SLOW=1)."""
+    _nested_case(all_materials[index])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("key,seed", [(("CsCaH3", 8), 3), (("LiAlH3", 8), 4), (("LiBeH3", 8), 5)])
-def test_alignment_equals_brute_force_larger(particles, key, seed):
-    assert len(particles[key]) <= 350
-    _brute_force_case(particles[key], seed)
+def test_nested_particles_embed_exactly_every_material(all_materials):
+    assert len(all_materials) == 81
+    for material in all_materials:
+        _nested_case(material)
+
+
+def _dissimilar_pairs(materials, n=20, seed=10):
+    """Seeded pairs of particles of two different materials, R = 6-8, 50-400 atoms each."""
+    rng = np.random.default_rng(seed)
+    pairs = []
+    while len(pairs) < n:
+        a, b = rng.choice(len(materials), 2, replace=False)
+        ra, rb = (int(r) for r in rng.integers(6, 9, 2))
+        pa, pb = carve(materials[a].cell, ra), carve(materials[b].cell, rb)
+        if 50 <= len(pa) <= 400 and 50 <= len(pb) <= 400:
+            pairs.append((pa, pb, int(rng.integers(1 << 30))))
+    return pairs
+
+
+#: Brute force: seeded uniform rotations, each refined to convergence with dense
+#: Hungarian assignment per species + Kabsch (no screening, no shortcuts); fewer in CI.
+BRUTE_STARTS, BRUTE_STARTS_SLOW = 150, 1000
+
+
+def _dissimilar_case(pairs, index, n_starts=BRUTE_STARTS):
+    pa, pb, seed = pairs[index]
+    pos, z = rigidly_moved(pa, seed)
+    fast = align(pos, z, pb.positions, pb.numbers)
+    starts = Rotation.random(n_starts, rng=np.random.default_rng(seed)).as_matrix()
+    brute = align(pos, z, pb.positions, pb.numbers, n_starts=None, starts=starts, dense_limit=10**9)
+    assert fast.rmsd <= brute.rmsd + 1e-3, (index, fast.rmsd, brute.rmsd)
+    # The reported value is the objective at the returned motion and pairs.
+    n_unmatched, n_total = pair_counts(z, pb.numbers)
+    pair_sq = _pair_residual(fast, pos, pb.positions) ** 2 * len(fast.pred_index)
+    assert fast.rmsd == pytest.approx(np.sqrt((pair_sq + n_unmatched * UNMATCHED_PENALTY ** 2) / n_total))
+
+
+@pytest.fixture(scope="module")
+def dissimilar_pairs(all_materials):
+    return _dissimilar_pairs(all_materials)
+
+
+@pytest.mark.parametrize("index", [0, 6, 13])
+def test_dissimilar_pairs_match_brute_force(dissimilar_pairs, index):
+    """A few of the 20 pairs in CI (a few seconds each); all 20 below (C2NP_SLOW=1)."""
+    _dissimilar_case(dissimilar_pairs, index)
+
+
+#: Pairs where the search is known to stop above the 1,000-start brute force (issue 10
+#: is open on them): index -> how far above, measured.
+KNOWN_MISSES = {12: "LiAlH3 R=8 (275 atoms) in NaFeH3 R=8 (284): 2.4372 vs 2.4303 A, a basin "
+                    "reached by 1 of the 1,000 brute-force starts"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", [pytest.param(i, marks=pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[i]))
+                                   if i in KNOWN_MISSES else i for i in range(20)])
+def test_dissimilar_pairs_match_brute_force_all(dissimilar_pairs, index):
+    _dissimilar_case(dissimilar_pairs, index, BRUTE_STARTS_SLOW)
+
+
+def test_noisy_copy_matches_brute_force(particles):
+    """A noisy, rotated, permuted copy: the search reaches the brute force's optimum."""
+    p = particles[("LiBeH3", 6)]
+    pos, z = rigidly_moved(p, 2, noise=0.08)
+    fast = align(pos, z, p.positions, p.numbers)
+    starts = Rotation.random(100, rng=np.random.default_rng(0)).as_matrix()
+    brute = align(pos, z, p.positions, p.numbers, n_starts=None, starts=starts, dense_limit=10**9)
+    assert fast.rmsd == pytest.approx(brute.rmsd, abs=1e-9)
+    assert fast.rmsd < 0.2 and not fast.certificate["exact_embedding"]
+
+
+def test_volume_ratio_measures_shape_not_size(particles):
+    p = particles[("KMgH3", 8)].positions
+    assert volume_ratio(p * 1.7) == pytest.approx(volume_ratio(p))
+    ball = np.random.default_rng(0).normal(size=(4000, 3))
+    ball /= np.linalg.norm(ball, axis=1, keepdims=True)
+    assert 0.9 < volume_ratio(ball) <= 1.0  # points on a sphere fill it (up to facets)
+    assert volume_ratio(np.vstack([p, [[40.0, 0, 0]]])) < 0.2 * volume_ratio(p)  # one stray atom
 
 
 def test_assignment_shortcuts_are_exact():

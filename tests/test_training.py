@@ -180,7 +180,8 @@ def test_loss_column_reaches_result_and_report(small_store, tmp_path):
     assert res.exit_code == 0, res.output
     md = (tmp_path / "rep" / "report.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| model"))
-    assert header.split("|")[2].strip().startswith("loss")  # the first column, as in Table 5
+    cols = [c.strip() for c in header.split("|")[1:-1]]
+    assert cols[:3] == ["model", "split", "samples"] and cols[3].startswith("Loss")  # first metric, as in Table 5
     assert "symat [sample 1]" in md and f"{test_loss['loss']:.3g}" in md
 
 

@@ -19,6 +19,7 @@ import c2np
 from c2np.errors import C2NPError
 from c2np.evaluation import predictions as P
 from c2np.metrics import METRICS
+from c2np.metrics.alignment import UNMATCHED_PENALTY
 from c2np.metrics.lattice import Tolerances, task2_metrics
 from c2np.metrics.structure import task1_metrics
 from c2np.progress import map_with_progress
@@ -66,7 +67,8 @@ class Evaluator:
            "one row per config_id of Evaluator.targets()",
     }
     expected_output_format = ("dict: task, split, split_scheme, n_samples, metrics (overall), per_radius, "
-                              "tolerances, store_fingerprint (SHA-256 over the store files as read), store_verified, "
+                              "tolerances (Task 2), certificate (Task 1), "
+                              "store_fingerprint (SHA-256 over the store files as read), store_verified, "
                               "build_fingerprint (config + unit cells), c2np_version, model, seed, seconds")
 
     def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
@@ -164,8 +166,10 @@ class Evaluator:
         scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
         return {"metrics": _mean(scores), "per_radius": per_radius,
-                "assignment_exact_fraction": float(scores["assignment_exact"].mean()),
+                "certificate": _certificate(scores),
                 "definitions": {"rdf": "g(r), 0-6 A, 0.05 A bins", "lev_cutoff_A": 3.0,
+                                "rmsd_unmatched_penalty_A": UNMATCHED_PENALTY,
+                                "volume_ratio": "hull volume / (4/3 pi r^3), r = largest atom distance from the centroid",
                                 "alignment": "see docs/metrics.md"}}
 
     @staticmethod
@@ -188,6 +192,16 @@ class Evaluator:
 
 def _mean(frame: pd.DataFrame) -> dict:
     return {k: float(frame[k].mean()) for k in _T1_KEYS}
+
+
+def _certificate(scores: pd.DataFrame) -> dict:
+    """How the RMSD optima of a split were established (docs/metrics.md, Certificate)."""
+    return {"assignment_exact_fraction": float(scores["assignment_exact"].mean()),
+            "exact_embedding_fraction": float(scores["exact_embedding"].mean()),
+            "hypotheses_min": int(scores["hypotheses"].min()),
+            "refined_min": int(scores["refined"].min()),
+            "refined_mean": float(scores["refined"].mean()),
+            "best_reached_twice_fraction": float((scores["best_hits"] >= 2).mean())}
 
 
 def load_result(path: str | Path) -> dict:

@@ -21,11 +21,13 @@ class MetricInfo:
 
 
 METRICS: dict[str, MetricInfo] = {m.name: m for m in (
-    MetricInfo("rmsd", 1, "A", True, "RMSD after optimal rigid alignment and same-species assignment"),
+    MetricInfo("rmsd", 1, "A", True, "RMSD after optimal rigid alignment and same-species assignment, "
+                                     "each unmatched atom at 3 A (the minimised objective)"),
     MetricInfo("hausdorff", 1, "A", True, "symmetric Hausdorff distance after the same alignment"),
     MetricInfo("hull_volume_error", 1, "1", True, "|V_pred - V_ref| / V_ref of convex hulls"),
-    MetricInfo("volume_ratio_error", 1, "1", True, "|V_pred / V_ref - 1| (ranking form of the volume ratio)"),
-    MetricInfo("volume_ratio", 1, "1", False, "V_pred / V_ref (1 is ideal; not ranked, see volume_ratio_error)"),
+    MetricInfo("volume_ratio_error", 1, "1", True, "|volume_ratio_pred - volume_ratio_ref| (shape, not size)"),
+    MetricInfo("volume_ratio", 1, "1", False, "hull volume / (4/3 pi r^3), r the particle's own radius "
+                                              "(how fully it fills its sphere; not ranked)"),
     MetricInfo("rdf_error", 1, "1", True, "relative L1 distance between g(r) histograms"),
     MetricInfo("lev_error", 1, "1", True, "|Var(CN)_pred - Var(CN)_ref|, CN within 3 A"),
     MetricInfo("atom_count_error", 1, "1", True, "|N_pred - N_ref| / N_ref"),

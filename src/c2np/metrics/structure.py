@@ -8,7 +8,7 @@ import numpy as np
 from scipy.spatial import ConvexHull, cKDTree
 from scipy.spatial import QhullError
 
-from c2np.metrics.alignment import align
+from c2np.metrics.alignment import align, objective, pair_counts
 
 #: RDF: pair distances up to R_MAX (Angstrom) in bins of width DR.
 RDF_R_MAX = 6.0
@@ -23,6 +23,7 @@ class ParticleFeatures:
 
     n_atoms: int
     hull_volume: float
+    volume_ratio: float
     rdf: np.ndarray
     cn_variance: float
 
@@ -35,6 +36,17 @@ def hull_volume(positions: np.ndarray) -> float:
         return float(ConvexHull(positions).volume)
     except QhullError:
         return 0.0
+
+
+def volume_ratio(positions: np.ndarray, volume: float | None = None) -> float:
+    """Hull volume over the volume of the particle's own sphere, 4/3 pi r^3 with r the
+    largest distance of an atom from the centroid: how fully the particle fills its
+    sphere (a shape measure, unchanged by scaling; 0 for fewer than 4 atoms)."""
+    if len(positions) < 4:
+        return 0.0
+    volume = hull_volume(positions) if volume is None else volume
+    r = np.sqrt(((positions - positions.mean(0)) ** 2).sum(1).max())
+    return float(volume / (4.0 / 3.0 * np.pi * r ** 3)) if r > 0 else 0.0
 
 
 def rdf(positions: np.ndarray, r_max: float = RDF_R_MAX, dr: float = RDF_DR) -> np.ndarray:
@@ -61,7 +73,8 @@ def coordination_variance(positions: np.ndarray, cutoff: float = CN_CUTOFF) -> f
 def features(positions: np.ndarray) -> ParticleFeatures:
     """Descriptors of a particle used by :func:`task1_metrics`."""
     positions = np.asarray(positions, float)
-    return ParticleFeatures(len(positions), hull_volume(positions), rdf(positions),
+    volume = hull_volume(positions)
+    return ParticleFeatures(len(positions), volume, volume_ratio(positions, volume), rdf(positions),
                             coordination_variance(positions))
 
 
@@ -86,36 +99,23 @@ def task1_metrics(pred_pos: np.ndarray, pred_z: np.ndarray, ref_pos: np.ndarray,
     ref_f = features(ref_pos) if ref_features is None else ref_features
     pred_f = features(pred_pos)
     out = {"atom_count_error": abs(len(pred_pos) - len(ref_pos)) / max(len(ref_pos), 1),
-           "volume_ratio": pred_f.hull_volume / ref_f.hull_volume if ref_f.hull_volume > 0 else float("nan"),
            "hull_volume_error": (abs(pred_f.hull_volume - ref_f.hull_volume) / ref_f.hull_volume
                                  if ref_f.hull_volume > 0 else float("nan")),
+           "volume_ratio": pred_f.volume_ratio,
+           "volume_ratio_error": abs(pred_f.volume_ratio - ref_f.volume_ratio),
            "rdf_error": rdf_error(pred_f.rdf, ref_f.rdf),
-           "volume_ratio_error": (abs(pred_f.hull_volume / ref_f.hull_volume - 1.0)
-                                  if ref_f.hull_volume > 0 else float("nan")),
            "lev_pred": pred_f.cn_variance, "lev_ref": ref_f.cn_variance,
            "lev_error": abs(pred_f.cn_variance - ref_f.cn_variance)}
     if len(pred_pos) == 0:
-        out.update(rmsd=float("inf"), hausdorff=float("inf"), matched_fraction=0.0, assignment_exact=True)
+        out.update(rmsd=objective(0.0, *pair_counts(np.asarray(pred_z), np.asarray(ref_z))),
+                   hausdorff=float("inf"), matched_fraction=0.0, assignment_exact=True,
+                   exact_embedding=False, hypotheses=0, refined=0, best_hits=0)
         return out
     al = align(pred_pos, pred_z, ref_pos, ref_z)
     moved = al.apply(pred_pos)
-    out["rmsd"] = _rmsd_all_atoms(moved, ref_pos, al.pred_index, al.ref_index)
+    out["rmsd"] = al.rmsd
     out["hausdorff"] = hausdorff(moved, ref_pos)
     out["matched_fraction"] = len(al.ref_index) / max(len(ref_pos), 1)
-    out["assignment_exact"] = bool(al.exact)
+    out.update({k: al.certificate[k] for k in ("assignment_exact", "exact_embedding", "hypotheses",
+                                                "refined", "best_hits")})
     return out
-
-
-def _rmsd_all_atoms(moved: np.ndarray, ref: np.ndarray, ip: np.ndarray, iq: np.ndarray) -> float:
-    """RMSD over every atom of both particles: matched pairs by their pair distance,
-    unmatched atoms (surplus of a species, or a species absent from the other side) by
-    the distance to the nearest atom of the other particle. Equal counts and species:
-    the plain RMSD of the optimal assignment."""
-    sq = list(np.sum((moved[ip] - ref[iq]) ** 2, axis=1))
-    extra_p = np.setdiff1d(np.arange(len(moved)), ip)
-    extra_q = np.setdiff1d(np.arange(len(ref)), iq)
-    if len(extra_p):
-        sq.extend(cKDTree(ref).query(moved[extra_p])[0] ** 2)
-    if len(extra_q):
-        sq.extend(cKDTree(moved).query(ref[extra_q])[0] ** 2)
-    return float(np.sqrt(np.mean(sq)))
