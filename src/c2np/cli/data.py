@@ -190,6 +190,7 @@ def materials_check(
     """
     import pandas as pd
 
+    from c2np.analysis.stats_tables import _markdown
     from c2np.materials.catalogue import bundled_dir, load_materials, sites
     from c2np.materials.validity import check_cell
 
@@ -228,7 +229,7 @@ def materials_check(
     else:
         text = {"csv": lambda: table.to_csv(index=False),
                 "json": lambda: table.to_json(orient="records", indent=1),
-                "md": lambda: table.to_markdown(index=False)}[fmt]()
+                "md": lambda: _markdown(table)}[fmt]()
         if out:
             out.write_text(text + "\n")
         else:
