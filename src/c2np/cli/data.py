@@ -258,7 +258,7 @@ def materials_relax(
     cubic and Pnma cells; then apply the label policy (docs/materials.md): symmetrise
     each at symprec 0.1 A and re-relax, prefer a corner-sharing octahedral perovskite
     within 25 meV/atom of the lowest energy, and the higher symmetry within 5 meV/atom.
-    About 90 s per composition on one core.
+    17-330 s per composition on one core (median 60 s, measured on the lent GPU machine).
     """
     try:
         import chgnet  # noqa: F401
