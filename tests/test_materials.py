@@ -64,3 +64,109 @@ def test_chgnet_relaxation_reproduces_a_bundled_cell(tmp_path):
     (ref,) = load_materials(names=["KMgH3"])
     assert space_group(result.atoms).number == space_group(ref.cell).number
     np.testing.assert_allclose(result.atoms.cell.cellpar(), ref.cell.cell.cellpar(), rtol=2e-3)
+
+
+@pytest.fixture(scope="module")
+def checks(table):
+    from c2np.materials.validity import check_cell
+
+    mats = {m.name: m for m in load_materials()}
+    return {r["name"]: check_cell(mats[r["name"]].cell, r["A"], r["B"])
+            for r in table.to_dict("records")}
+
+
+def test_every_label_is_stable_over_the_policy_range(table):
+    from c2np.symmetry import LABEL_SYMPREC_RANGE
+
+    lo, hi = LABEL_SYMPREC_RANGE
+    assert lo <= 1e-3 and hi >= 0.02  # the floor: no label on a < 0.02 A distortion
+    for m, row in zip(load_materials(), table.to_dict("records")):
+        assert space_group(m.cell, lo).number == space_group(m.cell, hi).number \
+            == row["spacegroup_number"], m.name
+
+
+def test_validity_columns_match_a_fresh_check(table, checks):
+    for row in table.to_dict("records"):
+        c = checks[row["name"]]
+        assert c.label_stable, row["name"]
+        assert (row["b_coordination"], bool(row["corner_sharing"]), row["octahedral_cation"]) \
+            == (c.b_coordination, c.corner_sharing, c.octahedral_cation), row["name"]
+        np.testing.assert_allclose(pd.to_numeric(pd.Series([row["b_h_min"], row["tilt"],
+                                                            row["symprec_max"]]), errors="coerce"),
+                                   [c.b_h_min, c.tilt, c.symprec_max], rtol=1e-3,
+                                   atol=1e-6, equal_nan=True, err_msg=row["name"])
+
+
+def test_every_non_perovskite_cell_carries_a_reason(table, checks):
+    unexplained = [n for n, c in checks.items() if not c.octahedral
+                   and "not a perovskite" not in table.set_index("name").loc[n, "selection"]]
+    assert unexplained == []
+    octahedral = [n for n, c in checks.items() if c.octahedral]
+    assert len(octahedral) >= 50
+
+
+def test_lisrh3_is_the_known_inverse_perovskite(checks, table):
+    # SrLiH3: Li on the octahedral site, cubic Pm-3m.
+    c = checks["LiSrH3"]
+    assert c.octahedral_cation == "Li" and c.octahedral and c.spacegroup_number == 221
+
+
+def test_validity_of_textbook_structures():
+    from c2np.materials.validity import check_cell
+
+    built = dict(candidates("Ba", "Ni"))
+    by_name = {p.name: a for p, a in built.items()}
+    cubic = check_cell(by_name["cubic-Pm-3m"], "Ba", "Ni")
+    assert (cubic.b_coordination, cubic.corner_sharing, cubic.spacegroup_number) == (6, True, 221)
+    assert cubic.tilt == pytest.approx(0, abs=1e-9) and cubic.label_stable
+    assert check_cell(by_name["orthorhombic-Pnma"], "Ba", "Ni").tilt > 0.1
+    # 2H stacking: six H around Ni, but the octahedra share faces.
+    hexa = check_cell(by_name["hexagonal-2H-P6_3/mmc"], "Ba", "Ni")
+    assert hexa.b_coordination == 6 and not hexa.corner_sharing and not hexa.octahedral
+
+
+def test_tolerance_factor_uses_shannon_radii():
+    from c2np.materials.validity import H_MINUS_RADIUS, tolerance_factor
+
+    # Na+ (XII) 1.39 A, Mg2+ (VI) 0.72 A.
+    expect = (1.39 + H_MINUS_RADIUS) / (np.sqrt(2) * (0.72 + H_MINUS_RADIUS))
+    assert tolerance_factor("Na", "Mg") == pytest.approx(expect)
+    assert np.isnan(tolerance_factor("Zr", "Cd"))  # no charge-balanced Zr assignment
+
+
+def test_selection_rule_prefers_perovskite_then_symmetry():
+    from c2np.materials.relax import PEROVSKITE_WINDOW, SYMMETRY_WINDOW, choose
+
+    def cand(e, octa=True, rot=8, n=20, sg=62, fits=True):
+        return {"energy_per_atom_eV": e, "octahedral": octa, "rotations": rot,
+                "atoms_per_cell": n, "spacegroup": sg, "fits": fits}
+
+    tilted = cand(-1.0)
+    cubic = cand(-1.0 + SYMMETRY_WINDOW / 2, rot=48, n=5, sg=221)
+    assert choose({"Pnma": tilted, "cubic": cubic})[0] == "cubic"
+    far = cand(-1.0 + 2 * SYMMETRY_WINDOW, rot=48, n=5, sg=221)
+    assert choose({"Pnma": tilted, "cubic": far})[0] == "Pnma"
+    flat = cand(-1.0 - PEROVSKITE_WINDOW / 2, octa=False)
+    win, why = choose({"flat": flat, "Pnma": tilted})
+    assert win == "Pnma" and "perovskite preferred" in why
+    deep = cand(-1.0 - 2 * PEROVSKITE_WINDOW, octa=False)
+    win, why = choose({"deep": deep, "Pnma": tilted})
+    assert win == "deep" and "not a perovskite" in why
+    small = cand(-2.0, rot=48, n=5, sg=221, fits=False)
+    win, why = choose({"small": small, "Pnma": tilted})
+    assert win == "Pnma" and "too small" in why
+
+
+def test_materials_check_cli(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+
+    out = tmp_path / "check.json"
+    res = CliRunner().invoke(app, ["materials", "check", "--format", "json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())
+    assert len(rows) == 81 and all(r["label_stable"] for r in rows)
+    assert CliRunner().invoke(app, ["materials", "check", "--format", "xml"]).exit_code == 2

@@ -182,7 +182,7 @@ def test_loss_column_reaches_result_and_report(small_store, tmp_path):
     header = next(line for line in md.splitlines() if line.startswith("| model"))
     cols = [c.strip() for c in header.split("|")[1:-1]]
     assert cols[:3] == ["model", "split", "samples"] and cols[3].startswith("Loss")  # first metric, as in Table 5
-    assert "symat [sample 1]" in md and f"{test_loss['loss']:.3g}" in md
+    assert "(1/radius)" in md and f"{test_loss['loss']:.3g}" in md  # the sample is marked
 
 
 def test_plot_run_reports_a_missing_run(tmp_path):

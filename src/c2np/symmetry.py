@@ -26,6 +26,11 @@ spglib.error.OLD_ERROR_HANDLING = False
 
 #: Default distance tolerance (Angstrom) for symmetry detection.
 SYMPREC = 1e-3
+#: The label policy (docs/materials.md): every bundled cell's space group is the same
+#: at both ends of this symprec range (Angstrom), so no label rests on a distortion that
+#: CHGNet cannot resolve. Task 2 targets are read at the upper end.
+LABEL_SYMPREC_RANGE = (1e-3, 0.1)
+LABEL_SYMPREC = LABEL_SYMPREC_RANGE[1]
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,16 @@ from ase import Atoms
 
 from c2np.errors import InvalidStructureError, UnknownMaterialError
 from c2np.materials.cif import check_material_name, read_cif
-from c2np.symmetry import SYMPREC, space_group
+from c2np.symmetry import LABEL_SYMPREC, space_group
 
 #: Columns of ``materials.csv``, in order.
 COLUMNS = ("name", "formula", "A", "B", "spacegroup_number", "spacegroup_symbol",
            "a", "b", "c", "alpha", "beta", "gamma", "volume", "atoms_per_cell",
-           "prototype", "energy_per_atom_eV", "source", "method")
+           "prototype", "energy_per_atom_eV",
+           # Structural validity and label stability (c2np.materials.validity).
+           "octahedral_cation", "b_coordination", "b_h_min", "b_h_max", "next_h",
+           "corner_sharing", "tolerance_factor", "tilt", "symprec_min", "symprec_max",
+           "selection", "source", "method")
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def bundled_dir() -> Path:
 def describe(name: str, cell: Atoms, **extra: object) -> dict:
     """One ``materials.csv`` row computed from a unit cell (lattice, symmetry, formula)."""
     a, b, c, alpha, beta, gamma = (float(x) for x in cell.cell.cellpar())
-    sg = space_group(cell, SYMPREC)
+    sg = space_group(cell, LABEL_SYMPREC)
     row = {"name": name, "formula": cell.get_chemical_formula(mode="metal", empirical=True),
            "A": extra.pop("A", ""), "B": extra.pop("B", ""),
            "spacegroup_number": sg.number, "spacegroup_symbol": sg.symbol,
@@ -59,6 +63,18 @@ def describe(name: str, cell: Atoms, **extra: object) -> dict:
            "volume": float(cell.cell.volume), "atoms_per_cell": len(cell)}
     row.update(extra)
     return {k: row.get(k, "") for k in COLUMNS}
+
+
+def sites(cell: Atoms) -> tuple[str, str]:
+    """(A, B) of a user's ABH3 cell: the larger cation (covalent radius) is A."""
+    from ase.data import atomic_numbers, covalent_radii
+
+    metals = sorted({s for s in cell.get_chemical_symbols() if s != "H"},
+                    key=lambda s: -covalent_radii[atomic_numbers[s]])
+    if len(metals) != 2:
+        raise InvalidStructureError(
+            f"{cell.get_chemical_formula()}: an ABH3 cell needs exactly two cation species")
+    return metals[0], metals[1]
 
 
 def load_materials(cif_dir: Path | None = None, names: list[str] | None = None) -> list[Material]:

@@ -75,16 +75,40 @@ def _p4mbm(a: str, b: str, ap: float) -> Atoms:
                    spacegroup=127, cellpar=[r2, r2, ap, 90, 90, 90])
 
 
+def _hex2h(a: str, b: str, ap: float) -> Atoms:
+    # BaNiO3 type (2H): columns of face-sharing octahedra, the stacking large A-site
+    # cations prefer when the tolerance factor exceeds 1.
+    return crystal([a, b, "H"], [(1 / 3, 2 / 3, 0.75), (0, 0, 0), (0.15, 0.30, 0.25)],
+                   spacegroup=194, cellpar=[math.sqrt(2) * ap, math.sqrt(2) * ap,
+                                            1.25 * ap, 90, 90, 120])
+
+
 PROTOTYPES: tuple[Prototype, ...] = (
     Prototype("cubic-Pm-3m", 221, _cubic),
     Prototype("orthorhombic-Pnma", 62, _pnma),
     Prototype("rhombohedral-R-3c", 167, _r3c),
     Prototype("tetragonal-I4/mcm", 140, _i4mcm),
     Prototype("tetragonal-P4/mbm", 127, _p4mbm),
+    Prototype("hexagonal-2H-P6_3/mmc", 194, _hex2h),
 )
+#: Prototypes also tried with the two cations' sites swapped when the named B is an
+#: alkaline-earth metal larger than the named A, as in the known inverse perovskite
+#: SrLiH3 (Li on the octahedral site), listed under the name LiSrH3.
+INVERSE = ("cubic-Pm-3m", "orthorhombic-Pnma")
+INVERSE_B = ("Ca", "Sr", "Ba")
 
 
 def candidates(a_site: str, b_site: str) -> list[tuple[Prototype, Atoms]]:
-    """Build every prototype for the composition ``A B H3``."""
+    """Build every prototype for the composition ``A B H3``.
+
+    Inverse candidates (named ``inverse-...``: B on the 12-coordinated site, A on the
+    octahedral one) are added for an alkaline-earth B larger than A (see ``INVERSE``).
+    """
     ap = pseudo_cubic_estimate(a_site, b_site)
-    return [(p, p.build(a_site, b_site, ap)) for p in PROTOTYPES]
+    out = [(p, p.build(a_site, b_site, ap)) for p in PROTOTYPES]
+    if b_site in INVERSE_B and (covalent_radii[atomic_numbers[a_site]]
+                                 < covalent_radii[atomic_numbers[b_site]]):
+        ap_inv = pseudo_cubic_estimate(b_site, a_site)
+        out += [(Prototype(f"inverse-{p.name}", p.spacegroup, p.build), p.build(b_site, a_site, ap_inv))
+                for p in PROTOTYPES if p.name in INVERSE]
+    return out

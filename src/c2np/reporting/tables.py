@@ -65,20 +65,6 @@ def samples_text(result: dict) -> str:
 #: Columns a learned model's run adds beside the metrics: its own loss on the test
 #: split (Table 5's Loss, normalised like a metric) and the time per epoch (kept raw).
 RUN_COLUMNS = ("loss", "time_per_epoch")
-_SAMPLE_MARK = " [sample "
-
-
-def model_label(result: dict) -> str:
-    """The model's name, marked ``[sample k]`` when it was scored on a seeded sample, so
-    that every table (the Table 5 scores too, which have no samples column) says so."""
-    name = result.get("model") or "unnamed"
-    sample = result.get("sample")
-    if sample:
-        k = next((v for key, v in sample.items() if key != "seed"), "?")
-        if isinstance(k, list):
-            k = f"{len(k)} materials"
-        name = f"{name}{_SAMPLE_MARK}{k}]"
-    return name
 
 
 def runs_frame(results: list[dict]) -> pd.DataFrame:
@@ -89,7 +75,7 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         row = {"scheme": scheme_of(r), "task": r["task"], "split": r["split"],
-               "model": model_label(r), "seed": r.get("seed"), "samples": samples_text(r)}
+               "model": r.get("model") or "unnamed", "seed": r.get("seed"), "samples": samples_text(r)}
         row.update(r["metrics"])
         row.update({c: r[c] for c in RUN_COLUMNS if c in r})
         rows.append(row)
@@ -142,7 +128,7 @@ def summary_tables(runs: pd.DataFrame) -> dict[tuple[int, str], tuple[pd.DataFra
 
 def table5_reason(models: list[str]) -> str | None:
     """Why the Table 5 scores of these models are not shown, or None if they are."""
-    learned = [m for m in models if m.split(_SAMPLE_MARK)[0] not in REFERENCE_MODELS]
+    learned = [m for m in models if m not in REFERENCE_MODELS]
     if len(learned) >= TABLE5_MIN_LEARNED:
         return None
     return (f"Table 5 scores not shown: they rank models against each other and need at least "
@@ -273,6 +259,7 @@ def report_tables(results: list[dict]) -> list[tuple[str, list[str], list, str |
 def _scheme_tables(scheme: str, results: list[dict]) -> list[tuple[str, list[str], list, str | None]]:
     runs = runs_frame(results)
     tables = summary_tables(runs)
+    samples_of = runs.groupby(["model", "split"])["samples"].first().to_dict()
     out = []
     for task in sorted({t for t, _ in tables}):
         blocks, samples = _raw_blocks(runs, task, tables)
@@ -286,6 +273,9 @@ def _scheme_tables(scheme: str, results: list[dict]) -> list[tuple[str, list[str
         reason = table5_reason(list(norm.index))
         if reason is None:
             metrics, rows = _grid([(None, norm)], normalised=True, task=task)
+            # this table has no samples column: a model scored on a sample says so by name
+            rows = [([f"{lead[0]} [sample]" if "(" in samples_of[(lead[0], split)] else lead[0]], cells)
+                    for lead, cells in rows]
             out.append((f"Task {task}, {split_label(scheme, split)}: Table 5 scores (higher is better; time raw)",
                         ["model", *_header(metrics, task, True)], rows, None))
         else:

@@ -34,7 +34,7 @@ from ase import Atoms
 from scipy.spatial import cKDTree
 
 from c2np.errors import C2NPError, InvalidStructureError
-from c2np.symmetry import space_group, standardize
+from c2np.symmetry import LABEL_SYMPREC_RANGE, space_group, standardize
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def _fold(pos, numbers, basis, origin, tolerance):
 def recover_lattice(atoms: Atoms, tolerance: float = 0.5, min_match: float = 0.9,
                     max_translation: float = 20.0, margin: float = 1.0,
                     noise_factor: float = 2.0, residual_floor: float = 1e-3,
-                    symprec_floor: float = 1e-3) -> Recovered:
+                    symprec_floor: float = LABEL_SYMPREC_RANGE[0]) -> Recovered:
     """Recover the conventional lattice and space group of a (rotated) particle.
 
     ``tolerance`` (A) is the matching distance for translations and sites, ``min_match``
@@ -203,7 +203,9 @@ def recover_lattice(atoms: Atoms, tolerance: float = 0.5, min_match: float = 0.9
     origin = pos[np.argmin(np.linalg.norm(pos - centre, axis=1))]
     frac, z, scatter, _ = _fold(pos[near], numbers[near], basis, origin, tolerance)
     cell = Atoms(numbers=z, cell=basis, scaled_positions=frac, pbc=True)
-    symprec = max(symprec_floor, min(4.0 * scatter, 0.25))
+    # Every bundled label is stable over LABEL_SYMPREC_RANGE and only over it, so the
+    # tolerance scaled to the noise stays inside that range.
+    symprec = max(symprec_floor, min(4.0 * scatter, LABEL_SYMPREC_RANGE[1]))
     try:
         std = standardize(cell, symprec)
         number = space_group(cell, symprec).number
