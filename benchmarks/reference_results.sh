@@ -10,17 +10,19 @@
 # per radius; "-" = every (material, R); "x" = no Task 1 rows) and the analytic Task 2
 # sample (k configurations per (material, R)); template and mean Task 2 always score
 # every configuration.
-# The radius scheme takes about 40 minutes on 2 idle cores (the committed rows came from
-# 16 cores); the materials scheme took 57 minutes (build 3.5) on the shared 2-core dev machine.
+# A2_ID / A2_OOD set the analytic Task 2 sample of the radius scheme (configurations per
+# (material, R); default 10 and 20, about 40 minutes on 2 idle cores, or minutes on 16);
+# A2_SEEN that of the seen materials in the materials scheme (default 1).
 #   bash benchmarks/reference_results.sh [JOBS] [SCHEMES]     # SCHEMES: "radius materials" (default)
+#   A2_ID=1 A2_OOD=1 SWEEP=0 bash benchmarks/reference_results.sh 2   # how the committed rows were made
 set -euo pipefail
 jobs=${1:-0}
 schemes=${2:-radius materials}
 
-plan_radius="id - 10
-ood - 20"
-plan_materials="id 10 1
-ood 10 1
+plan_radius="id - ${A2_ID:-10}
+ood - ${A2_OOD:-20}"
+plan_materials="id 10 ${A2_SEEN:-1}
+ood 10 ${A2_SEEN:-1}
 unseen_id - 2
 unseen_ood - 2
 unseen_train x 1"
@@ -50,7 +52,9 @@ for scheme in $schemes; do
       c2np build c2np-store -q -j "$jobs"
       run_scheme c2np-store results "$plan_radius"
       materials=$(python3 -c "import c2np; print(','.join(c2np.open_dataset('c2np-store').material_names()[::9]))")
-      c2np sweep --store c2np-store --out results --per-group 1 --materials "$materials" -j "$jobs" -q ;;
+      if [ "${SWEEP:-1}" = 1 ]; then  # SWEEP=0 keeps results/noise_sweep.*
+        c2np sweep --store c2np-store --out results --per-group 1 --materials "$materials" -j "$jobs" -q
+      fi ;;
     materials)
       c2np build c2np-store-materials --split-scheme materials -q -j "$jobs"
       mkdir -p results/materials

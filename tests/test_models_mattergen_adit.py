@@ -226,6 +226,9 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path, nam
     for task, split in [(2, "ood"), (1, "id")]:
         args = [f"--set=model.{k}={v}" for k, v in sets[task].items()]
         args += ["--set", "train.epochs=2", "--set", "train.radii=[8]"]
+        if task == 1:  # Task 1 validates on a held-out training radius (9 of the small store's 8, 9)
+            args[-1] = "train.radii=[8, 9]"
+            args += ["--set", "train.val_radii=[9]"]
         res = runner.invoke(app, ["train", "--task", str(task), "--model", name, "--store", str(small_store),
                                   "--out", str(runs), "-q", *args])
         assert res.exit_code == 0, res.output

@@ -51,7 +51,7 @@ WIDTH, DECIMALS = 15, 8
 XYZ_LINE_BYTES = 2 + 3 * (1 + WIDTH) + 1
 #: Marker file at the top of an XYZ export folder while the export is unfinished.
 INCOMPLETE = "EXPORT_INCOMPLETE"
-#: Rotations formatted at once: bounds the buffer (164 x 18,004 atoms x 51 B = 150 MB).
+#: Rotations formatted at once: bounds the buffer (164 x 18,251 atoms x 51 B = 153 MB).
 CHUNK_ROTATIONS = 16
 
 _SYMBOLS = np.array(chemical_symbols, dtype=object)

@@ -3,7 +3,7 @@
 DiffCSP's CSPNet (jiaor17/DiffCSP, ``cspnet.py``; FlowMM reuses it) passes messages over
 the atoms of one periodic cell, fully connected, with edge inputs [h_i, h_j, L L^T,
 Fourier features of the fractional difference f_j - f_i] and reads the coordinate output
-in fractional units. A particle has up to 18,004 atoms and no periodicity, so here:
+in fractional units. A particle has up to 18,251 atoms and no periodicity, so here:
 
 - edges are a radius graph (``cutoff``) capped at the ``max_neighbors`` nearest atoms of
   each target (DiffCSP's own "knn" edge style with its 7 A / 20 neighbours), which keeps
@@ -27,22 +27,7 @@ from torch_geometric.utils import scatter
 
 from c2np.models.batches import Task1Batch
 from c2np.models.components import MAX_Z, fourier_features, mlp, sinusoidal
-from c2np.models.graph import radius_edges
-
-
-def nearest_edges(edge_index: torch.Tensor, length: torch.Tensor, n_nodes: int, k: int) -> torch.Tensor:
-    """Indices of the edges to keep so that every target keeps its ``k`` shortest edges.
-
-    Two stable sorts (by length, then by target) rank each target's edges; O(E log E),
-    on the edges' device, deterministic for tied lengths.
-    """
-    order = torch.sort(length, stable=True).indices
-    order = order[torch.sort(edge_index[1, order], stable=True).indices]
-    tgt = edge_index[1, order]
-    counts = torch.bincount(tgt, minlength=n_nodes)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(order), device=order.device) - starts[tgt]
-    return order[rank < k]
+from c2np.models.graph import nearest_edges, radius_edges
 
 
 class CSPLayer(nn.Module):

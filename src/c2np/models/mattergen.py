@@ -37,7 +37,7 @@ from torch_geometric.nn.models.schnet import GaussianSmearing
 
 from c2np.models.batches import Task1Batch
 from c2np.models.components import MAX_Z, mlp, sinusoidal
-from c2np.models.graph import radius_edges
+from c2np.models.graph import nearest_edges, radius_edges
 from c2np.models.schedules import beta_polynomial, ve_sigma, vp_marginal
 from c2np.models.task1_base import SampleStart, Task1Generator
 from c2np.models.task2_base import LatticeGenerator
@@ -46,7 +46,7 @@ from c2np.models.task2_base import LatticeGenerator
 MASK = 0
 
 
-def nearest_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, k: int) -> torch.Tensor:
+def capped_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, k: int) -> torch.Tensor:
     """Radius-graph edges keeping at most the ``k`` nearest sources of every target atom
     (MatterGen's ``max_neighbors``): memory and work stay linear in the atoms whatever
     the density of the (noisy) particle."""
@@ -54,15 +54,9 @@ def nearest_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, k: int) -
     if edges.shape[1] == 0:
         return edges
     length = (pos[edges[0]] - pos[edges[1]]).norm(dim=-1)
-    # a crystal has many neighbours at equal distances: rounding to 1e-4 A and a stable
-    # sort break ties by atom index, so a rotated particle keeps the same neighbours
-    order = torch.argsort(torch.round(length * 1e4), stable=True)
-    order = order[torch.argsort(edges[1, order], stable=True)]  # by target, nearest first
-    tgt = edges[1, order]
-    counts = torch.bincount(tgt, minlength=len(pos))
-    first = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(len(order), device=pos.device) - first[tgt]
-    return edges[:, order[rank < k]]
+    # a crystal has many neighbours at equal distances: rounded to 1e-4 A they tie exactly,
+    # and ties go by atom index, so a rotated particle keeps the same neighbours
+    return edges[:, nearest_edges(edges, torch.round(length * 1e4), len(pos), k)]
 
 
 class PaiNNBlock(nn.Module):
@@ -138,7 +132,7 @@ class MatterGenTask1(Task1Generator):
         site = self.site_condition(batch, pos) * keep_f[batch.batch].unsqueeze(-1)
         s = self.atom_embedding(z) + site + self.time_embedding(sinusoidal(t, self.hidden, 1.0))[batch.batch]
         vec = s.new_zeros(len(s), 3, self.hidden)
-        edges = nearest_edges(pos, batch.ptr, self.cutoff, self.max_neighbors)
+        edges = capped_edges(pos, batch.ptr, self.cutoff, self.max_neighbors)
         diff = pos[edges[1]] - pos[edges[0]]
         length = diff.norm(dim=-1)
         unit = diff / length.clamp_min(1e-6).unsqueeze(-1)

@@ -259,7 +259,7 @@ def report_tables(results: list[dict]) -> list[tuple[str, list[str], list, str |
 def _scheme_tables(scheme: str, results: list[dict]) -> list[tuple[str, list[str], list, str | None]]:
     runs = runs_frame(results)
     tables = summary_tables(runs)
-    samples_of = runs.groupby(["model", "split"])["samples"].first().to_dict()
+    samples_of = runs.groupby(["task", "model", "split"])["samples"].first().to_dict()
     out = []
     for task in sorted({t for t, _ in tables}):
         blocks, samples = _raw_blocks(runs, task, tables)
@@ -274,7 +274,7 @@ def _scheme_tables(scheme: str, results: list[dict]) -> list[tuple[str, list[str
         if reason is None:
             metrics, rows = _grid([(None, norm)], normalised=True, task=task)
             # this table has no samples column: a model scored on a sample says so by name
-            rows = [([f"{lead[0]} [sample]" if "(" in samples_of[(lead[0], split)] else lead[0]], cells)
+            rows = [([f"{lead[0]} [sample]" if "(" in samples_of[(task, lead[0], split)] else lead[0]], cells)
                     for lead, cells in rows]
             out.append((f"Task {task}, {split_label(scheme, split)}: Table 5 scores (higher is better; time raw)",
                         ["model", *_header(metrics, task, True)], rows, None))
