@@ -47,3 +47,13 @@ def triclinic_cell() -> Atoms:
     """A low-symmetry two-species cell with all angles away from 90 degrees."""
     return Atoms("NaCl2", cell=[[4.1, 0.0, 0.0], [0.9, 4.4, 0.0], [0.7, 1.1, 4.8]],
                  scaled_positions=[[0.0, 0.0, 0.0], [0.31, 0.47, 0.52], [0.77, 0.12, 0.28]], pbc=True)
+
+
+@pytest.fixture(scope="session")
+def records(small_store):
+    """The (material, R) records of the small store's train split at R = 8, as the model
+    tests feed them to every family (imported here lazily: they need PyTorch)."""
+    from c2np.store.dataset import open_dataset
+    from c2np.training.data import load_records
+
+    return load_records(open_dataset(small_store), "train", radii=[8])

@@ -18,17 +18,11 @@ from c2np.errors import ConfigError  # noqa: E402
 from c2np.models.batches import Task1Batch  # noqa: E402
 from c2np.models.graph import radius_edges  # noqa: E402
 from c2np.models.registry import build_model  # noqa: E402
-from c2np.store.dataset import open_dataset  # noqa: E402
 from c2np.training.configs import apply_overrides, load_training_config  # noqa: E402
-from c2np.training.data import COLLATE, load_records  # noqa: E402
+from c2np.training.data import COLLATE  # noqa: E402
 
 runner = CliRunner()
 TINY = {"hidden": 16, "interactions": 1, "gaussians": 8}
-
-
-@pytest.fixture(scope="module")
-def records(small_store):
-    return load_records(open_dataset(small_store), "train", radii=[8])
 
 
 def test_radius_edges_match_brute_force():

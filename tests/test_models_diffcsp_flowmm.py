@@ -38,11 +38,6 @@ def tiny(name: str, task: int, **extra):
     return build_model(name, task, **params)
 
 
-@pytest.fixture(scope="module")
-def records(small_store):
-    return load_records(open_dataset(small_store), "train", radii=[8])
-
-
 def test_nearest_edges_keep_the_k_shortest_per_target():
     gen = torch.Generator().manual_seed(1)
     pos = torch.rand(60, 3, generator=gen) * 5

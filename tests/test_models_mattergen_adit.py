@@ -66,11 +66,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def records(small_store):
-    return load_records(open_dataset(small_store), "train", radii=[8])
-
-
 def test_every_registered_family_has_both_configs_and_the_cli_lists_it():
     from c2np.models.registry import MODELS
     from c2np.training.configs import bundled_models
