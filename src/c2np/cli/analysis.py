@@ -50,7 +50,7 @@ def stats(
 
     Particle statistics use the canonical particles, except the bounding-box density,
     which is averaged over every rotated configuration. Definitions: docs/dataset.md.
-    About 59 s of CPU time for the whole store (README, "Looking at the data").
+    About 29 s of wall time (54 s of CPU) for the whole store on an idle 2-core machine.
 
     Example: c2np stats c2np-store --format md --out stats.md
     """

@@ -190,7 +190,7 @@ def export_xyz_cmd(store: StoreArg, out: Annotated[Path, typer.Argument(help="Ou
     and cifs/{M}.cif.
 
     The whole dataset is 171,234 files and 33.8 GB in this layout (the Parquet store holds
-    the same in 14 MB); select with --materials/--radii/--split. Each material is written
+    the same in 12.5 MB); select with --materials/--radii/--split. Each material is written
     into a hidden folder and renamed into place when complete; while the export runs, the
     output folder holds an EXPORT_INCOMPLETE marker, and running the same command again
     resumes an interrupted export.
