@@ -20,6 +20,7 @@ from c2np.models.graph import radius_edges  # noqa: E402
 from c2np.models.registry import build_model  # noqa: E402
 from c2np.training.configs import apply_overrides, load_training_config  # noqa: E402
 from c2np.training.data import COLLATE  # noqa: E402
+from model_checks import fit_fixed_batch  # noqa: E402
 
 runner = CliRunner()
 TINY = {"hidden": 16, "interactions": 1, "gaussians": 8}
@@ -49,19 +50,13 @@ def test_tiny_model_loss_goes_down(records, name, task):
     batch = COLLATE[task]([(r, 0 if task == 2 else -1) for r in records])
     if task == 2:
         model.fit_targets(batch.lattice, batch.spacegroup)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 
     def loss_at_fixed_noise() -> float:
         torch.manual_seed(123)  # the same noise levels and perturbations every time
         return float(model.loss(batch)["loss"].detach())
 
     before = loss_at_fixed_noise()
-    for step in range(60):
-        torch.manual_seed(step)
-        opt.zero_grad()
-        model.loss(batch)["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+    fit_fixed_batch(model, batch, 60)
     after = loss_at_fixed_noise()
     assert after < 0.8 * before, (before, after)
 
