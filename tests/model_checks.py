@@ -36,3 +36,28 @@ def check_generative_task2(model, records, atol: float) -> None:
     assert torch.equal(sg0, sg1)
     lat2, _ = model.predict(base, seed=5)
     assert not torch.allclose(lat0, lat2)
+
+
+def task1_cli_round_trip(store, runs, tmp_path, name: str, train_args: list[str]) -> dict:
+    """`c2np train` -> `predict --sample 1` -> `evaluate --sample 1` for a Task 1 model;
+    returns the result JSON."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train", "--task", "1", "--model", name, "--store", str(store),
+                              "--out", str(runs), "-q", *train_args])
+    assert res.exit_code == 0, res.output
+    preds = tmp_path / "t1.parquet"
+    res = runner.invoke(app, ["predict", "--checkpoint", str(runs / f"{name}-task1-seed0" / "last.ckpt"),
+                              "--split", "id", "--store", str(store), "--out", str(preds),
+                              "--sample", "1", "-q"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", "--task", "1", "--split", "id", "--predictions", str(preds),
+                              "--store", str(store), "--sample", "1", "--out",
+                              str(tmp_path / "r1.json"), "-q", "-j", "1"])
+    assert res.exit_code == 0, res.output
+    return json.loads((tmp_path / "r1.json").read_text())

@@ -20,7 +20,7 @@ from c2np.models.graph import radius_edges  # noqa: E402
 from c2np.models.registry import build_model  # noqa: E402
 from c2np.training.configs import apply_overrides, load_training_config  # noqa: E402
 from c2np.training.data import COLLATE  # noqa: E402
-from model_checks import fit_fixed_batch  # noqa: E402
+from model_checks import fit_fixed_batch, task1_cli_round_trip  # noqa: E402
 
 runner = CliRunner()
 TINY = {"hidden": 16, "interactions": 1, "gaussians": 8}
@@ -146,20 +146,9 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path):
     assert result["time_per_epoch"] == pytest.approx(info["time_per_epoch"])
     assert 0 <= result["metrics"]["spacegroup_accuracy"] <= 1
 
-    res = runner.invoke(app, ["train", "--task", "1", "--model", "symat", "--store", str(small_store),
-                              "--out", str(runs), "-q", *tiny, "--set", "model.n_sigmas=2",
-                              "--set", "model.langevin_steps=1", "--set", "train.val_radii=[9]"])
-    assert res.exit_code == 0, res.output
-    preds = tmp_path / "t1.parquet"
-    res = runner.invoke(app, ["predict", "--checkpoint", str(runs / "symat-task1-seed0" / "last.ckpt"),
-                              "--split", "id", "--store", str(small_store), "--out", str(preds),
-                              "--sample", "1", "-q"])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["evaluate", "--task", "1", "--split", "id", "--predictions", str(preds),
-                              "--store", str(small_store), "--sample", "1", "--out",
-                              str(tmp_path / "r1.json"), "-q", "-j", "1"])
-    assert res.exit_code == 0, res.output
-    r1 = json.loads((tmp_path / "r1.json").read_text())
+    r1 = task1_cli_round_trip(small_store, runs, tmp_path, "symat",
+                              [*tiny, "--set", "model.n_sigmas=2", "--set", "model.langevin_steps=1",
+                               "--set", "train.val_radii=[9]"])
     assert r1["n_samples"] == 1 and r1["sample"] == {"per_radius": 1, "seed": 0}
     assert r1["metrics"]["rmsd"] > 0  # an untrained generator does not reproduce the particle
 

@@ -22,7 +22,7 @@ from c2np.models.registry import build_model
 from c2np.store.dataset import open_dataset
 from c2np.training.configs import load_training_config
 from c2np.training.data import COLLATE, load_records
-from model_checks import check_generative_task2, fit_fixed_batch
+from model_checks import check_generative_task2, fit_fixed_batch, task1_cli_round_trip
 
 runner = CliRunner()
 FAMILIES = ["diffcsp", "flowmm"]
@@ -197,17 +197,5 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path, nam
 
     t1 = [*tiny_set, "--set", "model.layers=1", "--set", "model.edge_freq=4", "--set", "model.cutoff=4.0",
           "--set", "model.sample_steps=2", "--set", "train.radii=[8, 9]", "--set", "train.val_radii=[9]"]
-    res = runner.invoke(app, ["train", "--task", "1", "--model", name, "--store", str(small_store),
-                              "--out", str(runs), "-q", *t1])
-    assert res.exit_code == 0, res.output
-    preds = tmp_path / "t1.parquet"
-    res = runner.invoke(app, ["predict", "--checkpoint", str(runs / f"{name}-task1-seed0" / "last.ckpt"),
-                              "--split", "id", "--store", str(small_store), "--out", str(preds),
-                              "--sample", "1", "-q"])
-    assert res.exit_code == 0, res.output
-    res = runner.invoke(app, ["evaluate", "--task", "1", "--split", "id", "--predictions", str(preds),
-                              "--store", str(small_store), "--sample", "1", "--out",
-                              str(tmp_path / "r1.json"), "-q", "-j", "1"])
-    assert res.exit_code == 0, res.output
-    r1 = json.loads((tmp_path / "r1.json").read_text())
+    r1 = task1_cli_round_trip(small_store, runs, tmp_path, name, t1)
     assert r1["n_samples"] == 1 and r1["metrics"]["rmsd"] > 0
