@@ -223,15 +223,6 @@ def render(table: pd.DataFrame, fmt: str, normalised: bool) -> str:
     return _markdown(head, rows) if fmt == "md" else _latex(head, rows, 1)
 
 
-def _raw_blocks(runs: pd.DataFrame, task: int, tables: dict) -> tuple[list, dict]:
-    """(split, raw table) blocks of one task, and the samples text per (model, split)."""
-    blocks = [(split, tables[(task, split)][0]) for t, split in tables if t == task]
-    samples = runs[runs["task"] == task].groupby(["model", "split"], sort=False)["samples"].first().to_dict()
-    return blocks, samples
-
-
-def _with_samples(rows: list, samples: dict) -> list:
-    return [([lead[0], lead[1], samples[(lead[0], lead[1].lower())]], cells) for lead, cells in rows]
 
 
 def by_scheme(results: list[dict]) -> dict[str, list[dict]]:
@@ -262,10 +253,10 @@ def _scheme_tables(scheme: str, results: list[dict]) -> list[tuple[str, list[str
     samples_of = runs.groupby(["task", "model", "split"])["samples"].first().to_dict()
     out = []
     for task in sorted({t for t, _ in tables}):
-        blocks, samples = _raw_blocks(runs, task, tables)
+        blocks = [(split, tables[(task, split)][0]) for t, split in tables if t == task]
         metrics, rows = _grid(blocks, normalised=False, task=task)
-        rows = [([lead[0], split_label(scheme, lead[1].lower()), *lead[2:]], cells)
-                for lead, cells in _with_samples(rows, samples)]
+        rows = [([lead[0], split_label(scheme, lead[1].lower()), samples_of[(task, lead[0], lead[1].lower())]], cells)
+                for lead, cells in rows]
         out.append((f"Task {task}: raw metrics (mean ± std over seeds)",
                     ["model", "split", "samples", *_header(metrics, task, False)], rows, None))
     withheld: dict[str, list[str]] = {}  # reason -> the (task, split)s it applies to
