@@ -14,8 +14,10 @@
 set -uo pipefail
 STORE=${1:?store}; OUT=${2:?out}; PLAN=${3:-"cdvae:1 cdvae:2"}
 SEEDS=${SEEDS:-"0 1 2"}; BUDGET=${BUDGET:-480}; PER_GPU=${PER_GPU:-2}; JOBS=${JOBS:-$(nproc)}
-GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$GPUS" -ge 1 ] || GPUS=1
+GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$GPUS" -ge 1 ] || GPUS=1; FIRST_GPU=${FIRST_GPU:-0}
 C2NP=${C2NP:-c2np}
+DEADLINE=${DEADLINE:-0}  # epoch seconds at which every command is stopped (0: never)
+limit() { [ "$DEADLINE" -gt 0 ] || { echo 0; return; }; local s=$((DEADLINE - $(date +%s))); echo $((s > 1 ? s : 1)); }
 mkdir -p "$OUT/runs" "$OUT/preds" "$OUT/results" "$OUT/logs"
 
 jobs_list() { for item in $PLAN; do for s in $SEEDS; do echo "${item%%:*} ${item##*:} $s"; done; done; }
@@ -31,7 +33,7 @@ PY
 }
 slot=0
 launch() {  # run "$@" on the next GPU slot, at most GPUS * PER_GPU at once
-    CUDA_VISIBLE_DEVICES=$((slot % GPUS)) "$@" < /dev/null &
+    CUDA_VISIBLE_DEVICES=$((FIRST_GPU + slot % GPUS)) timeout "$(limit)" "$@" < /dev/null &
     slot=$((slot + 1))
     if [ $((slot % (GPUS * PER_GPU))) -eq 0 ]; then wait; fi
 }
@@ -73,7 +75,7 @@ while read -r m t s; do
     for split in id ood; do
         r="$OUT/results/$m-task$t-$split-seed$s.json"
         [ -s "$r" ] && continue
-        $C2NP evaluate --task "$t" --split "$split" --predictions "$OUT/preds/$m-task$t-$split-seed$s.parquet" \
+        timeout "$(limit)" $C2NP evaluate --task "$t" --split "$split" --predictions "$OUT/preds/$m-task$t-$split-seed$s.parquet" \
             --store "$STORE" -q -j "$JOBS" --run-info "$OUT/runs/$m-task$t-seed$s/run.json" --out "$r" \
             >> "$OUT/logs/eval-$m-t$t-$split-s$s.log" 2>&1 || echo "scoring failed: see $OUT/logs"
     done

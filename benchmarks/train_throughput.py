@@ -6,8 +6,8 @@
 
 One epoch = every (material, R) of the train split once (1,215 particles, 3.85 M atoms
 on the bundled set), batch size from the bundled config, Adam + clipping as in
-`c2np train`, timed with CUDA synchronised at both ends. The first epoch is a warm-up and
-not counted. GPU utilisation is nvidia-smi's utilization.gpu sampled every 0.2 s
+`c2np train`, timed with CUDA synchronised at both ends. The first epoch (or the first
+--warmup-steps steps) is a warm-up and not counted. GPU utilisation is nvidia-smi's utilization.gpu sampled every 0.2 s
 during the timed epochs. "loss" is the model's loss on one fixed batch at fixed noise
 (seeded) with the initial weights, in fp32 and under the run's precision: equal
 columns mean the precision leaves the objective unchanged. The script only uses what
@@ -100,6 +100,38 @@ def fixed_loss(model, batch, dtype) -> float:
         return float(model.loss(batch)["loss"])
 
 
+def train_step(model, batch, opt, scaler, dtype) -> None:
+    """One optimisation step as in `c2np train` (Adam, clipping 1.0)."""
+    with torch.autocast(batch.pos.device.type, dtype=dtype, enabled=dtype is not None):
+        loss = model.loss(batch)["loss"]
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(opt)
+    scaler.update()
+
+
+def profile_steps(model, loader, opt, scaler, dtype, device, steps: int) -> None:
+    """Where a step's time goes: torch.profiler over ``steps`` steps, the top operators by
+    self device time and by self CPU time (host work that can starve the GPU)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    batches = [b for _, b in zip(range(steps), loader)]
+    sync()
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for batch in batches:
+            train_step(model, batch.to(device), opt, scaler, dtype)
+        sync()
+    wall = time.perf_counter() - t0
+    atoms = sum(int(b.pos.shape[0]) for b in batches)
+    print(f"\nprofile: {steps} steps, {atoms:,} atoms, {wall:.3f} s wall under the profiler", flush=True)
+    for key in (["self_cuda_time_total"] if device.type == "cuda" else []) + ["self_cpu_time_total"]:
+        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=48), flush=True)
+
+
 def train_epochs(name, task, records, args, device, precision: str, compiled: bool) -> dict:
     model, cfg = make_model(name, task, records, device)
     if compiled:
@@ -125,19 +157,15 @@ def train_epochs(name, task, records, args, device, precision: str, compiled: bo
             sampler.set_epoch(epoch)
         sync()
         t0 = time.perf_counter()
-        for batch in loader:
-            batch = batch.to(device)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss = model.loss(batch)["loss"]
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(opt)
-            scaler.update()
+        for step, batch in enumerate(loader):
+            if epoch == 0 and args.warmup_steps and step == args.warmup_steps:
+                break
+            train_step(model, batch.to(device), opt, scaler, dtype)
         sync()
         times.append(time.perf_counter() - t0)
     util.__exit__()
+    if args.profile:
+        profile_steps(model, loader, opt, scaler, dtype, device, args.profile)
     per_epoch = float(np.mean(times[1:]))
     atoms = sum(len(r.numbers) for r in records)
     return {"label": args.label, "model": name, "task": task, "precision": precision,
@@ -187,6 +215,10 @@ def main() -> None:
     ap.add_argument("--gen-radii", default="10,20,30", help="empty for none")
     ap.add_argument("--gen-model", default="cdvae")
     ap.add_argument("--limit", type=int, default=0, help="first N train records only (CPU smoke tests)")
+    ap.add_argument("--warmup-steps", type=int, default=0,
+                    help="warm up with this many steps instead of a whole epoch (0 = one epoch)")
+    ap.add_argument("--profile", type=int, default=0,
+                    help="after timing, profile this many steps and print the top operators")
     ap.add_argument("--gpu", type=int, default=0, help="nvidia-smi index sampled for utilisation")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args()

@@ -61,3 +61,14 @@ def task1_cli_round_trip(store, runs, tmp_path, name: str, train_args: list[str]
                               str(tmp_path / "r1.json"), "-q", "-j", "1"])
     assert res.exit_code == 0, res.output
     return json.loads((tmp_path / "r1.json").read_text())
+
+
+def lattice_draws_and_range(model, records) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Standardised lattice draws of a generative Task 2 model (targets fitted on
+    ``records``, seeded) with the training targets' standardised range (lo, hi)."""
+    batch = COLLATE[2]([(r, 0) for r in records])
+    model.fit_targets(batch.lattice, batch.spacegroup)
+    model.eval()
+    with torch.no_grad():
+        draws = model.sample_lattice(model.embed(batch), torch.Generator().manual_seed(0))
+    return draws, model.target_lo, model.target_hi

@@ -22,7 +22,7 @@ from c2np.models.registry import build_model
 from c2np.store.dataset import open_dataset
 from c2np.training.configs import load_training_config
 from c2np.training.data import COLLATE, load_records
-from model_checks import check_generative_task2, fit_fixed_batch, task1_cli_round_trip
+from model_checks import check_generative_task2, fit_fixed_batch, lattice_draws_and_range, task1_cli_round_trip
 
 runner = CliRunner()
 FAMILIES = ["diffcsp", "flowmm"]
@@ -85,6 +85,18 @@ def test_tiny_model_loss_goes_down(records, name, task):
 def test_task2_prediction_is_rotation_invariant_and_seeded(records, name):
     torch.manual_seed(0)
     check_generative_task2(tiny(name, 2).eval(), records, atol=1e-3)
+
+
+def test_diffcsp_lattice_draws_stay_in_the_training_range(records):
+    """clip_x0: every reverse step's clean estimate is clipped to the training targets'
+    range, so the last (k = 0) step lands inside it; the same untrained network without
+    clipping runs away by orders of magnitude (what a 24-epoch H200 run did: 1000 A lengths)."""
+    torch.manual_seed(0)
+    draws, lo, hi = lattice_draws_and_range(tiny("diffcsp", 2, clip_x0=True), records)
+    assert bool(((draws >= lo - 1e-5) & (draws <= hi + 1e-5)).all())
+    torch.manual_seed(0)
+    plain, _, _ = lattice_draws_and_range(tiny("diffcsp", 2, clip_x0=False), records)
+    assert float(plain.abs().max()) > 10 * float(torch.maximum(lo.abs(), hi.abs()).max())
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -20,7 +20,7 @@ from c2np.models.registry import build_model  # noqa: E402
 from c2np.store.dataset import open_dataset  # noqa: E402
 from c2np.training.configs import load_training_config  # noqa: E402
 from c2np.training.data import COLLATE, load_records  # noqa: E402
-from model_checks import check_generative_task2, fit_fixed_batch  # noqa: E402
+from model_checks import check_generative_task2, fit_fixed_batch, lattice_draws_and_range  # noqa: E402
 
 runner = CliRunner()
 FAMILIES = ["mattergen", "adit"]
@@ -102,6 +102,16 @@ def test_tiny_model_loss_goes_down(records, name, task):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_task2_prediction_is_rotation_invariant_and_seeded(records, name):
     check_generative_task2(untied(tiny(name, 2)).eval(), records, atol=1e-4)
+
+
+def test_mattergen_lattice_draws_stay_near_the_training_range(records):
+    """clip_x0 keeps the VP predictor-corrector on the data's support (the last Euler step
+    may move a little past the clipped estimate); unclipped, the same untrained network
+    leaves it by far."""
+    draws, lo, hi = lattice_draws_and_range(untied(tiny("mattergen", 2, clip_x0=True)), records)
+    assert bool(((draws >= lo - 5) & (draws <= hi + 5)).all())
+    plain, _, _ = lattice_draws_and_range(untied(tiny("mattergen", 2, clip_x0=False)), records)
+    assert float(plain.abs().max()) > 20
 
 
 def test_mattergen_denoiser_rotates_with_particle_and_cell(records):

@@ -24,6 +24,7 @@ from c2np.metrics.lattice import Tolerances, task2_metrics
 from c2np.metrics.structure import task1_metrics
 from c2np.progress import map_with_progress
 from c2np.store.dataset import Dataset, open_dataset
+from c2np.store.layout import atomic_write_text
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
 RESULT_FORMAT = "c2np-result"
@@ -184,8 +185,7 @@ class Evaluator:
             raise C2NPError(f"{path}: the result holds NaN or infinite values, which JSON "
                             "cannot store; check the predictions") from None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            atomic_write_text(path, text)
         except OSError as exc:
             raise C2NPError(f"{path}: cannot write the result ({exc.strerror})") from None
 

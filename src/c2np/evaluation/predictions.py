@@ -18,6 +18,7 @@ from ase import Atoms
 from ase.data import atomic_numbers
 
 from c2np.errors import C2NPError
+from c2np.store.layout import atomic_write
 from c2np.tasks.targets import LATTICE_COLUMNS
 
 
@@ -233,14 +234,17 @@ def write_task1(path: Path, particles: dict[int, Atoms]) -> None:
     ids = np.concatenate([np.full(len(a), cid, np.int64) for cid, a in particles.items()])
     z = np.concatenate([a.numbers for a in particles.values()])
     pos = np.concatenate([a.positions for a in particles.values()])
-    pd.DataFrame({"config_id": ids, "Z": z.astype(np.int16), "x": pos[:, 0], "y": pos[:, 1],
-                  "z": pos[:, 2]}).to_parquet(path, index=False)
+    frame = pd.DataFrame({"config_id": ids, "Z": z.astype(np.int16), "x": pos[:, 0], "y": pos[:, 1],
+                          "z": pos[:, 2]})
+    # atomic: a run killed mid-write (a GPU session's time limit) leaves no half file that
+    # a resuming script would take for a finished one
+    atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_task2(path: Path, frame: pd.DataFrame) -> None:
     """Write Task 2 predictions (CSV or Parquet by suffix)."""
     cols = ["config_id", *LATTICE_COLUMNS, "spacegroup"]
     if Path(path).suffix.lower() == ".csv":
-        frame[cols].to_csv(path, index=False)
+        atomic_write(Path(path), lambda tmp: frame[cols].to_csv(tmp, index=False))
     else:
-        frame[cols].to_parquet(path, index=False)
+        atomic_write(Path(path), lambda tmp: frame[cols].to_parquet(tmp, index=False))

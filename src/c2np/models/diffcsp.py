@@ -116,6 +116,7 @@ class DiffCSPTask2(LatticeGenerator):
         x = torch.randn(len(h), 6, generator=generator).to(h.device)
         for k in range(self.timesteps - 1, -1, -1):
             eps = self.predict_noise(x, torch.full((len(h),), k, device=h.device), h)
+            eps = self.denoised_noise(x, eps, self.alphas_bar[k].sqrt(), (1 - self.alphas_bar[k]).sqrt())
             coef = self.betas[k] / (1 - self.alphas_bar[k]).sqrt()
             x = (x - coef * eps) / self.alphas[k].sqrt()
             if k > 0:

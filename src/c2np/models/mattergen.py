@@ -265,16 +265,17 @@ class MatterGenTask2(LatticeGenerator):
             t = torch.full((len(h),), t_now, device=device)
             dt = t_now - t_next
             beta = beta_polynomial(t, self.beta_min, self.beta_max).view(-1, 1)
-            score = -self.noise(x, t, h) / vp_marginal(t, self.beta_min, self.beta_max)[1].view(-1, 1)
+            a, std = (v.view(-1, 1) for v in vp_marginal(t, self.beta_min, self.beta_max))
+            score = -self.denoised_noise(x, self.noise(x, t, h), a, std) / std
             # Euler-Maruyama step of the reverse VP-SDE (predictor)
             x = x + (0.5 * beta * x + beta * score) * dt
             if i == self.steps - 1:
                 break
             x = x + torch.sqrt(beta * dt) * normal()
             t = torch.full_like(t, t_next)
-            std = vp_marginal(t, self.beta_min, self.beta_max)[1].view(-1, 1)
+            a, std = (v.view(-1, 1) for v in vp_marginal(t, self.beta_min, self.beta_max))
             for _ in range(self.corrector_steps):  # Langevin corrector
-                score = -self.noise(x, t, h) / std
+                score = -self.denoised_noise(x, self.noise(x, t, h), a, std) / std
                 z = normal()
                 step = 2 * (self.snr * z.norm(dim=-1, keepdim=True)
                             / score.norm(dim=-1, keepdim=True).clamp_min(1e-12)) ** 2
