@@ -10,8 +10,8 @@
 #      ID radius; Task 2: every (material, R) of the split, as always);
 #   3. `c2np evaluate --run-info` into OUT/results/MODEL-taskT-id-seedS.json (marked as a
 #      sample for Task 1).
-# A model whose result JSON exists is skipped, and one with a run.json is not trained again,
-# so a second call only does what is missing.
+# A model whose result JSON exists is skipped, and one with run.json and best.ckpt is not
+# trained again, so a second call only does what is missing.
 # At the end it prints a Markdown table (benchmarks/short_runs_table.py): epochs, time per
 # epoch (with PER_GPU runs sharing a GPU), the validation loss of the first and the best
 # epoch, the Loss column on the ID split and the first ID scores.
@@ -32,7 +32,8 @@ one() {  # model task: train, predict, score; everything into the model's log
     [ -s "$res" ] && return 0
     [ "$t" = 1 ] && { ext=parquet; sample=(--sample "$SAMPLE"); } || ext=csv
     local pred="$OUT/preds/$m-task$t-id-seed$SEED.$ext"
-    if [ ! -s "$run/run.json" ]; then  # trained once already: only predict and score what is missing
+    # trained once already (run.json and best.ckpt): only predict and score what is missing
+    if [ ! -s "$run/run.json" ] || [ ! -e "$run/best.ckpt" ]; then
         timeout "$(limit)" $C2NP train --task "$t" --model "$m" --seed "$SEED" --store "$STORE" --out "$OUT/runs" -q \
             --resume --budget "$TRAIN_S" "${EXTRA[@]}" || return 1
     fi
