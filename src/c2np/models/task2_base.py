@@ -124,7 +124,7 @@ class LatticeGenerator(LatticePredictor):
         schedule's last beta is 0.999, so the first reverse step multiplies by
         1/sqrt(0.001) = 32), and an imperfect eps sends the draw far outside anything the
         network has seen, from where it never returns: measured on an H200, 24-epoch
-        DiffCSP Task 2 gave lengths clamped at 1000 A (length RMSE 729 A). Clipping keeps
+        DiffCSP Task 2 gave a length RMSE of 729 A. Clipping keeps
         every reverse step on the data's support; ``clip_x0 = false`` restores the plain
         sampler."""
         if not self.clip_x0:
