@@ -433,14 +433,6 @@ def _embedding(s, zs, trees, r, t):
     return rows, cols
 
 
-def _distinct(cands: list[tuple], tol_r: float = 1e-3, tol_t: float = 1e-2) -> list[tuple]:
-    out = []
-    for c in cands:
-        if not any(np.abs(c[0] - o[0]).max() < tol_r and np.abs(c[1] - o[1]).max() < tol_t for o in out):
-            out.append(c)
-    return out
-
-
 def _maps_onto_itself(x, zx, trees, r, t):
     """True if ``x @ r.T + t`` puts every atom within SYM_TOL of a distinct same-species
     atom of ``x`` (``trees`` built on ``x``); the farthest atoms are tried first."""
@@ -465,8 +457,9 @@ def _symmetric_copy(s, zs, s_trees, l, zl, l_trees, r0, t0, r, t):
 
 
 def _copy_of_any(earlier, r, t, score, s, zs, s_trees, l, zl, l_trees) -> bool:
-    """True if the candidate (r, t, score) repeats one of ``earlier``: the same motion, or
-    a symmetric copy (same score to rounding, so only equal scores are tested)."""
+    """True if the candidate (r, t, score) repeats one of ``earlier``: the same motion
+    (rotation entries within 1e-3, translation within 1e-2 A), or a symmetric copy (same
+    score to rounding, so only equal scores are tested)."""
     for r0, t0, score0 in earlier:
         if np.abs(r - r0).max() < 1e-3 and np.abs(t - t0).max() < 1e-2:
             return True
@@ -476,9 +469,9 @@ def _copy_of_any(earlier, r, t, score, s, zs, s_trees, l, zl, l_trees) -> bool:
     return False
 
 
-def _drop_symmetric_copies(cands, s, zs, s_trees, l, zl, l_trees, limit):
-    """The first ``limit`` of the candidates (R, t, score) that are not symmetric copies
-    of an earlier one, and how many copies were dropped."""
+def _drop_copies(cands, s, zs, s_trees, l, zl, l_trees, limit):
+    """The first ``limit`` of the candidates (R, t, score) that do not repeat an earlier
+    one (see :func:`_copy_of_any`), and how many were dropped."""
     out, copies = [], 0
     for r, t, score in cands:
         if _copy_of_any(out, r, t, score, s, zs, s_trees, l, zl, l_trees):
@@ -539,10 +532,10 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
     core = [_coarse(s[shells[0]], zs[shells[0]], trees, rot[h], trans[h], iters=15) for h in chosen]
     core.sort(key=lambda c: c[2])
     s_trees = _SpeciesTrees(s, zs)
-    # Symmetric copies of a candidate would retrace its refinement: they are dropped, so
-    # the n_refine candidates are distinct minima.
-    core, copies = _drop_symmetric_copies(_distinct(core), s, zs, s_trees, l, zl, trees, n_refine)
-    refined, done, seen = [], [], {}
+    # Repeats and symmetric copies of a candidate would retrace its refinement: they are
+    # dropped, so the n_refine candidates are distinct minima.
+    core, copies = _drop_copies(core, s, zs, s_trees, l, zl, trees, n_refine)
+    refined, kept, seen = [], [], {}
     for r, t, score in core:
         # Near-copies: the nearest-neighbour score bounds the pair objective from below at
         # the same motion, and refinement moves a near-copy little, so once a refinement
@@ -557,14 +550,14 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
             r, t, score = _coarse(s[sel], zs[sel], trees, r, t)
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
-        if _copy_of_any(done, r, t, score, s, zs, s_trees, l, zl, trees):
+        if _copy_of_any(kept, r, t, score, s, zs, s_trees, l, zl, trees):
             copies += 1
             continue
-        done.append((r, t, score))
+        kept.append((r, t, score))
         refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen))
     best = min(refined, key=lambda res: res[4])
     cert.update(refined=len(refined), best_hits=sum(res[4] <= best[4] + 1e-6 for res in refined),
-                symmetric_copies=copies)
+                copies_dropped=copies)
     return (*best, cert)
 
 
