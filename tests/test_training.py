@@ -158,6 +158,20 @@ def test_resume_continues_the_epoch_count(small_store, tmp_path):
     assert again == info
 
 
+def test_resume_after_the_run_moved_keeps_one_last_checkpoint(small_store, tmp_path):
+    """A run carried to another folder (another GPU machine) and resumed there overwrites
+    last.ckpt: Lightning's default wrote last-v1.ckpt beside the old one, and the next
+    resume went back to the stale last.ckpt."""
+    _train(small_store, tmp_path / "a", "--set", "train.epochs=4", "--budget", "0.01")
+    (tmp_path / "a").rename(tmp_path / "b")
+    _train(small_store, tmp_path / "b", "--resume", "--budget", "0.01")
+    run = tmp_path / "b" / "cdvae-task2-seed0"
+    assert sorted(p.name for p in run.glob("last*.ckpt")) == ["last.ckpt"]
+    assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 2
+    info = _train(small_store, tmp_path / "b", "--resume")
+    assert info["epochs"] == 4 and _epochs(run) == [0, 1, 2, 3]
+
+
 def test_loss_column_reaches_result_and_report(small_store, tmp_path):
     _train(small_store, tmp_path / "runs", "--set", "train.epochs=1", task=1, model="symat")
     run = tmp_path / "runs" / "symat-task1-seed0"

@@ -95,8 +95,11 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         max_epochs=int(t["epochs"]), accelerator="auto", devices=devices,
         precision=str(t["precision"]), gradient_clip_val=float(t["grad_clip"]),
         logger=False, default_root_dir=where, num_sanity_val_steps=0, use_distributed_sampler=False,
+        # enable_version_counter=False: a resumed fit must overwrite last.ckpt; Lightning's
+        # default writes last-v1.ckpt beside it, and the next --resume would then go back to
+        # the stale last.ckpt (seen on a GPU: epoch 43 instead of 69)
         callbacks=[monitor, ModelCheckpoint(dirpath=where, save_last=True, save_top_k=0,
-                                            save_on_train_epoch_end=True)],
+                                            save_on_train_epoch_end=True, enable_version_counter=False)],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if resume else None)
     if not trainer.is_global_zero:
