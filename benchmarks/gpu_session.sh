@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU work behind the README's learned-model numbers, on one machine with two GPUs, in
 # calls of at most 10 minutes (the lent machines' limit). Call it again and again with the
-# same W until it prints "session complete"; W keeps the runs between calls on one machine,
-# and every call copies the small results and logs into OUT (a few MB, tarred).
+# same W until it prints "session complete"; W holds the runs, and every call copies the
+# small results and logs into OUT (a few MB, tarred).
 #
 #   bash benchmarks/gpu_session.sh STORE W OUT SECONDS
 #
-# A machine may start bare at every call: carry W (checkpoints included) into the next call
-# (OUT/cdvae-ckpt.tgz holds the CDVAE runs; the short runs need only their results).
+# A lent machine may start bare at every call, even a minute after the last: carry W
+# (checkpoints included) into every call. OUT/cdvae-ckpt.tgz holds the CDVAE runs; a short
+# run without its best.ckpt is trained again.
 #
 # GPU 0: CDVAE Task 1 and Task 2, seed 0, trained to the convergence rule, then the whole
 #        ID and OOD sets predicted and scored (benchmarks/train_baselines.sh, repeated).
