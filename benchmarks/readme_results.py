@@ -29,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from c2np.reporting.tables import label, runs_frame, write_report  # noqa: E402
+from c2np.reporting.tables import label, mean_std_text, runs_frame, write_report  # noqa: E402
 
 BEGIN, END = "<!-- learned-results:begin -->", "<!-- learned-results:end -->"
 COLUMNS = {1: ["rmsd", "hausdorff", "hull_volume_error", "rdf_error", "loss"],
@@ -53,11 +53,7 @@ def load(learned: Path, reference: Path | None) -> list[dict]:
 
 def cell(values: pd.Series) -> str:
     values = values.dropna()
-    if values.empty:
-        return "–"
-    mean = values.mean()
-    text = f"{mean:.3g}"
-    return text + (f" ± {values.std():.2g}" if len(values) > 1 else "")
+    return mean_std_text(values.mean(), values.std()) if len(values) else "–"
 
 
 def block(runs: pd.DataFrame) -> str:

@@ -7,8 +7,8 @@
 One epoch = every (material, R) of the train split once (1,215 particles, 3.85 M atoms
 on the bundled set), batch size from the bundled config, Adam + clipping as in
 `c2np train`, timed with CUDA synchronised at both ends. The first epoch (or the first
---warmup-steps steps) is a warm-up and not counted. GPU utilisation is nvidia-smi's utilization.gpu sampled every 0.2 s
-during the timed epochs. "loss" is the model's loss on one fixed batch at fixed noise
+--warmup-steps steps) is a warm-up and not counted. GPU utilisation is nvidia-smi's
+utilization.gpu sampled every 0.2 s during the timed epochs. "loss" is the model's loss on one fixed batch at fixed noise
 (seeded) with the initial weights, in fp32 and under the run's precision: equal
 columns mean the precision leaves the objective unchanged. The script only uses what
 the earlier code also had (load_records, COLLATE, RecordDataset, build_model), plus

@@ -62,6 +62,11 @@ def samples_text(result: dict) -> str:
     return f"{n} ({', '.join(parts)})" if parts else n
 
 
+def mean_std_text(mean: float, std: float) -> str:
+    """'1.72 ± 0.084' (3 and 2 significant digits); the mean alone when std is NaN (one seed)."""
+    return f"{mean:.3g}" if np.isnan(std) else f"{mean:.3g} ± {std:.2g}"
+
+
 #: Columns a learned model's run adds beside the metrics: its own loss on the test
 #: split (Table 5's Loss, normalised like a metric) and the time per epoch (kept raw).
 RUN_COLUMNS = ("loss", "time_per_epoch")
@@ -176,8 +181,7 @@ def _grid(blocks: list[tuple[str | None, pd.DataFrame]], normalised: bool, task:
                     cells.append(("", None))
                     continue
                 mu, sd = table.loc[model, (m, "mean")], table.loc[model, (m, "std")]
-                text = f"{mu:.3g}" if np.isnan(sd) else f"{mu:.3g} ± {sd:.2g}"
-                cells.append((text, ranks.get(m, {}).get(model)))
+                cells.append((mean_std_text(mu, sd), ranks.get(m, {}).get(model)))
             lead = [model] if split is None else [model, split.upper()]
             rows.append((lead, cells))
     return metrics, rows
