@@ -12,6 +12,8 @@ import csv
 import json
 from pathlib import Path
 
+from c2np.training.results import run_extra
+
 SCORES = {1: ("rmsd", "rdf_error", "hull_volume_error"), 2: ("lattice_rmse", "spacegroup_accuracy", "joint_accuracy")}
 
 
@@ -21,8 +23,8 @@ def row(out: Path, run: Path) -> str:
     val = [float(r["val_loss"]) for r in csv.DictReader(open(run / "metrics.csv")) if r.get("val_loss")]
     cells = [model, str(task), str(info["epochs"]), f"{info['time_per_epoch']:.1f}",
              f"{val[0]:.3g} → {min(val):.3g}" if len(val) > 1 else (f"{val[0]:.3g} (one epoch)" if val else "none")]
-    loss = run / "test_loss-id.json"  # written by `c2np predict`, on the whole split
-    cells.append(f"{json.loads(loss.read_text())['loss']:.3g}" if loss.exists() else "–")
+    loss = run_extra(run / "run.json", "id").get("loss")  # `c2np predict`'s, on the whole split
+    cells.append(f"{loss:.3g}" if loss is not None else "–")
     result = out / "results" / f"{model}-task{task}-id-seed{seed}.json"
     if result.exists():
         res = json.loads(result.read_text())
