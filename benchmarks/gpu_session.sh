@@ -7,8 +7,8 @@
 #   bash benchmarks/gpu_session.sh STORE W OUT SECONDS
 #
 # A lent machine may start bare at every call, even a minute after the last: carry W
-# (checkpoints included) into every call. OUT/cdvae-ckpt.tgz holds the CDVAE runs; a short
-# run without its best.ckpt is trained again.
+# (checkpoints included) into every call. OUT/cdvae-ckpt.tgz.part-* hold the CDVAE runs; a
+# short run without its best.ckpt is trained again.
 #
 # GPU 0: CDVAE Task 1 and Task 2, seed 0, trained to the convergence rule, then the whole
 #        ID and OOD sets predicted and scored (benchmarks/train_baselines.sh, repeated).
@@ -27,7 +27,7 @@ export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 drive() {  # PLAN: train_baselines.sh phases on GPU 0 until all done or the time is up
     local w="$W/${1//[: ]/}"
     while [ "$(left)" -gt 120 ]; do
-        msg=$(FIRST_GPU=0 GPUS=1 PER_GPU=1 SEEDS=0 JOBS=12 BUDGET=$(($(left) - 40)) \
+        msg=$(FIRST_GPU=0 GPUS=1 PER_GPU=2 SEEDS=0 JOBS=12 BUDGET=$(($(left) - 40)) \
               bash "$HERE/train_baselines.sh" "$STORE" "$w" "$1" 2>&1)
         echo "$msg" | tee -a "$W/base.log"
         case "$msg" in *"all done"*) echo "$1 done" >> "$W/base.log"; return;; esac
@@ -53,20 +53,35 @@ gpu1() {
     FIRST_GPU=1 GPUS=1 PER_GPU=3 TRAIN_S=240 gpu1_step 420 short-a $short "diffcsp:1 flowmm:1 flowmm:2" || return
     # the rest two-way: Task 1 of MatterGen and ADiT and DiffCSP Task 2 on GPU 1, the two
     # small Task 2 runs beside CDVAE on GPU 0
-    FIRST_GPU=1 GPUS=1 PER_GPU=3 TRAIN_S=180 gpu1_step 330 short-b $short "mattergen:1 adit:1 diffcsp:2" &
-    FIRST_GPU=0 GPUS=1 PER_GPU=2 TRAIN_S=150 gpu1_step 300 short-c $short "mattergen:2 adit:2" &
+    FIRST_GPU=1 GPUS=1 PER_GPU=3 TRAIN_S=180 SCORE_S=150 gpu1_step 330 short-b $short "mattergen:1 adit:1 diffcsp:2" &
+    FIRST_GPU=0 GPUS=1 PER_GPU=2 TRAIN_S=150 SCORE_S=150 gpu1_step 300 short-c $short "mattergen:2 adit:2" &
     wait
     [ -e "$W/done-short-b" ] && [ -e "$W/done-short-c" ] || return
-    gpu1_step 300 alone $tp --label alone --epochs 1 --warmup-steps 10 --gen-radii "" --json "$W/throughput.jsonl" \
-        --models diffcsp:1,flowmm:1,mattergen:1,adit:1,diffcsp:2,flowmm:2,mattergen:2,adit:2 || return
     gpu1_step 150 profile $tp --label profile --models cdvae:1 --epochs 1 --warmup-steps 10 --profile 20 \
         --gen-radii 10,20,30 --json "$W/throughput.jsonl" || return
+    gpu1_step 300 alone $tp --label alone --epochs 1 --warmup-steps 10 --gen-radii "" --json "$W/throughput.jsonl" \
+        --models diffcsp:1,flowmm:1,mattergen:1,adit:1,diffcsp:2,flowmm:2,mattergen:2,adit:2 || return
     echo "gpu1 done" >> "$W/gpu1.log"
 }
 
 gpu0 & gpu1 & wait
-tar czf "$OUT/results.tgz" -C "$W" --exclude='*.ckpt' --exclude='preds' . 2>/dev/null
-tar czf "$OUT/cdvae-ckpt.tgz" -C "$W" cdvae1/runs cdvae2/runs 2>/dev/null
+# A lent machine returns files of at most 16 MiB (a larger one is silently left out, and a
+# call's work with it): everything goes back in 15 MiB parts. Unpack with
+#   cat OUT/NAME.tgz.part-* | tar xzf - -C W
+pack() {  # NAME PATH...: PATHs relative to W
+    local name=$1; shift
+    tar czf - -C "$W" --exclude='*.ckpt' --exclude='cdvae*/preds' "$@" | split -b 15M - "$OUT/$name.tgz.part-"
+}
+pack results .
+tar czf - -C "$W" cdvae1/runs cdvae2/runs 2>/dev/null | split -b 15M - "$OUT/cdvae-ckpt.tgz.part-"
+# predictions not scored yet come back too
+unscored=()
+for p in "$W"/cdvae*/preds/*; do
+    [ -e "$p" ] || continue
+    r="$(dirname "$(dirname "$p")")/results/$(basename "${p%.*}").json"
+    [ -s "$r" ] || unscored+=("${p#"$W"/}")
+done
+[ ${#unscored[@]} -gt 0 ] && tar czf - -C "$W" "${unscored[@]}" | split -b 15M - "$OUT/cdvae-preds.tgz.part-"
 grep -q "gpu0 done" "$W/base.log" 2>/dev/null && grep -q "gpu1 done" "$W/gpu1.log" 2>/dev/null \
     && echo "session complete"
 tail -3 "$W/gpu1.log"; tail -4 "$W/base.log"

@@ -23,6 +23,7 @@ TRAIN_S=${TRAIN_S:-240}; SAMPLE=${SAMPLE:-5}; SEED=${SEED:-0}; PER_GPU=${PER_GPU
 GPUS=${GPUS:-$(nvidia-smi -L 2>/dev/null | wc -l)}; [ "$GPUS" -ge 1 ] || GPUS=1; FIRST_GPU=${FIRST_GPU:-0}
 JOBS=${JOBS:-4}; C2NP=${C2NP:-c2np}; read -r -a EXTRA <<< "${TRAIN_ARGS:-}"  # e.g. "--set train.limit=4"
 DEADLINE=${DEADLINE:-0}  # epoch seconds at which every command is stopped (0: never)
+SCORE_S=${SCORE_S:-0}    # most seconds for one scoring (0: up to the deadline); the predictions stay for later
 limit() { [ "$DEADLINE" -gt 0 ] || { echo 0; return; }; local s=$((DEADLINE - $(date +%s))); echo $((s > 1 ? s : 1)); }
 mkdir -p "$OUT/runs" "$OUT/preds" "$OUT/results" "$OUT/logs"
 
@@ -39,7 +40,8 @@ one() {  # model task: train, predict, score; everything into the model's log
     fi
     timeout "$(limit)" $C2NP predict --checkpoint "$run/best.ckpt" --split id --store "$STORE" --seed "$SEED" \
         "${sample[@]}" --out "$pred" -q || return 1
-    timeout "$(limit)" $C2NP evaluate --task "$t" --split id --predictions "$pred" --store "$STORE" "${sample[@]}" \
+    local cap; cap=$(limit); [ "$SCORE_S" -gt 0 ] && { [ "$cap" = 0 ] || [ "$cap" -gt "$SCORE_S" ]; } && cap=$SCORE_S
+    timeout "$cap" $C2NP evaluate --task "$t" --split id --predictions "$pred" --store "$STORE" "${sample[@]}" \
         -j "$JOBS" -q --run-info "$run/run.json" --out "$res"
 }
 

@@ -181,3 +181,16 @@ def test_cli_evaluate_and_report(small_store, perfect_t2, tmp_path):
     res = runner.invoke(app, ["evaluate", "--task", "2", "--split", "ood", "--predictions", str(bad),
                               "--store", str(small_store)])
     assert res.exit_code == 2 and "missing config_id" in res.output
+
+
+def test_a_source_checkout_still_records_its_release():
+    """The GPU machines run the checkout from PYTHONPATH, uninstalled: the version that
+    result JSONs carry must then still name the release (pyproject.toml), not 'unknown'."""
+    import tomllib
+    from pathlib import Path
+
+    import c2np
+
+    with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+        release = tomllib.load(f)["project"]["version"]
+    assert c2np._source_version() == f"{release}+src"

@@ -7,11 +7,26 @@ Data path: ``materials`` -> ``carve`` -> ``rotations`` -> ``config`` (splits) ->
 from __future__ import annotations
 
 from importlib import metadata
+from pathlib import Path
+
+
+def _source_version() -> str:
+    """The version in pyproject.toml, marked ``+src``, for a checkout run without being
+    installed (the GPU machines put src/ on PYTHONPATH): result JSONs then still say which
+    release the code was."""
+    import tomllib
+
+    try:
+        with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as f:
+            return f"{tomllib.load(f)['project']['version']}+src"
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0+unknown"
+
 
 try:
     __version__ = metadata.version("c2np")
-except metadata.PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0+unknown"
+except metadata.PackageNotFoundError:
+    __version__ = _source_version()
 
 
 def open_dataset(path, verify: bool = True):
