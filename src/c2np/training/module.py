@@ -52,7 +52,10 @@ class BaselineModule(pl.LightningModule):
         self.save_hyperparameters()
         params = {k: v for k, v in model.items() if k not in ("name", "task")}
         self.model = build_model(model["name"], int(model["task"]), **params)
-        if train.get("compile"):
+        if train.get("compile") == "loss":
+            # the whole loss as one graph: with train.host_work it has no data-dependent shape
+            self.model.loss = torch.compile(self.model.loss, dynamic=True)
+        elif train.get("compile"):
             compile_blocks(self.model)
 
     def training_step(self, batch, batch_idx):
@@ -71,7 +74,7 @@ class BaselineModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.hparams.train
-        opt = torch.optim.Adam(self.parameters(), lr=float(t["lr"]))
+        opt = torch.optim.Adam(self.parameters(), lr=float(t["lr"]), fused=True if t.get("fused_adam") else None)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(t["lr_decay"]))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
