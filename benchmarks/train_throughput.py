@@ -17,6 +17,9 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
   Inductor's random numbers fall back to eager's (``fallback_random``), so the fixed-batch
   loss is comparable.
 
+``--gen-radii 10,20,30`` also times Task 1 generation (``model.generate``, one particle
+per radius, size pinned to the true atom count).
+
 Every variant runs the same bucketed batches (seed 0, fp32, batch size of the bundled
 config, Adam lr 1e-4, clipping 1.0 as in ``c2np train``): ``--warmup`` steps (compilation
 happens here; a warning says when it takes long), then ``--steps`` timed steps, CUDA
@@ -133,8 +136,11 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
     if "compile" in tokens:
         from torch._inductor import config as inductor_config
 
+        from c2np.training.module import compile_loss
+
         inductor_config.fallback_random = True  # the same draws as eager: comparable losses
-        loss_fn = torch.compile(model.loss, dynamic=True)
+        compile_loss(model)
+        loss_fn = model.loss
     loss_value = fixed_loss(loss_fn, model, records, task, device, plan is not None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4,
                            **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
@@ -192,6 +198,34 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
             "loss": loss_value}
 
 
+def generation_speed(name: str, ds, radii: list[int], device, args) -> list[dict]:
+    """Seconds per particle of ``model.generate`` (the bundled sampler) for one particle at
+    each radius, the size head pinned to the true atom count so that every version
+    generates the same number of atoms."""
+    rows = []
+    for radius in radii:
+        split = ds.index.loc[ds.index["radius"] == radius, "split"].iloc[0]
+        rec = tdata.load_records(ds, split, radii=[radius], limit=1)[0]
+        model, _ = make_model(name, 1, [rec], device, args.model_set)
+        model.eval()
+        batch = tdata.COLLATE[1]([(rec, -1)]).to(device)
+        true_log_n = batch.log_n
+
+        def pinned(b, cond, lat, _orig=model.size_and_species):
+            log_n, logits = _orig(b, cond, lat)
+            return true_log_n.to(log_n.dtype), logits
+
+        model.size_and_species = pinned
+        model.generate(batch, seed=0)  # warm-up (kernels, allocator)
+        sync()
+        t0 = time.perf_counter()
+        (z, _), = model.generate(batch, seed=1)
+        sync()
+        rows.append({"label": args.label, "model": name, "radius": radius, "atoms": len(z),
+                     "s_per_particle": time.perf_counter() - t0})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", default="c2np-store")
@@ -215,6 +249,8 @@ def main() -> None:
     ap.add_argument("--cpu-dry-run", action="store_true",
                     help="every variant on the CPU with tiny models and few records: checks the script, "
                          "measures nothing")
+    ap.add_argument("--gen-radii", default="", help="also time Task 1 generation at these radii, e.g. 10,20,30")
+    ap.add_argument("--gen-model", default="cdvae")
     ap.add_argument("--gpu", type=int, default=0, help="nvidia-smi index sampled for utilisation")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args()
@@ -264,6 +300,14 @@ def main() -> None:
             if args.json:  # row by row, so a run cut short by a timeout keeps what it measured
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
+    radii = [int(x) for x in args.gen_radii.split(",") if x]
+    if radii:
+        print("\n| model | R | atoms | s/particle |\n|---|---|---|---|", flush=True)
+        for g in generation_speed(args.gen_model, ds, radii, device, args):
+            print(f"| {g['model']} | {g['radius']} | {g['atoms']:,} | {g['s_per_particle']:.2f} |", flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(g) + "\n")
 
 
 if __name__ == "__main__":

@@ -53,8 +53,7 @@ class BaselineModule(pl.LightningModule):
         params = {k: v for k, v in model.items() if k not in ("name", "task")}
         self.model = build_model(model["name"], int(model["task"]), **params)
         if train.get("compile") == "loss":
-            # the whole loss as one graph: with train.host_work it has no data-dependent shape
-            self.model.loss = torch.compile(self.model.loss, dynamic=True)
+            compile_loss(self.model)
         elif train.get("compile"):
             compile_blocks(self.model)
 
@@ -94,6 +93,19 @@ def compile_blocks(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, InteractionBlock):
             module.compile(dynamic=True)
+
+
+def compile_loss(model: torch.nn.Module, backend: str = "inductor") -> None:
+    """``torch.compile`` the whole ``model.loss`` in place (``train.compile = "loss"``),
+    with dynamic shapes. With ``train.host_work`` the loss has no data-dependent shape and
+    traces to one graph for every batch. Duck shaping is turned off (process-wide): it
+    ties equal sizes to one symbol, so a first batch of 2 or 3 graphs (``ptr`` of length 3,
+    like the xyz axis) would compile a graph that every later batch fails.
+    """
+    from torch.fx.experimental import _config as fx_config
+
+    fx_config.use_duck_shape = False
+    model.loss = torch.compile(model.loss, backend=backend, dynamic=True)
 
 
 class RunMonitor(pl.Callback):
