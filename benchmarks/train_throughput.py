@@ -1,7 +1,7 @@
 """Training throughput of the learned baselines, variant against variant in one call; prints a table.
 
     python benchmarks/train_throughput.py --store c2np-store --json out/throughput.jsonl
-    python benchmarks/train_throughput.py --store c2np-store --cpu-dry-run      # every code path, tiny, on the CPU
+    python benchmarks/train_throughput.py --store c2np-store --cpu-dry-run      # the script's paths, tiny, on the CPU
 
 Variants (``--variants``, comma-separated; tokens joined by ``+``):
 
@@ -120,9 +120,10 @@ def fixed_loss(loss_fn, model, records, task: int, device, host: bool) -> float:
     batch = tdata.make_collate(task, model.host_plan(), 0)(probe)
     if not host:
         batch = dataclasses.replace(batch, **{f: None for f in HOST_FIELDS if hasattr(batch, f)})
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+    # with gradients, as in training: a compiled loss then needs no second graph for no_grad
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(123)
-        return float(loss_fn(batch.to(device))["loss"])
+        return float(loss_fn(batch.to(device))["loss"].detach())
 
 
 def run_variant(name: str, task: int, records, variant: str, args, device) -> dict:
@@ -139,7 +140,7 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
         from c2np.training.module import compile_loss
 
         inductor_config.fallback_random = True  # the same draws as eager: comparable losses
-        compile_loss(model)
+        compile_loss(model, backend="eager" if args.cpu_dry_run else "inductor")
         loss_fn = model.loss
     loss_value = fixed_loss(loss_fn, model, records, task, device, plan is not None)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4,
@@ -247,8 +248,8 @@ def main() -> None:
     ap.add_argument("--model-set", action="append", default=[],
                     help="config override for every model, e.g. model.hidden=16 (repeatable)")
     ap.add_argument("--cpu-dry-run", action="store_true",
-                    help="every variant on the CPU with tiny models and few records: checks the script, "
-                         "measures nothing")
+                    help="every variant on the CPU with tiny models and few records (compile with dynamo's "
+                         "eager backend, no code generation): checks the script, measures nothing")
     ap.add_argument("--gen-radii", default="", help="also time Task 1 generation at these radii, e.g. 10,20,30")
     ap.add_argument("--gen-model", default="cdvae")
     ap.add_argument("--gpu", type=int, default=0, help="nvidia-smi index sampled for utilisation")
