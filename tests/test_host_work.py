@@ -91,6 +91,21 @@ def test_a_host_prepared_step_waits_for_nothing(records, name, task):
     assert [e.name for e in prof.events() if e.name in waits]  # the check can fail
 
 
+def test_the_dataloader_pins_every_tensor_of_a_batch(records, monkeypatch):
+    """DataLoader(pin_memory=True) reaches the batch's tensors (pinning itself needs a GPU:
+    a stand-in records what is pinned)."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t, *a: pinned.append(t) or t.clone())
+    model = tiny("cdvae", 1)
+    batch = make_collate(1, model.host_plan(), seed=0)(items(records, 1))
+    out = pin_memory(batch)
+    tensors = [v for v in vars(batch).values() if torch.is_tensor(v)]
+    assert type(out) is type(batch) and len(pinned) == len(tensors)
+    assert out.graph_cutoff == batch.graph_cutoff and torch.equal(out.score_edges, batch.score_edges)
+
+
 def test_host_noise_is_seeded_per_sample(records):
     model = tiny("cdvae", 1)
     collate = make_collate(1, model.host_plan(), seed=0)

@@ -19,6 +19,13 @@ class _Moveable:
         return type(self)(**{k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
                              for k, v in values.items()})
 
+    def pin_memory(self) -> "_Moveable":
+        """Page-locked copies of the tensors; ``DataLoader(pin_memory=True)`` calls this (it
+        cannot see into a dataclass otherwise). A ``non_blocking`` copy to a GPU overlaps
+        with the step only from pinned memory; from pageable memory it makes the host wait."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return type(self)(**{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in values.items()})
+
     @property
     def n_graphs(self) -> int:
         return len(self.ptr) - 1
