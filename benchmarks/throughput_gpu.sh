@@ -3,7 +3,8 @@
 #
 #   bash benchmarks/throughput_gpu.sh STORE OUT
 #
-# First the variant table of benchmarks/train_throughput.py (CDVAE Task 1, SyMat Task 2,
+# BEFORE_SRC=OLD/src first times the earlier code's base variant (about 1 minute). Then
+# the variant table of benchmarks/train_throughput.py (CDVAE Task 1, SyMat Task 2,
 # CDVAE Task 2; base, host work, fused Adam, torch.compile of the loss; about 6 minutes on
 # one H100 with compilation), bounded by its own timeout. Then, only when asked (they were
 # measured before and take minutes each): DDP=1, `c2np train --devices 1` vs `--devices 2`
@@ -18,6 +19,10 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
 log() { tee -a "$OUT/throughput.log"; }
 (nvidia-smi -L || echo cpu) | log
+if [ -n "${BEFORE_SRC:-}" ]; then  # the earlier code's base variant (git archive 7a18657 src)
+    PYTHONPATH=$BEFORE_SRC timeout $((120 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" \
+        --limit "$LIMIT" --label before --variants base --json "$OUT/throughput-before.jsonl" 2>&1 | log
+fi
 timeout $((420 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" --limit "$LIMIT" \
     --json "$OUT/throughput.jsonl" ${TP_ARGS:-} 2>&1 | log
 

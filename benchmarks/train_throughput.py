@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py --store c2np-store --json out/throughput.jsonl
     python benchmarks/train_throughput.py --store c2np-store --cpu-dry-run      # the script's paths, tiny, on the CPU
+    PYTHONPATH=OLD/src python benchmarks/train_throughput.py --variants base --label before  # earlier code
 
 Variants (``--variants``, comma-separated; tokens joined by ``+``):
 
@@ -31,7 +32,8 @@ over the timed steps. "loss" is the loss of one fixed batch (8 records across th
 sizes) at fixed noise (host-prepared draws, seeded), initial weights, fp32: equal
 values mean the variant leaves the objective unchanged. A variant that fails or passes
 its time limit (``--limit-s``, ``--compile-limit-s``) is reported as such and the others
-still run.
+still run. With the earlier code (``git archive 7a18657 src``, no ``host_plan``) only
+``base`` runs, and its fixed-batch loss uses that code's own noise draws.
 """
 
 from __future__ import annotations
@@ -117,8 +119,11 @@ def fixed_loss(loss_fn, model, records, task: int, device, host: bool) -> float:
     """The loss of 8 records spread over the sizes at fixed noise (host-prepared, seeded
     draws); without ``host`` the model builds the graphs itself from the same draws."""
     probe = [(r, 0 if task == 2 else -1) for r in records[:: max(1, len(records) // 8)][:8]]
-    batch = tdata.make_collate(task, model.host_plan(), 0)(probe)
-    if not host:
+    if not hasattr(model, "host_plan"):  # earlier code: its own noise draws, a different loss value
+        batch = tdata.COLLATE[task](probe)
+    else:
+        batch = tdata.make_collate(task, model.host_plan(), 0)(probe)
+    if not host and hasattr(model, "host_plan"):
         batch = dataclasses.replace(batch, **{f: None for f in HOST_FIELDS if hasattr(batch, f)})
     # with gradients, as in training: a compiled loss then needs no second graph for no_grad
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -149,7 +154,8 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
     sizes = [len(r.numbers) for r in records]
     sampler = tdata.BucketBatchSampler(sizes, batch_size, True, 0)
     loader = DataLoader(tdata.RecordDataset(records, rotate=task == 2, seed=0), batch_sampler=sampler,
-                        collate_fn=tdata.make_collate(task, plan, 0), num_workers=workers,
+                        collate_fn=tdata.make_collate(task, plan, 0) if plan else tdata.COLLATE[task],
+                        num_workers=workers,
                         persistent_workers=False, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None)
     steps_per_epoch = len(sampler)
