@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import faulthandler
 import json
 import os
 import signal
@@ -157,7 +158,7 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
                         collate_fn=tdata.make_collate(task, plan, 0) if plan else tdata.COLLATE[task],
                         num_workers=workers,
                         persistent_workers=False, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if workers else None)
+                        prefetch_factor=4 if workers else None, timeout=args.batch_timeout_s if workers else 0)
     steps_per_epoch = len(sampler)
 
     def step(batch):
@@ -250,6 +251,8 @@ def main() -> None:
     ap.add_argument("--limit-s", type=int, default=60, help="time limit of an eager variant, seconds")
     ap.add_argument("--compile-limit-s", type=int, default=150, help="time limit of a compile variant, seconds")
     ap.add_argument("--warn-warmup-s", type=float, default=30.0)
+    ap.add_argument("--batch-timeout-s", type=int, default=60,
+                    help="a DataLoader worker that delivers no batch for this long fails the variant")
     ap.add_argument("--limit", type=int, default=0, help="first N train records only")
     ap.add_argument("--model-set", action="append", default=[],
                     help="config override for every model, e.g. model.hidden=16 (repeatable)")
@@ -291,6 +294,7 @@ def main() -> None:
             try:
                 r = run_variant(name, int(task), records, variant, args, device)
             except VariantTimeout:
+                faulthandler.dump_traceback(all_threads=True)  # where it was stuck, on stderr
                 print(f"| {name} | {task} | {variant} | exceeded its {limit} s limit |", flush=True)
                 continue
             except Exception as exc:  # one failing variant (a compiler error, memory) keeps the others
