@@ -16,7 +16,9 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
 - ``compile``: ``torch.compile`` of the whole loss, ``dynamic=True`` (``train.compile =
   "loss"``); with ``host`` the loss has no data-dependent shape and compiles to one graph.
   Inductor's random numbers fall back to eager's (``fallback_random``), so the fixed-batch
-  loss is comparable.
+  loss is comparable;
+- ``tf32``: fp32 matrix products on the tensor cores (``torch.backends.cuda.matmul.allow_tf32``,
+  10-bit mantissa inputs): not exact, the fixed-batch loss shows by how much.
 
 ``--gen-radii 10,20,30`` also times Task 1 generation (``model.generate``, one particle
 per radius, size pinned to the true atom count).
@@ -58,7 +60,7 @@ from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
-TOKENS = {"base", "host", "fused", "compile"}
+TOKENS = {"base", "host", "fused", "compile", "tf32"}
 HOST_FIELDS = ("cell_pairs", "lattice_inv", "edge_index", "graph_cutoff", "score_edges", "score_cutoff")
 
 
@@ -136,6 +138,7 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
     tokens = set(variant.split("+"))
     if tokens - TOKENS:
         raise ValueError(f"unknown variant token(s) {sorted(tokens - TOKENS)} (known: {sorted(TOKENS)})")
+    torch.backends.cuda.matmul.allow_tf32 = "tf32" in tokens  # fp32 means fp32 in every other row
     model, cfg = make_model(name, task, records, device, args.model_set)
     batch_size = int(cfg["train"]["batch_size"])
     plan = model.host_plan() if "host" in tokens else None
@@ -239,8 +242,8 @@ def main() -> None:
     ap.add_argument("--store", default="c2np-store")
     ap.add_argument("--label", default="run")
     ap.add_argument("--models", default="cdvae:1,symat:2,cdvae:2", help="name:task,...")
-    ap.add_argument("--variants", default="base,host,host+fused,host+fused+compile",
-                    help="comma list; tokens base | host | fused | compile joined by +")
+    ap.add_argument("--variants", default="base,host,host+fused,host+fused+tf32,host+fused+compile",
+                    help="comma list; tokens base | host | fused | compile | tf32 joined by +")
     ap.add_argument("--compile-models", default="cdvae:1,symat:2",
                     help="models that run the variants with compile (compilation takes minutes)")
     ap.add_argument("--warmup", type=int, default=8, help="untimed steps first (compilation happens here)")
@@ -270,7 +273,6 @@ def main() -> None:
         args.limit_s, args.compile_limit_s = max(args.limit_s, 300), max(args.compile_limit_s, 900)
         args.model_set += ["model.hidden=16", "model.interactions=1", "model.gaussians=8"]
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu_dry_run else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 in every row
     ds = open_dataset(args.store)
     records = tdata.load_records(ds, "train", limit=args.limit or None)
     if args.limit:

@@ -49,7 +49,10 @@ class CDVAETask1(LangevinGenerator):
         node_cond = node_cond + self.site_condition(batch, pos)
         h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
         (src, tgt), length = graph
-        w = self.edge_out(torch.cat([h[src], h[tgt], self.score_net.distance(length)], -1))
+        # index_select, not h[src]: the same values, and its backward is an index_add
+        # instead of advanced indexing's much slower accumulating index_put
+        w = self.edge_out(torch.cat([h.index_select(0, src), h.index_select(0, tgt),
+                                     self.score_net.distance(length)], -1))
         return equivariant_vectors(w, pos, graph[0]) / sigma_node
 
     def score_loss(self, batch: Task1Batch, node_cond, sigma_node, noise):

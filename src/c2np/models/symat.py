@@ -46,7 +46,8 @@ class SyMatTask1(LangevinGenerator):
         node_cond = node_cond + self.site_condition(batch, pos)
         h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
         (src, tgt), length = graph
-        s = self.edge_out(torch.cat([h[src] + h[tgt], h[src] * h[tgt],
+        h_src, h_tgt = h.index_select(0, src), h.index_select(0, tgt)  # backward: index_add (see cdvae)
+        s = self.edge_out(torch.cat([h_src + h_tgt, h_src * h_tgt,
                                      self.score_net.distance(length)], -1)).view(-1)
         return s / sigma_node[tgt].view(-1), graph
 

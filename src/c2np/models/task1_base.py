@@ -185,7 +185,7 @@ class LangevinGenerator(Task1Generator):
         """Per-node condition: cell + R (``cond``, computed when not given), latent, noise level."""
         cond = self.cell_condition(batch) if cond is None else cond
         level = sinusoidal(torch.log(sigma_graph) - torch.log(self.levels[-1]), self.hidden, 10.0)
-        return self.node_cond(torch.cat([cond, lat, level], -1))[batch.batch]
+        return self.node_cond(torch.cat([cond, lat, level], -1)).index_select(0, batch.batch)
 
     def host_plan(self) -> HostPlan:
         # the noise draws and the perturbed particle's graph (host_work's noise stream)
