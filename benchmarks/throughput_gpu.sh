@@ -5,8 +5,8 @@
 #
 # BEFORE_SRC=OLD/src first times the earlier code's base variant (about 1 minute). Then
 # the variant table of benchmarks/train_throughput.py (CDVAE Task 1, SyMat Task 2,
-# CDVAE Task 2; base, host work, fused Adam, torch.compile of the loss; about 6 minutes on
-# one H100 with compilation), bounded by its own timeout. Then, only when asked (they were
+# CDVAE Task 2; base, host work, fused Adam, TF32, torch.compile of the loss; about 6
+# minutes on one H100 with compilation), bounded by its own timeout. Then, only when asked (they were
 # measured before and take minutes each): DDP=1, `c2np train --devices 1` vs `--devices 2`
 # (same effective batch: loss curves and time per epoch); SHARED=1, three seeds sharing
 # one GPU. C2NP (default: c2np) runs the CLI; DDP_EPOCHS / LIMIT shrink them.
