@@ -3,10 +3,11 @@
 #
 #   bash benchmarks/throughput_gpu.sh STORE OUT
 #
-# BEFORE_SRC=OLD/src first times the earlier code's base variant (about 1 minute). Then
+# BEFORE_SRC=OLD/src first times the earlier code's base variant (up to 2 minutes more: with
+# it, pass TP_ARGS="--models cdvae:1,symat:2" to stay inside a 9-minute call). Then
 # the variant table of benchmarks/train_throughput.py (CDVAE Task 1, SyMat Task 2,
-# CDVAE Task 2; base, host work, fused Adam, TF32, torch.compile of the loss; about 6
-# minutes on one H100 with compilation), bounded by its own timeout. Then, only when asked (they were
+# CDVAE Task 2; base, host work, fused Adam, TF32, torch.compile of the loss; at most 8
+# minutes, compilation included: each compile variant is cut at 120 s), bounded by its own timeout. Then, only when asked (they were
 # measured before and take minutes each): DDP=1, `c2np train --devices 1` vs `--devices 2`
 # (same effective batch: loss curves and time per epoch); SHARED=1, three seeds sharing
 # one GPU. C2NP (default: c2np) runs the CLI; DDP_EPOCHS / LIMIT shrink them.
@@ -23,7 +24,7 @@ if [ -n "${BEFORE_SRC:-}" ]; then  # the earlier code's base variant (git archiv
     PYTHONPATH=$BEFORE_SRC timeout $((120 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" \
         --limit "$LIMIT" --label before --variants base --json "$OUT/throughput-before.jsonl" 2>&1 | log
 fi
-timeout $((420 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" --limit "$LIMIT" \
+timeout $((480 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" --limit "$LIMIT" \
     --json "$OUT/throughput.jsonl" ${TP_ARGS:-} 2>&1 | log
 
 if [ -n "${DDP:-}" ]; then

@@ -252,7 +252,7 @@ def main() -> None:
     ap.add_argument("--host-workers", type=int, default=min(10, max(1, (os.cpu_count() or 2) - 4)),
                     help="DataLoader workers with host work (default: CPU cores - 4, at most 10)")
     ap.add_argument("--limit-s", type=int, default=60, help="time limit of an eager variant, seconds")
-    ap.add_argument("--compile-limit-s", type=int, default=150, help="time limit of a compile variant, seconds")
+    ap.add_argument("--compile-limit-s", type=int, default=120, help="time limit of a compile variant, seconds")
     ap.add_argument("--warn-warmup-s", type=float, default=30.0)
     ap.add_argument("--batch-timeout-s", type=int, default=60,
                     help="a DataLoader worker that delivers no batch for this long fails the variant")
