@@ -13,8 +13,8 @@
 # GPU 0: CDVAE Task 1 and Task 2, seed 0, trained to the convergence rule, then the whole
 #        ID and OOD sets predicted and scored (benchmarks/train_baselines.sh, repeated).
 # GPU 1: short runs of DiffCSP, FlowMM, MatterGen and ADiT on both tasks
-#        (benchmarks/short_runs.sh), then their time per epoch with the GPU to themselves and
-#        a profile of a CDVAE Task 1 step with generation times (train_throughput.py).
+#        (benchmarks/short_runs.sh), then their time per epoch with the GPU to themselves
+#        (train_throughput.py).
 set -uo pipefail
 STORE=${1:?store}; W=${2:?work dir}; OUT=${3:?out}; SECONDS_GIVEN=${4:?seconds}
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -57,9 +57,7 @@ gpu1() {
     FIRST_GPU=0 GPUS=1 PER_GPU=2 TRAIN_S=150 SCORE_S=150 gpu1_step 300 short-c $short "mattergen:2 adit:2" &
     wait
     [ -e "$W/done-short-b" ] && [ -e "$W/done-short-c" ] || return
-    gpu1_step 150 profile $tp --label profile --models cdvae:1 --epochs 1 --warmup-steps 10 --profile 20 \
-        --gen-radii 10,20,30 --json "$W/throughput.jsonl" || return
-    gpu1_step 300 alone $tp --label alone --epochs 1 --warmup-steps 10 --gen-radii "" --json "$W/throughput.jsonl" \
+    gpu1_step 300 alone $tp --label alone --variants base --warmup 10 --steps 60 --json "$W/throughput.jsonl" \
         --models diffcsp:1,flowmm:1,mattergen:1,adit:1,diffcsp:2,flowmm:2,mattergen:2,adit:2 || return
     echo "gpu1 done" >> "$W/gpu1.log"
 }

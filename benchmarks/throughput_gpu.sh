@@ -1,35 +1,42 @@
 #!/usr/bin/env bash
-# The measurements behind the README's throughput numbers, in one call on a 2-GPU machine:
+# The measurements behind the README's throughput numbers, in one GPU call:
 #
-#   bash benchmarks/throughput_gpu.sh STORE BEFORE_SRC OUT
+#   bash benchmarks/throughput_gpu.sh STORE OUT
 #
-# BEFORE_SRC is the src/ of the earlier code (git archive b4f3555 src). In order:
-# single-GPU throughput before/after (fp32, bf16, torch.compile) with generation speed,
-# `c2np train --devices 1` vs `--devices 2` (DDP, same effective batch: loss curves and
-# time per epoch), and three seeds sharing one GPU. Every step has its own timeout.
-# C2NP (default: c2np) runs the CLI; EPOCHS / DDP_EPOCHS / LIMIT shrink it for a CPU dry run.
+# BEFORE_SRC=OLD/src first times the earlier code's base variant (up to 2 minutes more: with
+# it, pass TP_ARGS="--models cdvae:1,symat:2" to stay inside a 9-minute call). Then
+# the variant table of benchmarks/train_throughput.py (CDVAE Task 1, SyMat Task 2,
+# CDVAE Task 2; base, host work, fused Adam, TF32, torch.compile of the loss; at most 8
+# minutes, compilation included: each compile variant is cut at 120 s), bounded by its own timeout. Then, only when asked (they were
+# measured before and take minutes each): DDP=1, `c2np train --devices 1` vs `--devices 2`
+# (same effective batch: loss curves and time per epoch); SHARED=1, three seeds sharing
+# one GPU. C2NP (default: c2np) runs the CLI; DDP_EPOCHS / LIMIT shrink them.
+# A CPU check of the whole script: python benchmarks/train_throughput.py --cpu-dry-run.
 set -uo pipefail
-STORE=${1:?store}; BEFORE=${2:?before src}; OUT=${3:?out}
+STORE=${1:?store}; OUT=${2:?out}
 HERE=$(cd "$(dirname "$0")/.." && pwd); C2NP=${C2NP:-c2np}
-EPOCHS=${EPOCHS:-2}; DDP_EPOCHS=${DDP_EPOCHS:-6}; LIMIT=${LIMIT:-0}; T1=${T1:-1}; GEN=${GEN:-10,20,30}
-export PYTHONUNBUFFERED=1
+DDP_EPOCHS=${DDP_EPOCHS:-6}; LIMIT=${LIMIT:-0}; T1=${T1:-1}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$HERE/src${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$OUT"
-AFTER=$HERE/src${PYTHONPATH:+:$PYTHONPATH}; OLD=$BEFORE${PYTHONPATH:+:$PYTHONPATH}
-TP="python $HERE/benchmarks/train_throughput.py --store $STORE --json $OUT/throughput.jsonl --epochs $EPOCHS --limit $LIMIT --gen-radii $GEN"
 log() { tee -a "$OUT/throughput.log"; }
 (nvidia-smi -L || echo cpu) | log
-[ -z "${SKIP_BEFORE:-}" ] && PYTHONPATH=$OLD timeout $((140 * T1)) $TP --label before --no-bucket --workers 0 2>&1 | log
-PYTHONPATH=$AFTER timeout $((200 * T1)) $TP --label after --variants 32,bf16,32+compile 2>&1 | log
+if [ -n "${BEFORE_SRC:-}" ]; then  # the earlier code's base variant (git archive 7a18657 src)
+    PYTHONPATH=$BEFORE_SRC timeout $((120 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" \
+        --limit "$LIMIT" --label before --variants base --json "$OUT/throughput-before.jsonl" 2>&1 | log
+fi
+timeout $((480 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" --limit "$LIMIT" \
+    --json "$OUT/throughput.jsonl" ${TP_ARGS:-} 2>&1 | log
 
-TRAIN="$C2NP train --store $STORE -q --set train.epochs=$DDP_EPOCHS --set train.patience=1000"
-[ "$LIMIT" != 0 ] && TRAIN="$TRAIN --set train.limit=$LIMIT"
-for task in ${DDP_TASKS:-2 1}; do
-    for n in 1 2; do
-        PYTHONPATH=$AFTER timeout $((80 * T1)) $TRAIN --task $task --model cdvae --devices $n \
-            --out "$OUT/ddp$n" 2>&1 | grep -v "^\[rank" >> "$OUT/ddp.log"
+if [ -n "${DDP:-}" ]; then
+    TRAIN="$C2NP train --store $STORE -q --set train.epochs=$DDP_EPOCHS --set train.patience=1000"
+    [ "$LIMIT" != 0 ] && TRAIN="$TRAIN --set train.limit=$LIMIT"
+    for task in ${DDP_TASKS:-2 1}; do
+        for n in 1 2; do
+            timeout $((80 * T1)) $TRAIN --task "$task" --model cdvae --devices $n \
+                --out "$OUT/ddp$n" 2>&1 | grep -v "^\[rank" >> "$OUT/ddp.log"
+        done
     done
-done
-python - "$OUT" <<'PY' 2>&1 | tee -a "$OUT/ddp.log"
+    python - "$OUT" <<'PY' 2>&1 | tee -a "$OUT/ddp.log"
 import csv, glob, json, sys
 for r in sorted(glob.glob(f"{sys.argv[1]}/ddp*/cdvae-task*-seed0")):
     rows = list(csv.DictReader(open(f"{r}/metrics.csv")))
@@ -39,11 +46,13 @@ for r in sorted(glob.glob(f"{sys.argv[1]}/ddp*/cdvae-task*-seed0")):
           f"val_loss {[round(float(x['val_loss']), 4) for x in rows]}, "
           f"train_loss {[round(float(x['train_loss']), 4) for x in rows]}")
 PY
+fi
 
-[ -n "${SKIP_SHARED:-}" ] && exit 0
-for s in 0 1 2; do  # three seeds on one GPU at once
-    CUDA_VISIBLE_DEVICES=0 PYTHONPATH=$AFTER timeout $((55 * T1)) $TP --label shared3-seed$s --models cdvae:1 \
-        --gen-radii "" > "$OUT/shared-$s.log" 2>&1 &
-done
-wait
-grep -h "| shared3" "$OUT"/shared-*.log | log
+if [ -n "${SHARED:-}" ]; then
+    for s in 0 1 2; do  # three seeds on one GPU at once
+        CUDA_VISIBLE_DEVICES=0 timeout $((120 * T1)) python "$HERE/benchmarks/train_throughput.py" --store "$STORE" \
+            --label "shared3-seed$s" --models cdvae:1 --variants base > "$OUT/shared-$s.log" 2>&1 &
+    done
+    wait
+    grep -h "| cdvae" "$OUT"/shared-*.log | log
+fi

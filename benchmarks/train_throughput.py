@@ -1,31 +1,55 @@
-"""Training throughput and generation speed of the learned baselines; prints a table.
+"""Training throughput of the learned baselines, variant against variant in one call; prints a table.
 
-    python benchmarks/train_throughput.py --store c2np-store --label after --models cdvae:1,cdvae:2
-    python benchmarks/train_throughput.py --store c2np-store --label after --variants 32,bf16,32+compile
-    PYTHONPATH=old/src python benchmarks/train_throughput.py --label before --no-bucket   # earlier code
+    python benchmarks/train_throughput.py --store c2np-store --json out/throughput.jsonl
+    python benchmarks/train_throughput.py --store c2np-store --cpu-dry-run      # the script's paths, tiny, on the CPU
+    PYTHONPATH=OLD/src python benchmarks/train_throughput.py --variants base --label before  # earlier code
 
-One epoch = every (material, R) of the train split once (1,215 particles, 3.85 M atoms
-on the bundled set), batch size from the bundled config, Adam + clipping as in
-`c2np train`, timed with CUDA synchronised at both ends. The first epoch (or the first
---warmup-steps steps) is a warm-up and not counted. GPU utilisation is nvidia-smi's
-utilization.gpu sampled every 0.2 s during the timed epochs. "loss" is the model's loss on one fixed batch at fixed noise
-(seeded) with the initial weights, in fp32 and under the run's precision: equal
-columns mean the precision leaves the objective unchanged. The script only uses what
-the earlier code also had (load_records, COLLATE, RecordDataset, build_model), plus
-the size-bucketed sampler when present, so one script measures before and after.
+Variants (``--variants``, comma-separated; tokens joined by ``+``):
 
-Generation: seconds per particle of `model.generate` (20 noise levels x 5 Langevin
-steps) for one particle at each of --gen-radii, with the size head pinned to the
-true atom count so that every version generates the same number of atoms.
+- ``base``: the training defaults: plain batches (the model builds its radius graphs and
+  draws its noise on the device), Adam ``foreach``, eager, ``--base-workers`` DataLoader
+  workers (2, the configs' ``workers``);
+- ``host``: batches prepared by ``c2np.models.host_work`` in ``--host-workers`` workers
+  (``train.host_work``): graphs, cell pairs and noise draws made on the CPU, no host wait
+  in the step;
+- ``fused``: ``torch.optim.Adam(fused=True)`` (``train.fused_adam``);
+- ``compile``: ``torch.compile`` of the whole loss, ``dynamic=True`` (``train.compile =
+  "loss"``); with ``host`` the loss has no data-dependent shape and compiles to one graph.
+  Inductor's random numbers fall back to eager's (``fallback_random``), so the fixed-batch
+  loss is comparable;
+- ``tf32``: fp32 matrix products on the tensor cores (``torch.backends.cuda.matmul.allow_tf32``,
+  10-bit mantissa inputs): not exact, the fixed-batch loss shows by how much.
+
+``--gen-radii 10,20,30`` also times Task 1 generation (``model.generate``, one particle
+per radius, size pinned to the true atom count).
+
+Every variant runs the same bucketed batches (seed 0, fp32, batch size of the bundled
+config, Adam lr 1e-4, clipping 1.0 as in ``c2np train``): ``--warmup`` steps (compilation
+happens here; a warning says when it takes long), then ``--steps`` timed steps, CUDA
+synchronised at both ends; batches stream from the DataLoader during the timed steps,
+so the workers' host work counts. "s/epoch" is the mean timed step times the steps of one epoch
+(extrapolated, not a whole epoch); particles/s and atoms/s count the timed batches. GPU
+busy is nvidia-smi's utilization.gpu (time with a kernel running) sampled every 0.2 s
+over the timed steps. "loss" is the loss of one fixed batch (8 records across the
+sizes) at fixed noise (host-prepared draws, seeded), initial weights, fp32: equal
+values mean the variant leaves the objective unchanged. A variant that fails or passes
+its time limit (``--limit-s``, ``--compile-limit-s``) is reported as such and the others
+still run. With the earlier code (``git archive 7a18657 src``, no ``host_plan``) only
+``base`` runs, and its fixed-batch loss uses that code's own noise draws.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import faulthandler
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
+import traceback
 
 import numpy as np
 import torch
@@ -35,6 +59,9 @@ from c2np.models.registry import build_model
 from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
+
+TOKENS = {"base", "host", "fused", "compile", "tf32"}
+HOST_FIELDS = ("cell_pairs", "lattice_inv", "edge_index", "graph_cutoff", "score_edges", "score_cutoff")
 
 
 class GpuSampler:
@@ -67,13 +94,21 @@ class GpuSampler:
         return float(np.mean(self.values)) if self.values else float("nan")
 
 
+class VariantTimeout(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise VariantTimeout
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def make_model(name: str, task: int, records, device):
-    cfg = load_training_config(name, task)
+def make_model(name: str, task: int, records, device, overrides: list[str]):
+    cfg = load_training_config(name, task, overrides=overrides)
     params = {k: v for k, v in cfg["model"].items() if k not in ("name", "task")}
     torch.manual_seed(0)
     model = build_model(name, task, **params)
@@ -83,106 +118,106 @@ def make_model(name: str, task: int, records, device):
     return model.to(device), cfg
 
 
-def loader_for(task: int, records, batch_size: int, bucket: bool, workers: int) -> DataLoader:
-    dataset = tdata.RecordDataset(records, rotate=task == 2, seed=0)
-    common = {"collate_fn": tdata.COLLATE[task], "num_workers": workers, "persistent_workers": workers > 0,
-              "pin_memory": torch.cuda.is_available()}
-    if bucket and hasattr(tdata, "BucketBatchSampler"):
-        sampler = tdata.BucketBatchSampler([len(r.numbers) for r in records], batch_size, True, 0)
-        return DataLoader(dataset, batch_sampler=sampler, **common)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                      generator=torch.Generator().manual_seed(0), **common)
+def fixed_loss(loss_fn, model, records, task: int, device, host: bool) -> float:
+    """The loss of 8 records spread over the sizes at fixed noise (host-prepared, seeded
+    draws); without ``host`` the model builds the graphs itself from the same draws."""
+    probe = [(r, 0 if task == 2 else -1) for r in records[:: max(1, len(records) // 8)][:8]]
+    if not hasattr(model, "host_plan"):  # earlier code: its own noise draws, a different loss value
+        batch = tdata.COLLATE[task](probe)
+    else:
+        batch = tdata.make_collate(task, model.host_plan(), 0)(probe)
+    if not host and hasattr(model, "host_plan"):
+        batch = dataclasses.replace(batch, **{f: None for f in HOST_FIELDS if hasattr(batch, f)})
+    # with gradients, as in training: a compiled loss then needs no second graph for no_grad
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(123)
+        return float(loss_fn(batch.to(device))["loss"].detach())
 
 
-def fixed_loss(model, batch, dtype) -> float:
-    torch.manual_seed(123)
-    with torch.autocast(batch.pos.device.type, dtype=dtype, enabled=dtype is not None), torch.no_grad():
-        return float(model.loss(batch)["loss"])
-
-
-def train_step(model, batch, opt, scaler, dtype) -> None:
-    """One optimisation step as in `c2np train` (Adam, clipping 1.0)."""
-    with torch.autocast(batch.pos.device.type, dtype=dtype, enabled=dtype is not None):
-        loss = model.loss(batch)["loss"]
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.unscale_(opt)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    scaler.step(opt)
-    scaler.update()
-
-
-def profile_steps(model, loader, opt, scaler, dtype, device, steps: int) -> None:
-    """Where a step's time goes: torch.profiler over ``steps`` steps, the top operators by
-    self device time and by self CPU time (host work that can starve the GPU)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    batches = [b for _, b in zip(range(steps), loader)]
-    sync()
-    t0 = time.perf_counter()
-    with profile(activities=activities) as prof:
-        for batch in batches:
-            train_step(model, batch.to(device), opt, scaler, dtype)
-        sync()
-    wall = time.perf_counter() - t0
-    atoms = sum(int(b.pos.shape[0]) for b in batches)
-    print(f"\nprofile: {steps} steps, {atoms:,} atoms, {wall:.3f} s wall under the profiler", flush=True)
-    for key in (["self_cuda_time_total"] if device.type == "cuda" else []) + ["self_cpu_time_total"]:
-        print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=48), flush=True)
-
-
-def train_epochs(name, task, records, args, device, precision: str, compiled: bool) -> dict:
-    model, cfg = make_model(name, task, records, device)
-    if compiled:
-        from c2np.training.module import compile_blocks
-
-        compile_blocks(model)
+def run_variant(name: str, task: int, records, variant: str, args, device) -> dict:
+    tokens = set(variant.split("+"))
+    if tokens - TOKENS:
+        raise ValueError(f"unknown variant token(s) {sorted(tokens - TOKENS)} (known: {sorted(TOKENS)})")
+    torch.backends.cuda.matmul.allow_tf32 = "tf32" in tokens  # fp32 means fp32 in every other row
+    model, cfg = make_model(name, task, records, device, args.model_set)
     batch_size = int(cfg["train"]["batch_size"])
-    dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    probe = tdata.COLLATE[task]([(r, 0 if task == 2 else -1) for r in records[:: max(1, len(records) // 8)][:8]])
-    probe = probe.to(device)
-    loss32, loss_p = fixed_loss(model, probe, None), fixed_loss(model, probe, dtype)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(enabled=dtype is torch.float16)
-    loader = loader_for(task, records, batch_size, not args.no_bucket, args.workers)
-    times, util = [], GpuSampler(args.gpu)
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    for epoch in range(args.epochs + 1):
-        if epoch == 1:
-            util.__enter__()
-        sampler = getattr(loader, "batch_sampler", None)
-        if hasattr(sampler, "set_epoch"):
+    plan = model.host_plan() if "host" in tokens else None
+    loss_fn = model.loss
+    if "compile" in tokens:
+        from torch._inductor import config as inductor_config
+
+        from c2np.training.module import compile_loss
+
+        inductor_config.fallback_random = True  # the same draws as eager: comparable losses
+        compile_loss(model, backend="eager" if args.cpu_dry_run else "inductor")
+        loss_fn = model.loss
+    loss_value = fixed_loss(loss_fn, model, records, task, device, plan is not None)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4,
+                           **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
+    workers = args.host_workers if plan else args.base_workers
+    sizes = [len(r.numbers) for r in records]
+    sampler = tdata.BucketBatchSampler(sizes, batch_size, True, 0)
+    loader = DataLoader(tdata.RecordDataset(records, rotate=task == 2, seed=0), batch_sampler=sampler,
+                        collate_fn=tdata.make_collate(task, plan, 0) if plan else tdata.COLLATE[task],
+                        num_workers=workers,
+                        persistent_workers=False, pin_memory=device.type == "cuda",
+                        prefetch_factor=4 if workers else None, timeout=args.batch_timeout_s if workers else 0)
+    steps_per_epoch = len(sampler)
+
+    def step(batch):
+        loss = loss_fn(batch.to(device, non_blocking=True))["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    def batches():
+        epoch = 0
+        while True:
             sampler.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    stream = batches()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step(next(stream))
+    sync()
+    warm = time.perf_counter() - t0
+    if warm > args.warn_warmup_s:
+        print(f"  warning: {name} task {task} {variant}: warm-up took {warm:.0f} s "
+              f"({'compilation' if 'compile' in tokens else 'loader start and first kernels'})", flush=True)
+    graphs = atoms = 0
+    util = GpuSampler(args.gpu)
+    with util:  # batches keep streaming from the workers: their host work is part of the time
         sync()
         t0 = time.perf_counter()
-        for step, batch in enumerate(loader):
-            if epoch == 0 and args.warmup_steps and step == args.warmup_steps:
-                break
-            train_step(model, batch.to(device), opt, scaler, dtype)
+        for _ in range(args.steps):
+            batch = next(stream)
+            graphs, atoms = graphs + batch.n_graphs, atoms + len(batch.pos)
+            step(batch)
         sync()
-        times.append(time.perf_counter() - t0)
-    util.__exit__()
-    if args.profile:
-        profile_steps(model, loader, opt, scaler, dtype, device, args.profile)
-    per_epoch = float(np.mean(times[1:]))
-    atoms = sum(len(r.numbers) for r in records)
-    return {"label": args.label, "model": name, "task": task, "precision": precision,
-            "bucket": not args.no_bucket and hasattr(tdata, "BucketBatchSampler"), "compile": compiled,
-            "batch_size": batch_size, "epoch_s": per_epoch, "epochs_timed": args.epochs,
-            "particles_per_s": len(records) / per_epoch, "atoms_per_s": atoms / per_epoch,
-            "gpu_util": util.mean, "peak_mem_gb": (torch.cuda.max_memory_allocated() / 2**30
-                                                   if torch.cuda.is_available() else float("nan")),
-            "loss_fp32": loss32, "loss_precision": loss_p, "epoch_times": [round(t, 3) for t in times]}
+        wall = time.perf_counter() - t0
+    step_s = wall / args.steps
+    return {"label": args.label, "model": name, "task": task, "variant": variant, "workers": workers,
+            "batch_size": batch_size, "steps_timed": args.steps, "warmup_s": warm, "step_s": step_s,
+            "epoch_s": step_s * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
+            "particles_per_s": graphs / wall, "atoms_per_s": atoms / wall, "gpu_util": util.mean,
+            "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
+            "loss": loss_value}
 
 
-def generation_speed(name, ds, radii, device, args) -> list[dict]:
+def generation_speed(name: str, ds, radii: list[int], device, args) -> list[dict]:
+    """Seconds per particle of ``model.generate`` (the bundled sampler) for one particle at
+    each radius, the size head pinned to the true atom count so that every version
+    generates the same number of atoms."""
     rows = []
     for radius in radii:
         split = ds.index.loc[ds.index["radius"] == radius, "split"].iloc[0]
         rec = tdata.load_records(ds, split, radii=[radius], limit=1)[0]
-        model, _ = make_model(name, 1, [rec], device)
+        model, _ = make_model(name, 1, [rec], device, args.model_set)
         model.eval()
         batch = tdata.COLLATE[1]([(rec, -1)]).to(device)
         true_log_n = batch.log_n
@@ -195,7 +230,7 @@ def generation_speed(name, ds, radii, device, args) -> list[dict]:
         model.generate(batch, seed=0)  # warm-up (kernels, allocator)
         sync()
         t0 = time.perf_counter()
-        (z, pos), = model.generate(batch, seed=1)
+        (z, _), = model.generate(batch, seed=1)
         sync()
         rows.append({"label": args.label, "model": name, "radius": radius, "atoms": len(z),
                      "s_per_particle": time.perf_counter() - t0})
@@ -206,55 +241,86 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", default="c2np-store")
     ap.add_argument("--label", default="run")
-    ap.add_argument("--models", default="cdvae:1,cdvae:2,symat:1,symat:2", help="name:task,...")
-    ap.add_argument("--epochs", type=int, default=2, help="timed epochs (after one warm-up epoch)")
-    ap.add_argument("--variants", default="32", help="comma list of 32 | bf16 | fp16, each optionally +compile")
-    ap.add_argument("--compile-models", default="cdvae:1", help="models of the +compile variants")
-    ap.add_argument("--no-bucket", action="store_true")
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--gen-radii", default="10,20,30", help="empty for none")
+    ap.add_argument("--models", default="cdvae:1,symat:2,cdvae:2", help="name:task,...")
+    ap.add_argument("--variants", default="base,host,host+fused,host+fused+tf32,host+fused+compile",
+                    help="comma list; tokens base | host | fused | compile | tf32 joined by +")
+    ap.add_argument("--compile-models", default="cdvae:1,symat:2",
+                    help="models that run the variants with compile (compilation takes minutes)")
+    ap.add_argument("--warmup", type=int, default=8, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--steps", type=int, default=60, help="timed steps per variant")
+    ap.add_argument("--base-workers", type=int, default=2, help="DataLoader workers without host work")
+    ap.add_argument("--host-workers", type=int, default=min(10, max(1, (os.cpu_count() or 2) - 4)),
+                    help="DataLoader workers with host work (default: CPU cores - 4, at most 10)")
+    ap.add_argument("--limit-s", type=int, default=60, help="time limit of an eager variant, seconds")
+    ap.add_argument("--compile-limit-s", type=int, default=120, help="time limit of a compile variant, seconds")
+    ap.add_argument("--warn-warmup-s", type=float, default=30.0)
+    ap.add_argument("--batch-timeout-s", type=int, default=60,
+                    help="a DataLoader worker that delivers no batch for this long fails the variant")
+    ap.add_argument("--limit", type=int, default=0, help="first N train records only")
+    ap.add_argument("--model-set", action="append", default=[],
+                    help="config override for every model, e.g. model.hidden=16 (repeatable)")
+    ap.add_argument("--cpu-dry-run", action="store_true",
+                    help="every variant on the CPU with tiny models and few records (compile with dynamo's "
+                         "eager backend, no code generation): checks the script, measures nothing")
+    ap.add_argument("--gen-radii", default="", help="also time Task 1 generation at these radii, e.g. 10,20,30")
     ap.add_argument("--gen-model", default="cdvae")
-    ap.add_argument("--limit", type=int, default=0, help="first N train records only (CPU smoke tests)")
-    ap.add_argument("--warmup-steps", type=int, default=0,
-                    help="warm up with this many steps instead of a whole epoch (0 = one epoch)")
-    ap.add_argument("--profile", type=int, default=0,
-                    help="after timing, profile this many steps and print the top operators")
     ap.add_argument("--gpu", type=int, default=0, help="nvidia-smi index sampled for utilisation")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
     args = ap.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 in every row
+    if args.cpu_dry_run:
+        args.limit = args.limit or 24
+        args.warmup, args.steps, args.host_workers, args.base_workers = 2, 3, 2, 1
+        args.limit_s, args.compile_limit_s = max(args.limit_s, 300), max(args.compile_limit_s, 900)
+        args.model_set += ["model.hidden=16", "model.interactions=1", "model.gaussians=8"]
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu_dry_run else "cpu")
     ds = open_dataset(args.store)
     records = tdata.load_records(ds, "train", limit=args.limit or None)
+    if args.limit:
+        records = sorted(records, key=lambda r: len(r.numbers))
     print(f"{args.label}: {len(records)} particles, {sum(len(r.numbers) for r in records):,} atoms per epoch, "
-          f"{torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}", flush=True)
-    print("| label | model | task | precision | bucket | s/epoch | particles/s | atoms/s | GPU util % "
-          "| peak mem GB | loss fp32 | loss prec. |\n|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for variant in args.variants.split(","):
-        precision, _, compiled = variant.partition("+")
-        for item in (args.compile_models if compiled else args.models).split(","):
-            name, task = item.split(":")
-            try:
-                r = train_epochs(name, int(task), records, args, device, precision, bool(compiled))
-            except Exception as exc:  # one failing variant (e.g. a compiler error) keeps the others
-                print(f"| {args.label} | {name} | {task} | {variant} | failed: {exc!r:.200} |", flush=True)
+          f"{torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}, {os.cpu_count()} CPU cores",
+          flush=True)
+    print("| model | task | variant | workers | s/epoch (extrapolated) | step ms | particles/s | atoms/s "
+          "| GPU busy % | peak mem GB | warm-up s | fixed-batch loss |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    compiled = set(args.compile_models.split(","))
+    signal.signal(signal.SIGALRM, _alarm)
+    for item in args.models.split(","):
+        name, task = item.split(":")
+        for variant in args.variants.split(","):
+            is_compile = "compile" in variant.split("+")
+            if is_compile and item not in compiled:
                 continue
-            print(f"| {r['label']} | {name} | {task} | {precision}{' +compile' if compiled else ''} | "
-                  f"{'yes' if r['bucket'] else 'no'} | {r['epoch_s']:.2f} | {r['particles_per_s']:.0f} | "
-                  f"{r['atoms_per_s'] / 1e6:.2f} M | {r['gpu_util']:.0f} | {r['peak_mem_gb']:.1f} | "
-                  f"{r['loss_fp32']:.5g} | {r['loss_precision']:.5g} |", flush=True)
+            limit = args.compile_limit_s if is_compile else args.limit_s
+            signal.alarm(limit)
+            try:
+                r = run_variant(name, int(task), records, variant, args, device)
+            except VariantTimeout:
+                faulthandler.dump_traceback(all_threads=True)  # where it was stuck, on stderr
+                print(f"| {name} | {task} | {variant} | exceeded its {limit} s limit |", flush=True)
+                continue
+            except Exception as exc:  # one failing variant (a compiler error, memory) keeps the others
+                traceback.print_exc()
+                print(f"| {name} | {task} | {variant} | failed: {exc!r:.200} |", flush=True)
+                continue
+            finally:
+                signal.alarm(0)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            print(f"| {name} | {task} | {variant} | {r['workers']} | {r['epoch_s']:.2f} | {1000 * r['step_s']:.1f} | "
+                  f"{r['particles_per_s']:.0f} | {r['atoms_per_s'] / 1e6:.2f} M | {r['gpu_util']:.0f} | "
+                  f"{r['peak_mem_gb']:.1f} | {r['warmup_s']:.1f} | {r['loss']:.6g} |", flush=True)
             if args.json:  # row by row, so a run cut short by a timeout keeps what it measured
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")
     radii = [int(x) for x in args.gen_radii.split(",") if x]
     if radii:
-        print("\n| label | model | R | atoms | s/particle |\n|---|---|---|---|---|", flush=True)
+        print("\n| model | R | atoms | s/particle |\n|---|---|---|---|", flush=True)
         for g in generation_speed(args.gen_model, ds, radii, device, args):
+            print(f"| {g['model']} | {g['radius']} | {g['atoms']:,} | {g['s_per_particle']:.2f} |", flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(g) + "\n")
-            print(f"| {g['label']} | {g['model']} | {g['radius']} | {g['atoms']:,} | {g['s_per_particle']:.2f} |",
-                  flush=True)
 
 
 if __name__ == "__main__":

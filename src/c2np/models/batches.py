@@ -1,4 +1,9 @@
-"""The tensors a model sees: one dataclass per task, built by ``c2np.training.data``."""
+"""The tensors a model sees: one dataclass per task, built by ``c2np.training.data``.
+
+The fields after the targets are optional host work (``c2np.models.host_work``): graphs
+and noise draws prepared in the DataLoader workers so that a training step on the
+device never waits on the host. ``None`` means the model computes them itself.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,13 @@ class _Moveable:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return type(self)(**{k: v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v
                              for k, v in values.items()})
+
+    def pin_memory(self) -> "_Moveable":
+        """Page-locked copies of the tensors; ``DataLoader(pin_memory=True)`` calls this (it
+        cannot see into a dataclass otherwise). A ``non_blocking`` copy to a GPU overlaps
+        with the step only from pinned memory; from pageable memory it makes the host wait."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return type(self)(**{k: v.pin_memory() if torch.is_tensor(v) else v for k, v in values.items()})
 
     @property
     def n_graphs(self) -> int:
@@ -43,6 +55,14 @@ class Task1Batch(ParticleBatch):
     cell_frac: torch.Tensor  # (G, S) fraction of each species in the cell
     target_frac: torch.Tensor  # (G, S) fraction of each species in the particle
     log_n: torch.Tensor  # (G,) log of the particle's atom count
+    cell_pairs: torch.Tensor | None = None  # (2, P) all ordered atom pairs of each cell
+    lattice_inv: torch.Tensor | None = None  # (G, 3, 3) inverse of ``lattice``
+    edge_index: torch.Tensor | None = None  # (2, E) radius graph of ``pos``
+    graph_cutoff: float | None = None  # the cutoff ``edge_index`` was built with
+    noise_level: torch.Tensor | None = None  # (G,) index into the model's noise levels
+    noise: torch.Tensor | None = None  # (n, 3) standard normal perturbation of ``pos``
+    score_edges: torch.Tensor | None = None  # (2, E') radius graph of the perturbed ``pos``
+    score_cutoff: float | None = None  # the cutoff ``score_edges`` was built with
 
 
 @dataclass
@@ -51,3 +71,5 @@ class Task2Batch(ParticleBatch):
 
     lattice: torch.Tensor  # (G, 6)
     spacegroup: torch.Tensor  # (G,) space-group numbers
+    edge_index: torch.Tensor | None = None  # (2, E) radius graph of ``pos``
+    graph_cutoff: float | None = None  # the cutoff ``edge_index`` was built with

@@ -12,11 +12,14 @@ Task 2: SchNet encoder -> latent (d_lat = 4) -> lattice and space-group heads
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from c2np.models.batches import Task1Batch, Task2Batch
 from c2np.models.components import SchNetEncoder, mean_pool, mlp
 from c2np.models.generation import equivariant_vectors
+from c2np.models.host_work import HostPlan, prepared_edges, prepared_score_edges
 from c2np.models.task1_base import LangevinGenerator
 from c2np.models.task2_base import LatticePredictor
 
@@ -32,21 +35,29 @@ class CDVAETask1(LangevinGenerator):
         self.score_net = SchNetEncoder(hidden, interactions, cutoff, gaussians)
         self.edge_out = mlp(2 * hidden + gaussians, hidden, 1)
 
+    def host_plan(self) -> HostPlan:
+        return dataclasses.replace(super().host_plan(), graph_cutoff=self.encoder.cutoff)
+
     def encode(self, batch: Task1Batch, cond: torch.Tensor):
-        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
+        graph = self.encoder.edges(batch.pos, batch.ptr, prepared_edges(batch, self.encoder.cutoff))
+        h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr, graph=graph), batch.batch, batch.n_graphs)
         return self.posterior(torch.cat([h, cond], -1)).chunk(2, -1)
 
-    def score(self, batch: Task1Batch, pos, node_cond, sigma_node):
-        graph = self.score_net.edges(pos, batch.ptr)
+    def score(self, batch: Task1Batch, pos, node_cond, sigma_node, edges: torch.Tensor | None = None):
+        """``edges``: the radius graph of ``pos`` when prepared on the host."""
+        graph = self.score_net.edges(pos, batch.ptr, edges)
         node_cond = node_cond + self.site_condition(batch, pos)
         h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
         (src, tgt), length = graph
-        w = self.edge_out(torch.cat([h[src], h[tgt], self.score_net.distance(length)], -1))
+        # index_select, not h[src]: the same values, and its backward is an index_add
+        # instead of advanced indexing's much slower accumulating index_put
+        w = self.edge_out(torch.cat([h.index_select(0, src), h.index_select(0, tgt),
+                                     self.score_net.distance(length)], -1))
         return equivariant_vectors(w, pos, graph[0]) / sigma_node
 
     def score_loss(self, batch: Task1Batch, node_cond, sigma_node, noise):
         noisy = batch.pos + sigma_node * noise
-        s = self.score(batch, noisy, node_cond, sigma_node)
+        s = self.score(batch, noisy, node_cond, sigma_node, prepared_score_edges(batch, self.score_net.cutoff))
         # the score of the Gaussian perturbation is -noise / sigma; weight sigma^2
         return torch.mean(torch.sum((sigma_node * s + noise) ** 2, -1))
 

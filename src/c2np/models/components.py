@@ -53,9 +53,12 @@ class SchNetEncoder(nn.Module):
                                     for _ in range(interactions))
         self.norm = nn.LayerNorm(hidden)
 
-    def edges(self, pos: torch.Tensor, ptr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Radius-graph edges and their lengths."""
-        edge_index = radius_edges(pos, ptr, self.cutoff)
+    def edges(self, pos: torch.Tensor, ptr: torch.Tensor,
+              edge_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Radius-graph edges and their lengths; ``edge_index``, when given, is the graph
+        prepared on the host (``c2np.models.host_work``) and only the lengths are computed."""
+        if edge_index is None:
+            edge_index = radius_edges(pos, ptr, self.cutoff)
         length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
         return edge_index, length
 
@@ -148,10 +151,11 @@ class UnitCellEncoder(nn.Module):
         return torch.stack([src[keep], tgt[keep]])
 
     def forward(self, cell_z: torch.Tensor, cell_pos: torch.Tensor, cell_batch: torch.Tensor,
-                lattice: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+                lattice: torch.Tensor, radius: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
+        """``pairs``: :meth:`pairs` of ``cell_batch`` when prepared on the host."""
         n_graphs = len(lattice)
         h = self.embedding(cell_z) + self.position(fourier_features(cell_pos, self.n_freq))
-        src, tgt = self.pairs(cell_batch)
+        src, tgt = self.pairs(cell_batch) if pairs is None else pairs
         dfrac = cell_pos[tgt] - cell_pos[src]
         wrapped = dfrac - torch.round(dfrac)
         dist = torch.einsum("ei,eij->ej", wrapped, lattice[cell_batch[src]]).norm(dim=-1)
@@ -162,19 +166,21 @@ class UnitCellEncoder(nn.Module):
             h = h + update(torch.cat([h, m], -1))
         pooled = torch.cat([mean_pool(h, cell_batch, n_graphs),
                             scatter(h, cell_batch, dim=0, dim_size=n_graphs, reduce="max")], -1)
-        n_atoms = torch.bincount(cell_batch, minlength=n_graphs).clamp_min(1).to(lattice.dtype)
+        # a scatter, not bincount: bincount sizes its output from the data, a host wait on a GPU
+        n_atoms = torch.zeros(n_graphs, dtype=lattice.dtype, device=lattice.device).index_add_(
+            0, cell_batch, torch.ones_like(cell_batch, dtype=lattice.dtype)).clamp_min(1)
         geo = torch.cat([lattice_features(lattice, n_atoms), radius.view(-1, 1) / 30.0], -1)
         return self.out(torch.cat([pooled, geo, sinusoidal(radius, self.hidden)], -1))
 
 
 def site_fractions(pos: torch.Tensor, batch: torch.Tensor, lattice: torch.Tensor,
-                   origin: torch.Tensor) -> torch.Tensor:
+                   origin: torch.Tensor, inv: torch.Tensor | None = None) -> torch.Tensor:
     """Fractional coordinates, in the conditioning cell, of particle positions.
 
     Particles are stored relative to the carving centre x0; ``origin`` is x0 in fractional
     coordinates of the cell (mod 1), so ``pos @ L^-1 + origin`` places every atom in the
     crystal it was cut from. Positions are in the cell's frame (Task 1 generates the
-    unrotated particle).
+    unrotated particle). ``inv``: the inverse lattices when prepared on the host.
     """
-    inv = torch.linalg.inv(lattice)  # (G, 3, 3)
+    inv = torch.linalg.inv(lattice) if inv is None else inv  # (G, 3, 3)
     return torch.einsum("ni,nij->nj", pos, inv[batch]) + origin[batch]

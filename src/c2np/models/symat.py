@@ -19,6 +19,7 @@ import torch
 from c2np.models.batches import Task1Batch, Task2Batch
 from c2np.models.components import MAX_Z, SchNetEncoder, mlp
 from c2np.models.generation import equivariant_vectors
+from c2np.models.host_work import prepared_score_edges
 from c2np.models.task1_base import LangevinGenerator
 from c2np.models.task2_base import LatticePredictor
 
@@ -39,12 +40,14 @@ class SyMatTask1(LangevinGenerator):
         size = (batch.log_n - 3.0 * torch.log(batch.radius)).view(-1, 1)
         return self.type_encoder(torch.cat([bag, cond, size], -1)).chunk(2, -1)
 
-    def edge_scores(self, batch: Task1Batch, pos, node_cond, sigma_node):
-        graph = self.score_net.edges(pos, batch.ptr)
+    def edge_scores(self, batch: Task1Batch, pos, node_cond, sigma_node, edges: torch.Tensor | None = None):
+        """Scores of the radius-graph edges of ``pos`` (``edges``: that graph, prepared on the host)."""
+        graph = self.score_net.edges(pos, batch.ptr, edges)
         node_cond = node_cond + self.site_condition(batch, pos)
         h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
         (src, tgt), length = graph
-        s = self.edge_out(torch.cat([h[src] + h[tgt], h[src] * h[tgt],
+        h_src, h_tgt = h.index_select(0, src), h.index_select(0, tgt)  # backward: index_add (see cdvae)
+        s = self.edge_out(torch.cat([h_src + h_tgt, h_src * h_tgt,
                                      self.score_net.distance(length)], -1)).view(-1)
         return s / sigma_node[tgt].view(-1), graph
 
@@ -55,7 +58,8 @@ class SyMatTask1(LangevinGenerator):
 
     def score_loss(self, batch: Task1Batch, node_cond, sigma_node, noise):
         noisy = batch.pos + sigma_node * noise
-        s, ((src, tgt), length) = self.edge_scores(batch, noisy, node_cond, sigma_node)
+        s, ((src, tgt), length) = self.edge_scores(batch, noisy, node_cond, sigma_node,
+                                                   prepared_score_edges(batch, self.score_net.cutoff))
         clean = (batch.pos[tgt] - batch.pos[src]).norm(dim=-1)
         sigma_e = sigma_node[tgt].view(-1)
         target = -(length - clean) / sigma_e ** 2

@@ -17,6 +17,7 @@ denoising score matching and annealed Langevin dynamics.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ from c2np.models.components import (
     sinusoidal,
 )
 from c2np.models.generation import annealed_langevin, sigmas, species_counts, uniform_ball
+from c2np.models.host_work import HostPlan
 
 
 @dataclass
@@ -83,12 +85,16 @@ class Task1Generator(nn.Module):
     def cell_condition(self, batch: Task1Batch) -> torch.Tensor:
         """Per-graph condition vector of the whole unit cell and R."""
         return self.conditioner(batch.cell_z, batch.cell_pos, batch.cell_batch, batch.lattice,
-                                batch.radius)
+                                batch.radius, batch.cell_pairs)
+
+    def host_plan(self) -> HostPlan:
+        """What the DataLoader workers can prepare for this model's loss (``host_work``)."""
+        return HostPlan(cell=True)
 
     def site_condition(self, batch: Task1Batch, pos: torch.Tensor) -> torch.Tensor:
         """(n, hidden) embedding of each atom's fractional position in the conditioning cell;
         families add it to the node features wherever they read positions."""
-        frac = site_fractions(pos, batch.batch, batch.lattice, batch.origin)
+        frac = site_fractions(pos, batch.batch, batch.lattice, batch.origin, batch.lattice_inv)
         return self.site_embedding(fourier_features(frac, self.n_freq))
 
     def size_and_species(self, batch: Task1Batch, cond: torch.Tensor, lat: torch.Tensor):
@@ -138,8 +144,10 @@ class Task1Generator(nn.Module):
         ptr = torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), device=device)
         graph_of = torch.repeat_interleave(torch.arange(batch.n_graphs, device=device),
                                            torch.tensor(sizes, device=device))
-        sample = Task1Batch(**{**batch.__dict__, "z": torch.cat(zs).to(device),
-                               "pos": torch.cat(pos).to(device), "batch": graph_of, "ptr": ptr})
+        # host work prepared for the target particle does not describe the generated atoms
+        sample = dataclasses.replace(batch, z=torch.cat(zs).to(device), pos=torch.cat(pos).to(device),
+                                     batch=graph_of, ptr=ptr, edge_index=None, graph_cutoff=None,
+                                     noise_level=None, noise=None, score_edges=None, score_cutoff=None)
         return SampleStart(sample, cond, lat, gen)
 
     @torch.no_grad()
@@ -177,14 +185,22 @@ class LangevinGenerator(Task1Generator):
         """Per-node condition: cell + R (``cond``, computed when not given), latent, noise level."""
         cond = self.cell_condition(batch) if cond is None else cond
         level = sinusoidal(torch.log(sigma_graph) - torch.log(self.levels[-1]), self.hidden, 10.0)
-        return self.node_cond(torch.cat([cond, lat, level], -1))[batch.batch]
+        return self.node_cond(torch.cat([cond, lat, level], -1)).index_select(0, batch.batch)
+
+    def host_plan(self) -> HostPlan:
+        # the noise draws and the perturbed particle's graph (host_work's noise stream)
+        return dataclasses.replace(super().host_plan(), levels=tuple(self.levels.tolist()),
+                                   score_cutoff=self.score_net.cutoff)
 
     def coordinate_loss(self, batch, cond, lat):
-        k = torch.randint(len(self.levels), (batch.n_graphs,), device=batch.pos.device)
+        host = batch.noise is not None and len(batch.noise) == len(batch.pos)
+        k = batch.noise_level if host else torch.randint(len(self.levels), (batch.n_graphs,),
+                                                         device=batch.pos.device)
         sigma_graph = self.levels[k]
         node_cond = self.conditions(batch, lat, sigma_graph, cond)
         sigma_node = sigma_graph[batch.batch].view(-1, 1)
-        return {"coords": self.score_loss(batch, node_cond, sigma_node, torch.randn_like(batch.pos))}
+        noise = batch.noise if host else torch.randn_like(batch.pos)
+        return {"coords": self.score_loss(batch, node_cond, sigma_node, noise)}
 
     def sample_positions(self, start: SampleStart) -> torch.Tensor:
         sample, graphs = start.batch, start.batch.n_graphs

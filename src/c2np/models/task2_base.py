@@ -22,6 +22,7 @@ from torch import nn
 
 from c2np.models.batches import Task2Batch
 from c2np.models.components import SchNetEncoder, gaussian_latent, mean_pool, mlp
+from c2np.models.host_work import HostPlan, prepared_edges
 
 
 class LatticePredictor(nn.Module):
@@ -41,9 +42,16 @@ class LatticePredictor(nn.Module):
         self.register_buffer("classes", torch.arange(1, n_classes + 1))
         self.register_buffer("n_used", torch.tensor(n_classes))  # classes seen in training
 
+    def host_plan(self) -> HostPlan:
+        """What the DataLoader workers can prepare for this model's loss (``host_work``):
+        the particle's radius graph, for the families that encode with :meth:`embed`."""
+        own = type(self).embed is LatticePredictor.embed
+        return HostPlan(graph_cutoff=self.encoder.cutoff if own else None)
+
     def embed(self, batch: Task2Batch) -> torch.Tensor:
         """(G, hidden) rotation-invariant encoding of each particle (mean-pooled SchNet)."""
-        return mean_pool(self.encoder(batch.z, batch.pos, batch.ptr), batch.batch, batch.n_graphs)
+        graph = self.encoder.edges(batch.pos, batch.ptr, prepared_edges(batch, self.encoder.cutoff))
+        return mean_pool(self.encoder(batch.z, batch.pos, batch.ptr, graph=graph), batch.batch, batch.n_graphs)
 
     def encode(self, batch: Task2Batch, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Latent of each particle and the KL term already weighted by ``beta_kl``."""
@@ -59,12 +67,21 @@ class LatticePredictor(nn.Module):
             raise ValueError(f"{len(classes)} space groups but the head has {len(self.classes)} classes")
         self.classes[: len(classes)] = classes
         self.n_used.fill_(len(classes))
+        self._n_used_host = len(classes)
 
     def class_index(self, spacegroup: torch.Tensor) -> torch.Tensor:
         return torch.searchsorted(self.classes[: self._used()], spacegroup)
 
     def _used(self) -> int:
-        return int(self.n_used)
+        # a host copy of the n_used buffer: reading the buffer on a GPU waits for the device
+        # every step; refreshed after fit_targets and loading a state dict
+        if getattr(self, "_n_used_host", None) is None:
+            self._n_used_host = int(self.n_used)
+        return self._n_used_host
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._n_used_host = None
 
     def loss(self, batch: Task2Batch) -> dict[str, torch.Tensor]:
         lattice, logits, aux = self(batch)

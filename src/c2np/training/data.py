@@ -14,6 +14,8 @@ copied to its rotations, which is exact for the rotation-invariant models here
 
 from __future__ import annotations
 
+import functools
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +25,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from c2np.models.batches import Task1Batch, Task2Batch
+from c2np.models.host_work import HostPlan, prepare
 from c2np.rotations import rotation_matrices
 from c2np.store.dataset import Dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, lattice_targets, task1_samples
@@ -89,14 +92,15 @@ class RecordDataset(TorchDataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[ParticleRecord, int]:
+    def __getitem__(self, index: int) -> tuple[ParticleRecord, int, int]:
+        """(record, rotation index or -1, ``index``); the index keys the host noise draws."""
         epoch, i = divmod(int(index), len(self.records))
         rec = self.records[i]
         if not self.rotate:
-            return rec, -1
+            return rec, -1, int(index)
         allowed = (np.arange(len(rec.quaternions)) if self.rotations is None else self.rotations[i])
         rng = np.random.default_rng([self.seed, epoch, i])
-        return rec, int(allowed[rng.integers(len(allowed))])
+        return rec, int(allowed[rng.integers(len(allowed))]), int(index)
 
 
 @dataclass
@@ -202,17 +206,28 @@ def _rotated(rec: ParticleRecord, k: int) -> np.ndarray:
 
 
 def _particles(items) -> dict:
-    sizes = [len(rec.numbers) for rec, _ in items]
-    return {"z": torch.as_tensor(np.concatenate([rec.numbers for rec, _ in items]), dtype=torch.long),
-            "pos": torch.as_tensor(np.concatenate([_rotated(rec, k) for rec, k in items]),
+    sizes = [len(rec.numbers) for rec, *_ in items]
+    return {"z": torch.as_tensor(np.concatenate([rec.numbers for rec, *_ in items]), dtype=torch.long),
+            "pos": torch.as_tensor(np.concatenate([_rotated(rec, k) for rec, k, *_ in items]),
                                    dtype=torch.float32),
             "batch": torch.repeat_interleave(torch.arange(len(items)), torch.tensor(sizes)),
             "ptr": torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), dtype=torch.long)}
 
 
-def collate_task1(items) -> Task1Batch:
-    """Batch Task 1 items (condition + target particle)."""
-    recs = [rec for rec, _ in items]
+def noise_keys(items, seed: int) -> list[list[int]]:
+    """Seeds of the host noise draws (``c2np.models.host_work``), one per item: the
+    dataset index for training items (it carries the epoch, see ``RecordDataset``), and
+    the (material, R, rotation) of fixed items such as validation's, whose draws are then
+    the same every epoch."""
+    return [[seed, 1, item[2]] if len(item) > 2 else
+            [seed, 0, zlib.crc32(item[0].material.encode()), item[0].radius, item[1] + 1]
+            for item in items]
+
+
+def collate_task1(items, plan: HostPlan | None = None, seed: int = 0) -> Task1Batch:
+    """Batch Task 1 items (condition + target particle); with ``plan``, also the host work
+    of ``c2np.models.host_work`` (noise draws seeded by ``seed`` and the items)."""
+    recs = [rec for rec, *_ in items]
     width = max(len(np.unique(r.cell_numbers)) for r in recs)
     species = np.zeros((len(recs), width), np.int64)
     cell_frac = np.zeros((len(recs), width))
@@ -223,7 +238,7 @@ def collate_task1(items) -> Task1Batch:
         cell_frac[g, :len(sp)] = cnt / cnt.sum()
         target_frac[g, :len(sp)] = [(r.numbers == s).mean() for s in sp]
     cell_sizes = [len(r.cell_numbers) for r in recs]
-    return Task1Batch(**_particles(items),
+    batch = Task1Batch(**_particles(items),
                       cell_z=torch.as_tensor(np.concatenate([r.cell_numbers for r in recs]), dtype=torch.long),
                       cell_pos=torch.tensor(np.concatenate([r.cell_scaled for r in recs]), dtype=torch.float32),
                       cell_batch=torch.repeat_interleave(torch.arange(len(recs)), torch.tensor(cell_sizes)),
@@ -233,17 +248,28 @@ def collate_task1(items) -> Task1Batch:
                       species=torch.as_tensor(species), cell_frac=torch.tensor(cell_frac, dtype=torch.float32),
                       target_frac=torch.tensor(target_frac, dtype=torch.float32),
                       log_n=torch.tensor([np.log(len(r.numbers)) for r in recs], dtype=torch.float32))
+    return batch if plan is None else prepare(batch, plan, noise_keys(items, seed))
 
 
-def collate_task2(items) -> Task2Batch:
-    """Batch Task 2 items (rotated particle + lattice and space-group targets)."""
-    recs = [rec for rec, _ in items]
-    return Task2Batch(**_particles(items),
-                      lattice=torch.tensor(np.stack([r.lattice for r in recs]), dtype=torch.float32),
-                      spacegroup=torch.tensor([r.spacegroup for r in recs], dtype=torch.long))
+def collate_task2(items, plan: HostPlan | None = None, seed: int = 0) -> Task2Batch:
+    """Batch Task 2 items (rotated particle + lattice and space-group targets); ``plan``:
+    see :func:`collate_task1`."""
+    recs = [rec for rec, *_ in items]
+    batch = Task2Batch(**_particles(items),
+                       lattice=torch.tensor(np.stack([r.lattice for r in recs]), dtype=torch.float32),
+                       spacegroup=torch.tensor([r.spacegroup for r in recs], dtype=torch.long))
+    return batch if plan is None else prepare(batch, plan, noise_keys(items, seed))
 
 
 COLLATE = {1: collate_task1, 2: collate_task2}
+
+
+def make_collate(task: int, plan: HostPlan | None = None, seed: int = 0):
+    """The collate function of ``task``, preparing ``plan``'s host work when given (a
+    picklable partial, so that DataLoader workers can run it)."""
+    if plan is None or plan.empty:
+        return COLLATE[task]
+    return functools.partial(COLLATE[task], plan=plan, seed=seed)
 
 
 def task1_ids(ds: Dataset, split: str, records: list[ParticleRecord]) -> list[int]:
@@ -253,10 +279,12 @@ def task1_ids(ds: Dataset, split: str, records: list[ParticleRecord]) -> list[in
 
 
 def record_loader(task: int, dataset, sizes: list[int], batch_size: int, shuffle: bool, seed: int,
-                  rank: int = 0, world: int = 1, workers: int = 0, epoch_in_index: bool = False) -> DataLoader:
-    """A size-bucketed DataLoader over ``dataset`` (records or (record, rotation) items)."""
+                  rank: int = 0, world: int = 1, workers: int = 0, epoch_in_index: bool = False,
+                  plan: HostPlan | None = None) -> DataLoader:
+    """A size-bucketed DataLoader over ``dataset`` (records or (record, rotation) items);
+    ``plan``: host work prepared in the collate function (``c2np.models.host_work``)."""
     sampler = BucketBatchSampler(sizes, batch_size, shuffle, seed, rank, world, epoch_in_index=epoch_in_index)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=COLLATE[task], num_workers=workers,
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collate(task, plan, seed), num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
@@ -264,9 +292,11 @@ class RecordsData(pl.LightningDataModule):
     """Training and validation loaders of a ``ValidationSplit``, built once the Trainer
     knows this process's rank (DDP deals every global batch out to the ranks)."""
 
-    def __init__(self, task: int, split: ValidationSplit, batch_size: int, seed: int, workers: int = 0):
+    def __init__(self, task: int, split: ValidationSplit, batch_size: int, seed: int, workers: int = 0,
+                 plan: HostPlan | None = None):
         super().__init__()
         self.task, self.split, self.batch_size, self.seed, self.workers = task, split, batch_size, seed, workers
+        self.plan = plan
 
     def _where(self) -> tuple[int, int]:
         return self.trainer.global_rank, self.trainer.world_size
@@ -275,8 +305,9 @@ class RecordsData(pl.LightningDataModule):
         dataset = RecordDataset(self.split.train, rotate=self.task == 2, seed=self.seed,
                                 rotations=self.split.rotations)
         return record_loader(self.task, dataset, [len(r.numbers) for r in self.split.train], self.batch_size,
-                             True, self.seed, *self._where(), self.workers, epoch_in_index=True)
+                             True, self.seed, *self._where(), self.workers, epoch_in_index=True,
+                             plan=self.plan)
 
     def val_dataloader(self) -> DataLoader:
         return record_loader(self.task, self.split.val, [len(r.numbers) for r, _ in self.split.val],
-                             self.batch_size, False, self.seed, *self._where(), self.workers)
+                             self.batch_size, False, self.seed, *self._where(), self.workers, plan=self.plan)

@@ -52,7 +52,9 @@ class BaselineModule(pl.LightningModule):
         self.save_hyperparameters()
         params = {k: v for k, v in model.items() if k not in ("name", "task")}
         self.model = build_model(model["name"], int(model["task"]), **params)
-        if train.get("compile"):
+        if train.get("compile") == "loss":
+            compile_loss(self.model)
+        elif train.get("compile"):
             compile_blocks(self.model)
 
     def training_step(self, batch, batch_idx):
@@ -71,7 +73,7 @@ class BaselineModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.hparams.train
-        opt = torch.optim.Adam(self.parameters(), lr=float(t["lr"]))
+        opt = torch.optim.Adam(self.parameters(), lr=float(t["lr"]), fused=True if t.get("fused_adam") else None)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(t["lr_decay"]))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
@@ -91,6 +93,19 @@ def compile_blocks(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, InteractionBlock):
             module.compile(dynamic=True)
+
+
+def compile_loss(model: torch.nn.Module, backend: str = "inductor") -> None:
+    """``torch.compile`` the whole ``model.loss`` in place (``train.compile = "loss"``),
+    with dynamic shapes. With ``train.host_work`` the loss has no data-dependent shape and
+    traces to one graph for every batch. Duck shaping is turned off (process-wide): it
+    ties equal sizes to one symbol, so a first batch of 2 or 3 graphs (``ptr`` of length 3,
+    like the xyz axis) would compile a graph that every later batch fails.
+    """
+    from torch.fx.experimental import _config as fx_config
+
+    fx_config.use_duck_shape = False
+    model.loss = torch.compile(model.loss, backend=backend, dynamic=True)
 
 
 class RunMonitor(pl.Callback):

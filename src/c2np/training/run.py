@@ -84,7 +84,8 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     if task == 2:
         module.model.fit_targets(torch.tensor(np.stack([r.lattice for r in split.train]), dtype=torch.float32),
                                  torch.tensor([r.spacegroup for r in split.train]))
-    data = RecordsData(task, split, int(t["batch_size"]), seed, int(t["workers"]))
+    plan = module.model.host_plan() if t.get("host_work") else None
+    data = RecordsData(task, split, int(t["batch_size"]), seed, int(t["workers"]), plan)
     if not resume:
         if where.exists():
             shutil.rmtree(where)  # a run directory describes exactly one fit

@@ -1,0 +1,90 @@
+"""Host work of a training step: what does not depend on the weights, done on the CPU in
+the DataLoader workers (the collate function) instead of inside the step on the device.
+
+A step that builds its own radius graph on a GPU waits for the device three times per
+graph (the cell list's candidate count and the boolean selection of the edges inside the
+cutoff), the unit-cell encoder's pair list four more times and the lattice inverse once;
+each wait empties the GPU's queue, so the next kernels start only after Python catches
+up. None of it depends on the weights: the clean particle's graph, the cells' atom pairs
+and inverse lattices, the noise draws of denoising score matching and the graph of the
+perturbed particle can all be made before the step. :func:`prepare` makes them on the
+CPU: the same edges in the same order as the model's ``radius_edges``
+(``radius_edges_host``, a KD-tree), the same cell pairs (``UnitCellEncoder.pairs``) and
+inverses, so the loss of a batch at a given noise is the same.
+
+What a model wants is its :class:`HostPlan` (``model.host_plan()``); a model reads a
+prepared field only when it was built with its own cutoff, and computes it itself when
+the field is ``None``.
+
+Noise draws: with a plan that has ``levels``, each graph's noise level and each atom's
+standard-normal perturbation come from ``numpy.random.default_rng(key)`` for a per-sample
+``key`` (see ``c2np.training.data``), not from the global torch generator on the device.
+That random stream differs from the model's own draws; it is reproducible and does not
+depend on the number of DataLoader workers or devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from c2np.models.batches import ParticleBatch
+from c2np.models.components import UnitCellEncoder
+from c2np.models.graph import radius_edges_host
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    """What :func:`prepare` puts into a batch for one model."""
+
+    graph_cutoff: float | None = None  # radius graph of the clean particle (the encoders')
+    levels: tuple[float, ...] | None = None  # noise levels (the model's float32 buffer)
+    score_cutoff: float | None = None  # radius graph of the perturbed particle (score networks)
+    cell: bool = False  # the unit cells' atom pairs and inverse lattices (Task 1 condition)
+
+    @property
+    def empty(self) -> bool:
+        return self == HostPlan()
+
+
+def prepare(batch: ParticleBatch, plan: HostPlan, keys: Sequence[Sequence[int]]) -> ParticleBatch:
+    """``batch`` (on the CPU) with the fields of ``plan`` filled; ``keys`` seed the noise
+    draws of each graph (one key per graph, used only when ``plan.levels`` is set)."""
+    changes: dict = {}
+    if plan.cell:
+        changes |= {"cell_pairs": UnitCellEncoder.pairs(batch.cell_batch),
+                    "lattice_inv": torch.linalg.inv(batch.lattice)}
+    if plan.graph_cutoff is not None:
+        changes |= {"edge_index": radius_edges_host(batch.pos, batch.ptr, plan.graph_cutoff),
+                    "graph_cutoff": plan.graph_cutoff}
+    if plan.levels is not None:
+        sizes = batch.ptr.diff().tolist()
+        if len(keys) != len(sizes):
+            raise ValueError(f"{len(keys)} noise keys for {len(sizes)} graphs")
+        level, noise = [], []
+        for key, n in zip(keys, sizes):
+            rng = np.random.default_rng(list(key))
+            level.append(int(rng.integers(len(plan.levels))))
+            noise.append(rng.standard_normal((n, 3), dtype=np.float32))
+        noise_level = torch.tensor(level, dtype=torch.long)
+        eps = torch.from_numpy(np.concatenate(noise)) if noise else torch.empty(0, 3)
+        # the same float32 operations as LangevinGenerator.coordinate_loss and score_loss
+        sigma_node = torch.tensor(plan.levels, dtype=torch.float32)[noise_level][batch.batch].view(-1, 1)
+        noisy = batch.pos + sigma_node * eps
+        changes |= {"noise_level": noise_level, "noise": eps, "score_cutoff": plan.score_cutoff,
+                    "score_edges": radius_edges_host(noisy, batch.ptr, plan.score_cutoff)}
+    return dataclasses.replace(batch, **changes) if changes else batch
+
+
+def prepared_edges(batch: ParticleBatch, cutoff: float) -> torch.Tensor | None:
+    """The batch's clean-particle graph if it was built with ``cutoff``, else ``None``."""
+    return batch.edge_index if getattr(batch, "graph_cutoff", None) == cutoff else None
+
+
+def prepared_score_edges(batch: ParticleBatch, cutoff: float) -> torch.Tensor | None:
+    """The perturbed-particle graph if the batch carries one built with ``cutoff``."""
+    return batch.score_edges if getattr(batch, "score_cutoff", None) == cutoff else None
