@@ -74,6 +74,8 @@ MAX_ITER = 50
 #: this (A^2 per pair): the steps shrink geometrically (2.4, 0.36, 2e-4 A^2 in all on
 #: the largest benchmark pair), and stopping there cost 6e-6 A of RMSD (docs/metrics.md).
 SPARSE_STOP = 1e-3
+#: Candidates per atom of the greedy assignment (see _greedy_block).
+GREEDY_K = 8
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,33 @@ def kabsch(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r, qc - pc @ r.T
 
 
-def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Optimal (or sparse upper-bound) assignment of the smaller set into the larger."""
+def _greedy_block(a: np.ndarray, b: np.ndarray, tree: cKDTree) -> np.ndarray:
+    """A partner in ``b`` for every point of ``a`` (the smaller set), in O(n log n):
+    pairs among each point's GREEDY_K nearest candidates, shortest first, then the
+    points left over matched to the unused ones in order of distance from ``b``'s
+    centroid. An upper bound, for particles no matching of near candidates can cover."""
+    k = min(GREEDY_K, len(b))
+    dist, idx = tree.query(a, k=k)
+    dist, idx = dist.reshape(len(a), k), idx.reshape(len(a), k)
+    order = np.argsort(dist.ravel(), kind="stable")
+    partner, used = [-1] * len(a), [False] * len(b)
+    for r, c in zip((order // k).tolist(), idx.ravel()[order].tolist()):
+        if partner[r] < 0 and not used[c]:
+            partner[r], used[c] = c, True
+    partner = np.array(partner)
+    left = np.flatnonzero(partner < 0)
+    if len(left):
+        centre = b.mean(0)
+        free = np.flatnonzero(~np.array(used))
+        rows = left[np.argsort(((a[left] - centre) ** 2).sum(1), kind="stable")]
+        partner[rows] = free[np.argsort(((b[free] - centre) ** 2).sum(1), kind="stable")][:len(rows)]
+    return partner
+
+
+def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int,
+                  greedy: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Optimal (or sparse, or with ``greedy`` greedy, upper-bound) assignment of the
+    smaller set into the larger."""
     swap = len(x) > len(y)
     a, b = (y, x) if swap else (x, y)  # a is the smaller side: every a gets a partner
     if len(a) == 0:
@@ -122,6 +149,8 @@ def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int) -> tuple[np.nd
     _, nn = tree.query(a, k=1)
     if len(np.unique(nn)) == len(a):
         ia, ib, exact = np.arange(len(a)), nn, True
+    elif greedy:
+        ia, ib, exact = np.arange(len(a)), _greedy_block(a, b, tree), False
     elif len(b) <= dense_limit:
         ia, ib = linear_sum_assignment(cdist(a, b, "sqeuclidean"))
         exact = True
@@ -139,18 +168,20 @@ def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int) -> tuple[np.nd
             except ValueError:
                 continue
         if ia is None:
-            ia, ib = linear_sum_assignment(cdist(a, b, "sqeuclidean"))
+            # No full matching among the 128 nearest: a collapsed or scattered particle,
+            # whose dense assignment would cost O(n^3) and n^2 memory.
+            ia, ib = np.arange(len(a)), _greedy_block(a, b, tree)
         exact = False
     return (ib, ia, exact) if swap else (ia, ib, exact)
 
 
 def assign(x: np.ndarray, zx: np.ndarray, y: np.ndarray, zy: np.ndarray,
-           dense_limit: int = DENSE_LIMIT) -> tuple[np.ndarray, np.ndarray, bool]:
+           dense_limit: int = DENSE_LIMIT, greedy: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
     """Same-species assignment between point sets ``x`` and ``y`` (indices into each)."""
     ix, iy, exact = [], [], True
     for z in np.intersect1d(zx, zy):
         sx, sy = np.flatnonzero(zx == z), np.flatnonzero(zy == z)
-        a, b, ok = _assign_block(x[sx], y[sy], dense_limit)
+        a, b, ok = _assign_block(x[sx], y[sy], dense_limit, greedy)
         ix.append(sx[a])
         iy.append(sy[b])
         exact &= ok
@@ -230,7 +261,7 @@ def _coarse(p, zp, trees, r0, t0, iters=30):
     return r, t, float(d2.mean()) if len(d2) else np.inf
 
 
-def _refine(p, zp, q, zq, r, t, dense_limit, seen=None):
+def _refine(p, zp, q, zq, r, t, dense_limit, seen=None, greedy=False, max_iter=MAX_ITER):
     """Alternate optimal assignment and Kabsch until the assignment no longer changes.
 
     Returns (R, t, pairs of p, pairs of q, sum of squared pair distances, exact).
@@ -238,11 +269,12 @@ def _refine(p, zp, q, zq, r, t, dense_limit, seen=None):
     result: from a given assignment the rest of the iteration is determined, so a start
     that meets one of them ends where that refinement ended, without repeating it.
     With an inexact (sparse) assignment the iteration also stops once a Kabsch step
-    lowers the pair sum by less than ``SPARSE_STOP`` A^2 per pair (see there)."""
+    lowers the pair sum by less than ``SPARSE_STOP`` A^2 per pair (see there).
+    ``greedy`` and ``max_iter``: the bounded refinement of a degenerate particle."""
     seen = {} if seen is None else seen
     prev, trail, result = None, [], None
-    for _ in range(MAX_ITER):
-        ip, iq, exact = assign(p @ r.T + t, zp, q, zq, dense_limit)
+    for _ in range(max_iter):
+        ip, iq, exact = assign(p @ r.T + t, zp, q, zq, dense_limit, greedy)
         if len(ip) == 0:
             return r, t, ip, iq, 0.0, True
         key = hashlib.blake2b(ip.tobytes() + iq.tobytes(), digest_size=16).digest()
@@ -290,6 +322,11 @@ SYM_TOL = 1e-3
 ENV_TOL, ENV_COS_TOL, MIN_SIN = 0.25, 0.1, 0.3
 #: Anchor atoms of S whose environments generate hypotheses.
 N_ANCHORS = 2
+#: Neighbours of a target atom of L examined for matching environments: every atom of a
+#: real particle within the reach of an anchor's environment (at most 3.3 A) is among
+#: its 64 nearest; in a collapsed particle every atom is, which would make the
+#: hypotheses quadratic, and then cubic, in the atom count.
+MAX_ENV_NEIGHBOURS = 64
 #: Environment hypotheses kept after a first screen on 8 atoms (besides exact fits), and
 #: the most exact fits of the 64 core atoms checked on the whole particle.
 KEEP_ENV, MAX_EMBED_CHECKS = 256, 64
@@ -298,6 +335,18 @@ KEEP_ENV, MAX_EMBED_CHECKS = 256, 64
 #: this keeps the cost flat, and small particles, whose dissimilar pairs have the most
 #: local minima, get many (64 at 400 atoms).
 REFINE_SCALE, MIN_REFINE, MAX_REFINE = 3200, 2, 128
+#: A degenerate prediction: its median nearest-neighbour distance is more than
+#: DEGENERATE_SCALE times the reference's or less than 1 / DEGENERATE_SCALE of it (the
+#: reference particles span 1.56-3.03 A, a ratio of 1.94; a collapsed particle of an
+#: early-trained model is 10-100x denser). It cannot embed and scores at the far end of
+#: every metric, and an exact assignment of its near-equidistant atoms is the Hungarian
+#: algorithm's worst case (O(n^3)), so its alignment is bounded: no environment
+#: hypotheses, one candidate (the best screened start) converged and refined in
+#: DEGENERATE_MAX_ITER steps at most with the greedy assignment;
+#: the value is an upper bound (``assignment_exact`` false, ``degenerate`` true).
+DEGENERATE_SCALE, DEGENERATE_MAX_ITER = 3.0, 10
+#: Atoms whose nearest-neighbour distances give a particle's spacing.
+SPACING_SAMPLE = 512
 
 
 def _shells(p0: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -384,9 +433,9 @@ def _environment_hypotheses(s: np.ndarray, zs: np.ndarray, l: np.ndarray, zl: np
         i2 = second[0]
         reach = max(d[0], d[i2]) + ENV_TOL
         k = 16
-        while True:  # every neighbour within reach of every target, however dense
+        while True:  # every neighbour within reach of every target, up to MAX_ENV_NEIGHBOURS
             dv, jv = l_tree.query(l[targets], k=min(k, len(l)), distance_upper_bound=reach)
-            if k >= len(l) or not np.isfinite(dv[:, -1]).any():
+            if k >= min(len(l), MAX_ENV_NEIGHBOURS) or not np.isfinite(dv[:, -1]).any():
                 break
             k *= 2
         found = np.isfinite(dv) & (dv > 0)
@@ -483,7 +532,23 @@ def _drop_copies(cands, s, zs, s_trees, l, zl, l_trees, limit):
     return out, copies
 
 
-def _search(s, zs, l, zl, n_starts, starts, dense_limit):
+def spacing(x: np.ndarray) -> float:
+    """Median nearest-neighbour distance (A) of up to SPACING_SAMPLE seeded atoms of ``x``."""
+    if len(x) < 2:
+        return float("nan")
+    sample = np.random.default_rng(0).choice(len(x), min(len(x), SPACING_SAMPLE), replace=False)
+    return float(np.median(cKDTree(x).query(x[np.sort(sample)], k=2)[0][:, 1]))
+
+
+def is_degenerate(pred: np.ndarray, ref: np.ndarray) -> bool:
+    """True if the spacings of ``pred`` and ``ref`` differ by more than DEGENERATE_SCALE."""
+    sp, sr = spacing(pred), spacing(ref)
+    if not (sr > 0):  # too few reference atoms to say, or a reference without spacing
+        return False
+    return not (sr / DEGENERATE_SCALE <= sp <= sr * DEGENERATE_SCALE)
+
+
+def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
     """Best (R, t, pairs, pair sum, exact, certificate) moving ``s`` onto ``l``."""
     cs, cl = s.mean(0), l.mean(0)
     trees = _SpeciesTrees(l, zl)
@@ -493,7 +558,10 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
     # Environment hypotheses: drop those that carry S's outermost atoms beyond L's radius
     # (impossible for an embedding), keep the best on 8 atoms, score the rest like starts.
     reach = np.sqrt(((l - cl) ** 2).sum(1).max()) + 1.0
-    env_r, env_t = _environment_hypotheses(s, zs, l, zl, reach)
+    if degenerate:  # no embedding at another scale
+        env_r, env_t = np.empty((0, 3, 3)), np.empty((0, 3))
+    else:
+        env_r, env_t = _environment_hypotheses(s, zs, l, zl, reach)
     n_env = len(env_r)
     if n_env:
         ext = s[_extremes(s)]
@@ -506,7 +574,7 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
         env_r, env_t = env_r[keep], env_t[keep]
     env_scores = _screen(s[sample], zs[sample], trees, env_r, env_t)
     cert = {"hypotheses": n_env + len(starts), "environment_hypotheses": n_env, "refined": 0,
-            "best_hits": 0, "exact_embedding": False}
+            "best_hits": 0, "exact_embedding": False, "degenerate": degenerate}
     for h in np.argsort(env_scores, kind="stable")[:MAX_EMBED_CHECKS]:
         if env_scores[h] > EMBED_TOL ** 2:
             break
@@ -519,8 +587,9 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
     start_t = cl - cs @ starts.transpose(0, 2, 1)
     rot = np.concatenate([env_r, starts])
     trans = np.concatenate([env_t, start_t])
-    n_refine = int(np.clip((REFINE_SCALE / max(len(s), 1)) ** 2, max(MIN_REFINE, n_starts), MAX_REFINE))
-    n_core = max(KEEP_SCREENED, n_refine)
+    n_refine = 1 if degenerate else int(np.clip((REFINE_SCALE / max(len(s), 1)) ** 2,
+                                                  max(MIN_REFINE, n_starts), MAX_REFINE))
+    n_core = 1 if degenerate else max(KEEP_SCREENED, n_refine)
     # Starts are screened on 16 atoms first; PRESCREEN_FACTOR times as many as go on to
     # the ICP stage get the full score.
     start_scores = np.full(len(starts), np.inf)
@@ -554,7 +623,8 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
             copies += 1
             continue
         kept.append((r, t, score))
-        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen))
+        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen, greedy=degenerate,
+                               max_iter=DEGENERATE_MAX_ITER if degenerate else MAX_ITER))
     best = min(refined, key=lambda res: res[4])
     cert.update(refined=len(refined), best_hits=sum(res[4] <= best[4] + 1e-6 for res in refined),
                 copies_dropped=copies)
@@ -574,6 +644,8 @@ def align(pred: np.ndarray, zpred: np.ndarray, ref: np.ndarray, zref: np.ndarray
     """
     pred, ref = np.asarray(pred, float), np.asarray(ref, float)
     zpred, zref = np.asarray(zpred), np.asarray(zref)
+    if not (np.isfinite(pred).all() and np.isfinite(ref).all()):
+        raise ValueError("align: positions hold NaN or infinite values")
     starts = starting_rotations(pred, ref) if starts is None else np.asarray(starts)
     n_unmatched, n_total = pair_counts(zpred, zref)
     swap = n_starts is not None and len(ref) < len(pred)
@@ -583,9 +655,11 @@ def align(pred: np.ndarray, zpred: np.ndarray, ref: np.ndarray, zref: np.ndarray
         results = [_refine(s, zs, l, zl, r0, cl - r0 @ cs, dense_limit) for r0 in starts]
         r, t, i_s, i_l, sq, exact = min(results, key=lambda res: res[4])
         cert = {"hypotheses": len(starts), "environment_hypotheses": 0, "refined": len(starts),
-                "best_hits": sum(res[4] <= sq + 1e-6 for res in results), "exact_embedding": False}
+                "best_hits": sum(res[4] <= sq + 1e-6 for res in results), "exact_embedding": False,
+                "degenerate": False}
     else:
-        r, t, i_s, i_l, sq, exact, cert = _search(s, zs, l, zl, n_starts, starts, dense_limit)
+        r, t, i_s, i_l, sq, exact, cert = _search(s, zs, l, zl, n_starts, starts, dense_limit,
+                                                  is_degenerate(pred, ref))
     if swap:  # found ref @ r.T + t ~ pred; invert
         r, t, i_s, i_l = r.T, -t @ r, i_l, i_s
     cert["assignment_exact"] = bool(exact)
