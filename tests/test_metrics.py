@@ -10,6 +10,7 @@ from c2np.materials.catalogue import load_materials
 from c2np.metrics.alignment import (
     UNMATCHED_PENALTY,
     _assign_block,
+    _coarse_batch,
     _SpeciesTrees,
     _symmetric_copy,
     align,
@@ -393,3 +394,17 @@ def test_greedy_fallback_gives_a_valid_assignment():
         ia, ib, exact = _assign_block(x, y, dense_limit=0)
         assert not exact and len(ia) == 3000
         assert len(np.unique(ia)) == len(np.unique(ib)) == 3000
+
+
+def test_batched_icp_follows_each_start_as_alone(particles):
+    """ICP from many starts at once gives, start by start, the result of that start alone."""
+    p, q = particles[("LiAlH3", 6)], particles[("LiAlH3", 8)]
+    trees = _SpeciesTrees(q.positions, q.numbers)
+    rot = Rotation.random(6, rng=np.random.default_rng(3)).as_matrix()
+    trans = np.random.default_rng(4).normal(0, 0.5, (6, 3))
+    together = _coarse_batch(p.positions, p.numbers, trees, rot, trans, iters=15)
+    for i, (r, t, score) in enumerate(together):
+        r1, t1, score1 = _coarse_batch(p.positions, p.numbers, trees, rot[i:i + 1], trans[i:i + 1], iters=15)[0]
+        assert np.allclose(r, r1, atol=1e-12) and np.allclose(t, t1, atol=1e-12)
+        assert score == pytest.approx(score1, rel=1e-12)
+    assert len({round(c[2], 6) for c in together}) > 1  # the starts do not all end alike

@@ -39,9 +39,16 @@ atoms missing or extra can never score 0.
   upper bound and is reported with ``exact=False``; with it the refinement stops once a
   Kabsch step gains less than ``SPARSE_STOP``.
 
+* **Degenerate predictions** (collapsed or scattered: median nearest-neighbour distance
+  more than ``DEGENERATE_SCALE`` times off the reference's) get a bounded search: no
+  environment hypotheses, one candidate, at most ``DEGENERATE_MAX_ITER`` refinement steps
+  with a greedy O(n log n) assignment; the value is an upper bound. The greedy assignment
+  also replaces a dense solve wherever the sparse matching finds no full matching.
+
 Every result carries a certificate: how many hypotheses were screened and refined, how
 many refinements reached the best value, whether an exact embedding was found (then the
-value is the proven global minimum) and whether the assignment was exact.
+value is the proven global minimum), whether the assignment was exact and whether the
+prediction was degenerate.
 """
 
 from __future__ import annotations
@@ -243,22 +250,62 @@ class _SpeciesTrees:
             return np.empty(0, int), np.empty(0, int), np.empty(0)
         return np.concatenate(rows), np.concatenate(cols), np.concatenate(d2)
 
+    def nearest_batch(self, x: np.ndarray, zx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(matched reference indices, squared distances), each (c, m), of the point sets
+        ``x`` (c, m, 3) sharing species ``zx``, whose species must all be in the trees."""
+        cols, d2 = np.empty(x.shape[:2], int), np.empty(x.shape[:2])
+        for z, tree in self.trees.items():
+            sel = np.flatnonzero(zx == z)
+            if len(sel):
+                d, j = tree.query(x[:, sel].reshape(-1, 3), k=1)
+                cols[:, sel] = self.index[z][j].reshape(len(x), -1)
+                d2[:, sel] = (d ** 2).reshape(len(x), -1)
+        return cols, d2
 
-def _coarse(p, zp, trees, r0, t0, iters=30):
-    """Classic ICP (nearest-neighbour correspondences): cheap, converges the rotation."""
-    r, t, done = r0, t0, False
+
+def _kabsch_batch(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kabsch` of one point set ``p`` (m, 3) against many ``q`` (c, m, 3), m >= 2."""
+    pc, qc = p.mean(axis=0), q.mean(axis=1)
+    u, _, vt = np.linalg.svd((p - pc).T @ (q - qc[:, None, :]))
+    r = vt.transpose(0, 2, 1) @ u.transpose(0, 2, 1)
+    flip = np.linalg.det(r) < 0
+    vt[flip, 2] *= -1
+    r[flip] = vt[flip].transpose(0, 2, 1) @ u[flip].transpose(0, 2, 1)
+    return r, qc - pc @ r.transpose(0, 2, 1)
+
+
+def _coarse_batch(p, zp, trees, r0, t0, iters=30):
+    """Classic ICP (nearest-neighbour correspondences) from each starting motion (r0[i], t0[i]):
+    cheap, converges the rotation. Returns [(R, t, mean squared nearest distance)].
+
+    All starts move together, so each step is one KD-tree query per species for all of
+    them (a query's fixed cost exceeds its work on a 200-atom core); every start follows
+    exactly the iteration it would alone and leaves the batch once it has converged."""
+    rows = np.concatenate([np.flatnonzero(zp == z) for z in trees.trees] + [np.empty(0, int)])
+    r, t = np.array(r0, float), np.array(t0, float)
+    score = np.full(len(r), np.inf)
+    if len(rows) < 2:
+        return [(r[i], t[i], score[i]) for i in range(len(r))]
+    x, zx = p[rows], zp[rows]
+
+    def nearest(active):
+        cols, d2 = trees.nearest_batch(x @ r[active].transpose(0, 2, 1) + t[active][:, None, :], zx)
+        return cols, d2
+
+    active = np.arange(len(r))
     for _ in range(iters):
-        rows, cols, d2 = trees.nearest(p @ r.T + t, zp)
-        if len(rows) == 0:
+        if len(active) == 0:
             break
-        r_new, t_new = kabsch(p[rows], trees.points[cols])
-        done = np.abs(r_new - r).max() < 1e-10 and np.abs(t_new - t).max() < 1e-10
-        r, t = r_new, t_new
-        if done:  # moved by < 1e-10: the last distances are the score (one query saved)
-            break
-    if not done:
-        rows, cols, d2 = trees.nearest(p @ r.T + t, zp)
-    return r, t, float(d2.mean()) if len(d2) else np.inf
+        cols, d2 = nearest(active)
+        r_new, t_new = _kabsch_batch(x, trees.points[cols])
+        done = (np.abs(r_new - r[active]).max(axis=(1, 2)) < 1e-10) & (np.abs(t_new - t[active]).max(axis=1) < 1e-10)
+        r[active], t[active] = r_new, t_new
+        # Moved by < 1e-10: the last distances are the score (one query saved).
+        score[active[done]] = d2[done].mean(axis=1)
+        active = active[~done]
+    if len(active):
+        score[active] = nearest(active)[1].mean(axis=1)
+    return [(r[i], t[i], float(score[i])) for i in range(len(r))]
 
 
 def _refine(p, zp, q, zq, r, t, dense_limit, seen=None, greedy=False, max_iter=MAX_ITER):
@@ -598,14 +645,23 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
     start_scores[pre] = _screen(s[sample], zs[sample], trees, starts[pre], start_t[pre])
     scores = np.concatenate([env_scores, start_scores])
     chosen = np.argsort(scores, kind="stable")[:n_core]
-    core = [_coarse(s[shells[0]], zs[shells[0]], trees, rot[h], trans[h], iters=15) for h in chosen]
+    core = _coarse_batch(s[shells[0]], zs[shells[0]], trees, rot[chosen], trans[chosen], iters=15)
     core.sort(key=lambda c: c[2])
     s_trees = _SpeciesTrees(s, zs)
     # Repeats and symmetric copies of a candidate would retrace its refinement: they are
     # dropped, so the n_refine candidates are distinct minima.
     core, copies = _drop_copies(core, s, zs, s_trees, l, zl, trees, n_refine)
-    refined, kept, seen = [], [], {}
-    for r, t, score in core:
+    refined, kept, seen, grown = [], [], {}, {}
+
+    def grow(idx):
+        """Converge the candidates ``idx`` on the growing cores, all at once."""
+        r, t = np.array([core[i][0] for i in idx]), np.array([core[i][1] for i in idx])
+        for sel in shells[1:]:
+            out = _coarse_batch(s[sel], zs[sel], trees, r, t)
+            r, t = np.array([o[0] for o in out]), np.array([o[1] for o in out])
+        grown.update(zip(idx, out))
+
+    for i, (r, t, score) in enumerate(core):
         # Near-copies: the nearest-neighbour score bounds the pair objective from below at
         # the same motion, and refinement moves a near-copy little, so once a refinement
         # has reached a pair mean below NEAR_COPY_MSD, a candidate whose score (on the
@@ -615,8 +671,11 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
         best_mean = min((res[4] / max(len(res[2]), 1) for res in refined), default=np.inf)
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
-        for sel in shells[1:]:
-            r, t, score = _coarse(s[sel], zs[sel], trees, r, t)
+        if i not in grown:
+            # Once a refinement has found no near-copy, the skip above cannot drop the
+            # rest until one does: they are converged together.
+            grow(range(i, len(core)) if refined and best_mean >= NEAR_COPY_MSD else [i])
+        r, t, score = grown[i]
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
         if _copy_of_any(kept, r, t, score, s, zs, s_trees, l, zl, trees):

@@ -1,4 +1,9 @@
-"""Task 1 metrics: a predicted particle against its reference (definitions: docs/metrics.md)."""
+"""Task 1 metrics: a predicted particle against its reference (definitions: docs/metrics.md).
+
+Every cost is bounded, also for degenerate predictions: g(r) and the coordination numbers
+use at most about ``MAX_PAIRS`` pair distances (seeded centre atoms beyond it), and the
+alignment bounds its own search (``c2np.metrics.alignment``).
+"""
 
 from __future__ import annotations
 
