@@ -123,22 +123,26 @@ def kabsch(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _greedy_block(a: np.ndarray, b: np.ndarray, tree: cKDTree) -> np.ndarray:
     """A partner in ``b`` for every point of ``a`` (the smaller set), in O(n log n):
-    pairs among each point's GREEDY_K nearest candidates, shortest first, then the
-    points left over matched to the unused ones in order of distance from ``b``'s
-    centroid. An upper bound, for particles no matching of near candidates can cover."""
+    rank by rank through each point's GREEDY_K nearest candidates, every unused candidate
+    goes to the nearest point proposing it; the points left over are matched to the
+    unused ones in order of distance from ``b``'s centroid. An upper bound, for particles
+    no matching of near candidates can cover."""
     k = min(GREEDY_K, len(b))
     dist, idx = tree.query(a, k=k)
     dist, idx = dist.reshape(len(a), k), idx.reshape(len(a), k)
-    order = np.argsort(dist.ravel(), kind="stable")
-    partner, used = [-1] * len(a), [False] * len(b)
-    for r, c in zip((order // k).tolist(), idx.ravel()[order].tolist()):
-        if partner[r] < 0 and not used[c]:
-            partner[r], used[c] = c, True
-    partner = np.array(partner)
+    partner, used = np.full(len(a), -1), np.zeros(len(b), bool)
+    for rank in range(k):
+        rows = np.flatnonzero(partner < 0)
+        rows = rows[~used[idx[rows, rank]]]
+        cols = idx[rows, rank]
+        order = np.lexsort((dist[rows, rank], cols))  # by column, nearest proposer first
+        first = order[np.r_[True, cols[order][1:] != cols[order][:-1]]] if len(order) else order
+        partner[rows[first]] = cols[first]
+        used[cols[first]] = True
     left = np.flatnonzero(partner < 0)
     if len(left):
         centre = b.mean(0)
-        free = np.flatnonzero(~np.array(used))
+        free = np.flatnonzero(~used)
         rows = left[np.argsort(((a[left] - centre) ** 2).sum(1), kind="stable")]
         partner[rows] = free[np.argsort(((b[free] - centre) ** 2).sum(1), kind="stable")][:len(rows)]
     return partner
@@ -392,6 +396,13 @@ REFINE_SCALE, MIN_REFINE, MAX_REFINE = 3200, 2, 128
 #: DEGENERATE_MAX_ITER steps at most with the greedy assignment;
 #: the value is an upper bound (``assignment_exact`` false, ``degenerate`` true).
 DEGENERATE_SCALE, DEGENERATE_MAX_ITER = 3.0, 10
+#: Pair mean squared distance (A^2) beyond which a prediction is treated as degenerate
+#: too: atoms 6 A (two coordination shells, 2 x UNMATCHED_PENALTY) from their partners on
+#: average, whatever the spacing (e.g. a right-density gas spread over a 100 A box).
+#: Checked on the nearest-neighbour score of the converged candidate, a lower bound of
+#: the pair mean at its motion, and on each refinement's result; real pairs of two
+#: different materials stay below 5 A^2.
+FAR_MSD = (2 * UNMATCHED_PENALTY) ** 2
 #: Atoms whose nearest-neighbour distances give a particle's spacing.
 SPACING_SAMPLE = 512
 
@@ -661,6 +672,7 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
             r, t = np.array([o[0] for o in out]), np.array([o[1] for o in out])
         grown.update(zip(idx, out))
 
+    far = degenerate
     for i, (r, t, score) in enumerate(core):
         # Near-copies: the nearest-neighbour score bounds the pair objective from below at
         # the same motion, and refinement moves a near-copy little, so once a refinement
@@ -676,17 +688,21 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
             # rest until one does: they are converged together.
             grow(range(i, len(core)) if refined and best_mean >= NEAR_COPY_MSD else [i])
         r, t, score = grown[i]
+        far |= score > FAR_MSD
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
         if _copy_of_any(kept, r, t, score, s, zs, s_trees, l, zl, trees):
             copies += 1
             continue
         kept.append((r, t, score))
-        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen, greedy=degenerate,
-                               max_iter=DEGENERATE_MAX_ITER if degenerate else MAX_ITER))
+        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen, greedy=far,
+                               max_iter=DEGENERATE_MAX_ITER if far else MAX_ITER))
+        if far or refined[-1][4] > FAR_MSD * len(refined[-1][2]):
+            far = True  # one bounded refinement: the value is an upper bound
+            break
     best = min(refined, key=lambda res: res[4])
     cert.update(refined=len(refined), best_hits=sum(res[4] <= best[4] + 1e-6 for res in refined),
-                copies_dropped=copies)
+                copies_dropped=copies, degenerate=far)
     return (*best, cert)
 
 
