@@ -293,8 +293,7 @@ def _coarse_batch(p, zp, trees, r0, t0, iters=30):
     x, zx = p[rows], zp[rows]
 
     def nearest(active):
-        cols, d2 = trees.nearest_batch(x @ r[active].transpose(0, 2, 1) + t[active][:, None, :], zx)
-        return cols, d2
+        return trees.nearest_batch(x @ r[active].transpose(0, 2, 1) + t[active][:, None, :], zx)
 
     active = np.arange(len(r))
     for _ in range(iters):
@@ -373,10 +372,12 @@ SYM_TOL = 1e-3
 ENV_TOL, ENV_COS_TOL, MIN_SIN = 0.25, 0.1, 0.3
 #: Anchor atoms of S whose environments generate hypotheses.
 N_ANCHORS = 2
-#: Neighbours of a target atom of L examined for matching environments: every atom of a
-#: real particle within the reach of an anchor's environment (at most 3.3 A) is among
-#: its 64 nearest; in a collapsed particle every atom is, which would make the
-#: hypotheses quadratic, and then cubic, in the atom count.
+#: Neighbours of a target atom of L examined for matching environments. A real
+#: particle's atoms within the reach of an anchor's environment (its two neighbours'
+#: distance + ENV_TOL) are its first shell or two, well inside 64 (the nested-particle
+#: tests of all 81 materials embed exactly with the cap); in a collapsed particle every
+#: atom is within reach, which made the hypotheses quadratic, their angle table cubic,
+#: in the atom count.
 MAX_ENV_NEIGHBOURS = 64
 #: Environment hypotheses kept after a first screen on 8 atoms (besides exact fits), and
 #: the most exact fits of the 64 core atoms checked on the whole particle.
@@ -688,6 +689,8 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
             # rest until one does: they are converged together.
             grow(range(i, len(core)) if refined and best_mean >= NEAR_COPY_MSD else [i])
         r, t, score = grown[i]
+        if score > FAR_MSD and refined:
+            break  # not even the nearest atoms within two shells: the rest is no nearer
         far |= score > FAR_MSD
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
