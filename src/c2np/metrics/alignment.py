@@ -571,7 +571,7 @@ def _copy_of_any(earlier, r, t, score, s, zs, s_trees, l, zl, l_trees) -> bool:
     for r0, t0, score0 in earlier:
         if np.abs(r - r0).max() < 1e-3 and np.abs(t - t0).max() < 1e-2:
             return True
-        if (abs(score - score0) <= 1e-9 * abs(score) + 1e-12
+        if (np.isfinite(score) and abs(score - score0) <= 1e-9 * abs(score) + 1e-12
                 and _symmetric_copy(s, zs, s_trees, l, zl, l_trees, r0, t0, r, t)):
             return True
     return False
