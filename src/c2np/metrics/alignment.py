@@ -397,13 +397,6 @@ REFINE_SCALE, MIN_REFINE, MAX_REFINE = 3200, 2, 128
 #: DEGENERATE_MAX_ITER steps at most with the greedy assignment;
 #: the value is an upper bound (``assignment_exact`` false, ``degenerate`` true).
 DEGENERATE_SCALE, DEGENERATE_MAX_ITER = 3.0, 10
-#: Pair mean squared distance (A^2) beyond which a prediction is treated as degenerate
-#: too: atoms 6 A (two coordination shells, 2 x UNMATCHED_PENALTY) from their partners on
-#: average, whatever the spacing (e.g. a right-density gas spread over a 100 A box).
-#: Checked on the nearest-neighbour score of the converged candidate, a lower bound of
-#: the pair mean at its motion, and on each refinement's result; real pairs of two
-#: different materials stay below 5 A^2.
-FAR_MSD = (2 * UNMATCHED_PENALTY) ** 2
 #: Atoms whose nearest-neighbour distances give a particle's spacing.
 SPACING_SAMPLE = 512
 
@@ -673,7 +666,6 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
             r, t = np.array([o[0] for o in out]), np.array([o[1] for o in out])
         grown.update(zip(idx, out))
 
-    far = degenerate
     for i, (r, t, score) in enumerate(core):
         # Near-copies: the nearest-neighbour score bounds the pair objective from below at
         # the same motion, and refinement moves a near-copy little, so once a refinement
@@ -689,23 +681,17 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
             # rest until one does: they are converged together.
             grow(range(i, len(core)) if refined and best_mean >= NEAR_COPY_MSD else [i])
         r, t, score = grown[i]
-        if score > FAR_MSD and refined:
-            break  # not even the nearest atoms within two shells: the rest is no nearer
-        far |= score > FAR_MSD
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
         if _copy_of_any(kept, r, t, score, s, zs, s_trees, l, zl, trees):
             copies += 1
             continue
         kept.append((r, t, score))
-        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen, greedy=far,
-                               max_iter=DEGENERATE_MAX_ITER if far else MAX_ITER))
-        if far or refined[-1][4] > FAR_MSD * len(refined[-1][2]):
-            far = True  # one bounded refinement: the value is an upper bound
-            break
+        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen, greedy=degenerate,
+                               max_iter=DEGENERATE_MAX_ITER if degenerate else MAX_ITER))
     best = min(refined, key=lambda res: res[4])
     cert.update(refined=len(refined), best_hits=sum(res[4] <= best[4] + 1e-6 for res in refined),
-                copies_dropped=copies, degenerate=far)
+                copies_dropped=copies)
     return (*best, cert)
 
 
