@@ -40,7 +40,7 @@ atoms missing or extra can never score 0.
   Kabsch step gains less than ``SPARSE_STOP``.
 
 * **Degenerate predictions** (collapsed or scattered: median nearest-neighbour distance
-  more than ``DEGENERATE_SCALE`` times off the reference's) get a bounded search: no
+  more than ``DEGENERATE_SCALE`` (6) times off the reference's) get a bounded search: no
   environment hypotheses, one candidate, at most ``DEGENERATE_MAX_ITER`` refinement steps
   with a greedy O(n log n) assignment; the value is an upper bound. The greedy assignment
   also replaces a dense solve wherever the sparse matching finds no full matching.
@@ -389,14 +389,16 @@ KEEP_ENV, MAX_EMBED_CHECKS = 256, 64
 REFINE_SCALE, MIN_REFINE, MAX_REFINE = 3200, 2, 128
 #: A degenerate prediction: its median nearest-neighbour distance is more than
 #: DEGENERATE_SCALE times the reference's or less than 1 / DEGENERATE_SCALE of it (the
-#: reference particles span 1.56-3.03 A, a ratio of 1.94; a collapsed particle of an
-#: early-trained model is 10-100x denser). It cannot embed and scores at the far end of
+#: reference particles span 1.56-3.03 A, a ratio of 1.94; the glassy particles of ADiT
+#: and MatterGen after 1-2 epochs 0.26-0.64 of their reference's, and the full search
+#: scores them 2-4.5 A lower than the bounded one, so they stay on it; a collapsed
+#: particle is 10-100x denser). It cannot embed and scores at the far end of
 #: every metric, and an exact assignment of its near-equidistant atoms is the Hungarian
 #: algorithm's worst case (O(n^3)), so its alignment is bounded: no environment
 #: hypotheses, one candidate (the best screened start) converged and refined in
 #: DEGENERATE_MAX_ITER steps at most with the greedy assignment;
 #: the value is an upper bound (``assignment_exact`` false, ``degenerate`` true).
-DEGENERATE_SCALE, DEGENERATE_MAX_ITER = 3.0, 10
+DEGENERATE_SCALE, DEGENERATE_MAX_ITER = 6.0, 10
 #: Atoms whose nearest-neighbour distances give a particle's spacing.
 SPACING_SAMPLE = 512
 
