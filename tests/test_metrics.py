@@ -5,10 +5,12 @@ from scipy.spatial.distance import cdist, pdist
 from scipy.spatial.transform import Rotation
 
 from c2np.carve import carve
+from c2np.errors import C2NPError
 from c2np.materials.catalogue import load_materials
 from c2np.metrics.alignment import (
     UNMATCHED_PENALTY,
     _assign_block,
+    _coarse_batch,
     _SpeciesTrees,
     _symmetric_copy,
     align,
@@ -16,6 +18,7 @@ from c2np.metrics.alignment import (
 )
 from c2np.metrics.lattice import Tolerances, task2_metrics
 from c2np.metrics.structure import (
+    _pair_distances,
     coordination_variance,
     features,
     hausdorff,
@@ -310,3 +313,98 @@ def test_lattice_off_by_one_percent():
     assert task2_metrics(pred, ref, [63], [62])["joint_accuracy"] == 0.0
     pred[0, 4] += 1.5
     assert task2_metrics(pred, ref, [62], [62])["joint_accuracy"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def large_reference(all_materials):
+    """LiBeH3 R = 19: 4,573 atoms, a real reference of the size of the degenerate cases."""
+    m = next(m for m in all_materials if m.name == "LiBeH3")
+    return carve(m.cell, 19, name=m.name)
+
+
+def _collapsed(n, radius, numbers, seed=0):
+    """``n`` atoms spread uniformly in a ball of ``radius``, species cycled from ``numbers``."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n, 3))
+    d *= radius * rng.uniform(size=(n, 1)) ** (1 / 3) / np.linalg.norm(d, axis=1, keepdims=True)
+    return d, np.resize(numbers, n)
+
+
+def test_collapsed_prediction_is_scored_in_bounded_time(large_reference):
+    """5,000 atoms within a 2 A ball (an early-trained generative model's output): every
+    metric finishes, is finite and large, and the alignment takes its bounded path."""
+    ref = large_reference
+    pos, z = _collapsed(5000, 2.0, ref.numbers)
+    m = task1_metrics(pos, z, ref.positions, ref.numbers)
+    assert all(np.isfinite(v) for v in m.values())
+    assert m["degenerate"] and m["refined"] == 1 and not m["assignment_exact"]
+    # Atoms within 2 A of the centre against a 19 A particle: mean pair distance ~ 3/4 R.
+    assert m["rmsd"] > 10 and m["hausdorff"] > 15
+    assert m["hull_volume_error"] > 0.99 and m["rdf_error"] > 10 and m["lev_error"] > 1000
+
+
+def test_stretched_prediction_is_scored_in_bounded_time(large_reference):
+    ref = large_reference
+    m = task1_metrics(ref.positions * 10, ref.numbers, ref.positions, ref.numbers)
+    assert all(np.isfinite(v) for v in m.values())
+    assert m["degenerate"] and m["refined"] == 1
+    assert m["rmsd"] > 50 and m["hausdorff"] > 100
+    assert m["hull_volume_error"] == pytest.approx(999, rel=1e-6)  # volume scales by 10^3
+    assert m["rdf_error"] == pytest.approx(1.0)  # no pair left within 6 A
+    assert m["volume_ratio_error"] < 1e-9  # the shape is unchanged
+
+
+def test_real_particles_are_not_degenerate(particles):
+    """The scale test leaves real pairs, even of different materials, to the full search."""
+    a, b = particles[("CsCaH3", 8)], particles[("LiBeH3", 8)]  # the widest and a tight lattice
+    m = task1_metrics(a.positions, a.numbers, b.positions, b.numbers)
+    assert not m["degenerate"] and m["refined"] >= 2
+
+
+def test_nan_positions_are_refused(particles):
+    p = particles[("KMgH3", 6)]
+    pos = p.positions.copy()
+    pos[3, 1] = np.nan
+    with pytest.raises(C2NPError, match="NaN"):
+        task1_metrics(pos, p.numbers, p.positions, p.numbers)
+    with pytest.raises(C2NPError, match="NaN"):
+        task1_metrics(p.positions, p.numbers, pos, p.numbers)
+
+
+def test_bounded_pair_count_estimates_rdf_and_coordination(particles):
+    """Above the pair budget, g(r) and the CN variance come from seeded centre atoms and
+    stay close to the values from every pair; below it they are the exact ones."""
+    pos = particles[("KMgH3", 8)].positions
+    full = _pair_distances(pos, 6.0)
+    assert full.centres is None
+    bounded = _pair_distances(pos, 6.0, max_pairs=len(full.d) // 4)
+    assert bounded.centres is not None and len(bounded.d) < len(full.d) / 2
+    assert rdf_error(rdf(pos, pairs=bounded), rdf(pos, pairs=full)) < 0.25
+    assert coordination_variance(pos, pairs=bounded) == pytest.approx(
+        coordination_variance(pos, pairs=full), rel=0.5)
+
+
+def test_greedy_fallback_gives_a_valid_assignment():
+    """No full matching among the 128 nearest candidates (a collapsed set against a
+    spread one): every point still gets a distinct partner, without a dense solve."""
+    rng = np.random.default_rng(1)
+    spread = rng.uniform(-20, 20, (3000, 3))
+    blob, _ = _collapsed(3500, 1.0, [1])
+    for x, y in ((spread, blob), (blob, spread)):
+        ia, ib, exact = _assign_block(x, y, dense_limit=0)
+        assert not exact and len(ia) == 3000
+        assert len(np.unique(ia)) == len(np.unique(ib)) == 3000
+
+
+def test_batched_icp_follows_each_start_as_alone(particles):
+    """ICP from many starts at once gives, start by start, the result of that start alone."""
+    p, q = particles[("LiAlH3", 6)], particles[("LiAlH3", 8)]
+    trees = _SpeciesTrees(q.positions, q.numbers)
+    rot = Rotation.random(6, rng=np.random.default_rng(3)).as_matrix()
+    trans = np.random.default_rng(4).normal(0, 0.5, (6, 3))
+    together = _coarse_batch(p.positions, p.numbers, trees, rot, trans, iters=15)
+    for i, (r, t, score) in enumerate(together):
+        r1, t1, score1 = _coarse_batch(p.positions, p.numbers, trees, rot[i:i + 1], trans[i:i + 1], iters=15)[0]
+        assert np.allclose(r, r1, atol=1e-12) and np.allclose(t, t1, atol=1e-12)
+        assert score == pytest.approx(score1, rel=1e-12)
+    assert len({round(c[2], 6) for c in together}) > 1  # the starts do not all end alike

@@ -201,7 +201,8 @@ def _certificate(scores: pd.DataFrame) -> dict:
             "hypotheses_min": int(scores["hypotheses"].min()),
             "refined_min": int(scores["refined"].min()),
             "refined_mean": float(scores["refined"].mean()),
-            "best_reached_twice_fraction": float((scores["best_hits"] >= 2).mean())}
+            "best_reached_twice_fraction": float((scores["best_hits"] >= 2).mean()),
+            "degenerate_fraction": float(scores["degenerate"].mean())}
 
 
 def load_result(path: str | Path) -> dict:

@@ -39,9 +39,16 @@ atoms missing or extra can never score 0.
   upper bound and is reported with ``exact=False``; with it the refinement stops once a
   Kabsch step gains less than ``SPARSE_STOP``.
 
+* **Degenerate predictions** (collapsed or scattered: median nearest-neighbour distance
+  more than ``DEGENERATE_SCALE`` (6) times off the reference's) get a bounded search: no
+  environment hypotheses, one candidate, at most ``DEGENERATE_MAX_ITER`` refinement steps
+  with a greedy O(n log n) assignment; the value is an upper bound. The greedy assignment
+  also replaces a dense solve wherever the sparse matching finds no full matching.
+
 Every result carries a certificate: how many hypotheses were screened and refined, how
 many refinements reached the best value, whether an exact embedding was found (then the
-value is the proven global minimum) and whether the assignment was exact.
+value is the proven global minimum), whether the assignment was exact and whether the
+prediction was degenerate.
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ MAX_ITER = 50
 #: this (A^2 per pair): the steps shrink geometrically (2.4, 0.36, 2e-4 A^2 in all on
 #: the largest benchmark pair), and stopping there cost 6e-6 A of RMSD (docs/metrics.md).
 SPARSE_STOP = 1e-3
+#: Candidates per atom of the greedy assignment (see _greedy_block).
+GREEDY_K = 8
 
 
 @dataclass(frozen=True)
@@ -112,8 +121,37 @@ def kabsch(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return r, qc - pc @ r.T
 
 
-def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Optimal (or sparse upper-bound) assignment of the smaller set into the larger."""
+def _greedy_block(a: np.ndarray, b: np.ndarray, tree: cKDTree) -> np.ndarray:
+    """A partner in ``b`` for every point of ``a`` (the smaller set), in O(n log n):
+    rank by rank through each point's GREEDY_K nearest candidates, every unused candidate
+    goes to the nearest point proposing it; the points left over are matched to the
+    unused ones in order of distance from ``b``'s centroid. An upper bound, for particles
+    no matching of near candidates can cover."""
+    k = min(GREEDY_K, len(b))
+    dist, idx = tree.query(a, k=k)
+    dist, idx = dist.reshape(len(a), k), idx.reshape(len(a), k)
+    partner, used = np.full(len(a), -1), np.zeros(len(b), bool)
+    for rank in range(k):
+        rows = np.flatnonzero(partner < 0)
+        rows = rows[~used[idx[rows, rank]]]
+        cols = idx[rows, rank]
+        order = np.lexsort((dist[rows, rank], cols))  # by column, nearest proposer first
+        first = order[np.r_[True, cols[order][1:] != cols[order][:-1]]] if len(order) else order
+        partner[rows[first]] = cols[first]
+        used[cols[first]] = True
+    left = np.flatnonzero(partner < 0)
+    if len(left):
+        centre = b.mean(0)
+        free = np.flatnonzero(~used)
+        rows = left[np.argsort(((a[left] - centre) ** 2).sum(1), kind="stable")]
+        partner[rows] = free[np.argsort(((b[free] - centre) ** 2).sum(1), kind="stable")][:len(rows)]
+    return partner
+
+
+def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int,
+                  greedy: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Optimal (or sparse, or with ``greedy`` greedy, upper-bound) assignment of the
+    smaller set into the larger."""
     swap = len(x) > len(y)
     a, b = (y, x) if swap else (x, y)  # a is the smaller side: every a gets a partner
     if len(a) == 0:
@@ -122,6 +160,8 @@ def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int) -> tuple[np.nd
     _, nn = tree.query(a, k=1)
     if len(np.unique(nn)) == len(a):
         ia, ib, exact = np.arange(len(a)), nn, True
+    elif greedy:
+        ia, ib, exact = np.arange(len(a)), _greedy_block(a, b, tree), False
     elif len(b) <= dense_limit:
         ia, ib = linear_sum_assignment(cdist(a, b, "sqeuclidean"))
         exact = True
@@ -139,18 +179,20 @@ def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int) -> tuple[np.nd
             except ValueError:
                 continue
         if ia is None:
-            ia, ib = linear_sum_assignment(cdist(a, b, "sqeuclidean"))
+            # No full matching among the 128 nearest: a collapsed or scattered particle,
+            # whose dense assignment would cost O(n^3) and n^2 memory.
+            ia, ib = np.arange(len(a)), _greedy_block(a, b, tree)
         exact = False
     return (ib, ia, exact) if swap else (ia, ib, exact)
 
 
 def assign(x: np.ndarray, zx: np.ndarray, y: np.ndarray, zy: np.ndarray,
-           dense_limit: int = DENSE_LIMIT) -> tuple[np.ndarray, np.ndarray, bool]:
+           dense_limit: int = DENSE_LIMIT, greedy: bool = False) -> tuple[np.ndarray, np.ndarray, bool]:
     """Same-species assignment between point sets ``x`` and ``y`` (indices into each)."""
     ix, iy, exact = [], [], True
     for z in np.intersect1d(zx, zy):
         sx, sy = np.flatnonzero(zx == z), np.flatnonzero(zy == z)
-        a, b, ok = _assign_block(x[sx], y[sy], dense_limit)
+        a, b, ok = _assign_block(x[sx], y[sy], dense_limit, greedy)
         ix.append(sx[a])
         iy.append(sy[b])
         exact &= ok
@@ -212,25 +254,64 @@ class _SpeciesTrees:
             return np.empty(0, int), np.empty(0, int), np.empty(0)
         return np.concatenate(rows), np.concatenate(cols), np.concatenate(d2)
 
+    def nearest_batch(self, x: np.ndarray, zx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(matched reference indices, squared distances), each (c, m), of the point sets
+        ``x`` (c, m, 3) sharing species ``zx``, whose species must all be in the trees."""
+        cols, d2 = np.empty(x.shape[:2], int), np.empty(x.shape[:2])
+        for z, tree in self.trees.items():
+            sel = np.flatnonzero(zx == z)
+            if len(sel):
+                d, j = tree.query(x[:, sel].reshape(-1, 3), k=1)
+                cols[:, sel] = self.index[z][j].reshape(len(x), -1)
+                d2[:, sel] = (d ** 2).reshape(len(x), -1)
+        return cols, d2
 
-def _coarse(p, zp, trees, r0, t0, iters=30):
-    """Classic ICP (nearest-neighbour correspondences): cheap, converges the rotation."""
-    r, t, done = r0, t0, False
+
+def _kabsch_batch(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`kabsch` of one point set ``p`` (m, 3) against many ``q`` (c, m, 3), m >= 2."""
+    pc, qc = p.mean(axis=0), q.mean(axis=1)
+    u, _, vt = np.linalg.svd((p - pc).T @ (q - qc[:, None, :]))
+    r = vt.transpose(0, 2, 1) @ u.transpose(0, 2, 1)
+    flip = np.linalg.det(r) < 0
+    vt[flip, 2] *= -1
+    r[flip] = vt[flip].transpose(0, 2, 1) @ u[flip].transpose(0, 2, 1)
+    return r, qc - pc @ r.transpose(0, 2, 1)
+
+
+def _coarse_batch(p, zp, trees, r0, t0, iters=30):
+    """Classic ICP (nearest-neighbour correspondences) from each starting motion (r0[i], t0[i]):
+    cheap, converges the rotation. Returns [(R, t, mean squared nearest distance)].
+
+    All starts move together, so each step is one KD-tree query per species for all of
+    them (a query's fixed cost exceeds its work on a 200-atom core); every start follows
+    exactly the iteration it would alone and leaves the batch once it has converged."""
+    rows = np.concatenate([np.flatnonzero(zp == z) for z in trees.trees] + [np.empty(0, int)])
+    r, t = np.array(r0, float), np.array(t0, float)
+    score = np.full(len(r), np.inf)
+    if len(rows) < 2:
+        return [(r[i], t[i], score[i]) for i in range(len(r))]
+    x, zx = p[rows], zp[rows]
+
+    def nearest(active):
+        return trees.nearest_batch(x @ r[active].transpose(0, 2, 1) + t[active][:, None, :], zx)
+
+    active = np.arange(len(r))
     for _ in range(iters):
-        rows, cols, d2 = trees.nearest(p @ r.T + t, zp)
-        if len(rows) == 0:
+        if len(active) == 0:
             break
-        r_new, t_new = kabsch(p[rows], trees.points[cols])
-        done = np.abs(r_new - r).max() < 1e-10 and np.abs(t_new - t).max() < 1e-10
-        r, t = r_new, t_new
-        if done:  # moved by < 1e-10: the last distances are the score (one query saved)
-            break
-    if not done:
-        rows, cols, d2 = trees.nearest(p @ r.T + t, zp)
-    return r, t, float(d2.mean()) if len(d2) else np.inf
+        cols, d2 = nearest(active)
+        r_new, t_new = _kabsch_batch(x, trees.points[cols])
+        done = (np.abs(r_new - r[active]).max(axis=(1, 2)) < 1e-10) & (np.abs(t_new - t[active]).max(axis=1) < 1e-10)
+        r[active], t[active] = r_new, t_new
+        # Moved by < 1e-10: the last distances are the score (one query saved).
+        score[active[done]] = d2[done].mean(axis=1)
+        active = active[~done]
+    if len(active):
+        score[active] = nearest(active)[1].mean(axis=1)
+    return [(r[i], t[i], float(score[i])) for i in range(len(r))]
 
 
-def _refine(p, zp, q, zq, r, t, dense_limit, seen=None):
+def _refine(p, zp, q, zq, r, t, dense_limit, seen=None, greedy=False, max_iter=MAX_ITER):
     """Alternate optimal assignment and Kabsch until the assignment no longer changes.
 
     Returns (R, t, pairs of p, pairs of q, sum of squared pair distances, exact).
@@ -238,11 +319,12 @@ def _refine(p, zp, q, zq, r, t, dense_limit, seen=None):
     result: from a given assignment the rest of the iteration is determined, so a start
     that meets one of them ends where that refinement ended, without repeating it.
     With an inexact (sparse) assignment the iteration also stops once a Kabsch step
-    lowers the pair sum by less than ``SPARSE_STOP`` A^2 per pair (see there)."""
+    lowers the pair sum by less than ``SPARSE_STOP`` A^2 per pair (see there).
+    ``greedy`` and ``max_iter``: the bounded refinement of a degenerate particle."""
     seen = {} if seen is None else seen
     prev, trail, result = None, [], None
-    for _ in range(MAX_ITER):
-        ip, iq, exact = assign(p @ r.T + t, zp, q, zq, dense_limit)
+    for _ in range(max_iter):
+        ip, iq, exact = assign(p @ r.T + t, zp, q, zq, dense_limit, greedy)
         if len(ip) == 0:
             return r, t, ip, iq, 0.0, True
         key = hashlib.blake2b(ip.tobytes() + iq.tobytes(), digest_size=16).digest()
@@ -290,6 +372,13 @@ SYM_TOL = 1e-3
 ENV_TOL, ENV_COS_TOL, MIN_SIN = 0.25, 0.1, 0.3
 #: Anchor atoms of S whose environments generate hypotheses.
 N_ANCHORS = 2
+#: Neighbours of a target atom of L examined for matching environments. A real
+#: particle's atoms within the reach of an anchor's environment (its two neighbours'
+#: distance + ENV_TOL) are its first shell or two, well inside 64 (the nested-particle
+#: tests of all 81 materials embed exactly with the cap); in a collapsed particle every
+#: atom is within reach, which made the hypotheses quadratic, their angle table cubic,
+#: in the atom count.
+MAX_ENV_NEIGHBOURS = 64
 #: Environment hypotheses kept after a first screen on 8 atoms (besides exact fits), and
 #: the most exact fits of the 64 core atoms checked on the whole particle.
 KEEP_ENV, MAX_EMBED_CHECKS = 256, 64
@@ -298,6 +387,20 @@ KEEP_ENV, MAX_EMBED_CHECKS = 256, 64
 #: this keeps the cost flat, and small particles, whose dissimilar pairs have the most
 #: local minima, get many (64 at 400 atoms).
 REFINE_SCALE, MIN_REFINE, MAX_REFINE = 3200, 2, 128
+#: A degenerate prediction: its median nearest-neighbour distance is more than
+#: DEGENERATE_SCALE times the reference's or less than 1 / DEGENERATE_SCALE of it (the
+#: reference particles span 1.56-3.03 A, a ratio of 1.94; the glassy particles of ADiT
+#: and MatterGen after 1-2 epochs 0.26-0.64 of their reference's, and the full search
+#: scores them 2-4.5 A lower than the bounded one, so they stay on it; a collapsed
+#: particle is 10-100x denser). It cannot embed and scores at the far end of
+#: every metric, and an exact assignment of its near-equidistant atoms is the Hungarian
+#: algorithm's worst case (O(n^3)), so its alignment is bounded: no environment
+#: hypotheses, one candidate (the best screened start) converged and refined in
+#: DEGENERATE_MAX_ITER steps at most with the greedy assignment;
+#: the value is an upper bound (``assignment_exact`` false, ``degenerate`` true).
+DEGENERATE_SCALE, DEGENERATE_MAX_ITER = 6.0, 10
+#: Atoms whose nearest-neighbour distances give a particle's spacing.
+SPACING_SAMPLE = 512
 
 
 def _shells(p0: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
@@ -384,9 +487,9 @@ def _environment_hypotheses(s: np.ndarray, zs: np.ndarray, l: np.ndarray, zl: np
         i2 = second[0]
         reach = max(d[0], d[i2]) + ENV_TOL
         k = 16
-        while True:  # every neighbour within reach of every target, however dense
+        while True:  # every neighbour within reach of every target, up to MAX_ENV_NEIGHBOURS
             dv, jv = l_tree.query(l[targets], k=min(k, len(l)), distance_upper_bound=reach)
-            if k >= len(l) or not np.isfinite(dv[:, -1]).any():
+            if k >= min(len(l), MAX_ENV_NEIGHBOURS) or not np.isfinite(dv[:, -1]).any():
                 break
             k *= 2
         found = np.isfinite(dv) & (dv > 0)
@@ -463,7 +566,7 @@ def _copy_of_any(earlier, r, t, score, s, zs, s_trees, l, zl, l_trees) -> bool:
     for r0, t0, score0 in earlier:
         if np.abs(r - r0).max() < 1e-3 and np.abs(t - t0).max() < 1e-2:
             return True
-        if (abs(score - score0) <= 1e-9 * abs(score) + 1e-12
+        if (np.isfinite(score) and abs(score - score0) <= 1e-9 * abs(score) + 1e-12
                 and _symmetric_copy(s, zs, s_trees, l, zl, l_trees, r0, t0, r, t)):
             return True
     return False
@@ -483,7 +586,23 @@ def _drop_copies(cands, s, zs, s_trees, l, zl, l_trees, limit):
     return out, copies
 
 
-def _search(s, zs, l, zl, n_starts, starts, dense_limit):
+def spacing(x: np.ndarray) -> float:
+    """Median nearest-neighbour distance (A) of up to SPACING_SAMPLE seeded atoms of ``x``."""
+    if len(x) < 2:
+        return float("nan")
+    sample = np.random.default_rng(0).choice(len(x), min(len(x), SPACING_SAMPLE), replace=False)
+    return float(np.median(cKDTree(x).query(x[np.sort(sample)], k=2)[0][:, 1]))
+
+
+def is_degenerate(pred: np.ndarray, ref: np.ndarray) -> bool:
+    """True if the spacings of ``pred`` and ``ref`` differ by more than DEGENERATE_SCALE."""
+    sp, sr = spacing(pred), spacing(ref)
+    if not (sr > 0):  # too few reference atoms to say, or a reference without spacing
+        return False
+    return not (sr / DEGENERATE_SCALE <= sp <= sr * DEGENERATE_SCALE)
+
+
+def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
     """Best (R, t, pairs, pair sum, exact, certificate) moving ``s`` onto ``l``."""
     cs, cl = s.mean(0), l.mean(0)
     trees = _SpeciesTrees(l, zl)
@@ -493,7 +612,10 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
     # Environment hypotheses: drop those that carry S's outermost atoms beyond L's radius
     # (impossible for an embedding), keep the best on 8 atoms, score the rest like starts.
     reach = np.sqrt(((l - cl) ** 2).sum(1).max()) + 1.0
-    env_r, env_t = _environment_hypotheses(s, zs, l, zl, reach)
+    if degenerate:  # no embedding at another scale
+        env_r, env_t = np.empty((0, 3, 3)), np.empty((0, 3))
+    else:
+        env_r, env_t = _environment_hypotheses(s, zs, l, zl, reach)
     n_env = len(env_r)
     if n_env:
         ext = s[_extremes(s)]
@@ -506,7 +628,7 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
         env_r, env_t = env_r[keep], env_t[keep]
     env_scores = _screen(s[sample], zs[sample], trees, env_r, env_t)
     cert = {"hypotheses": n_env + len(starts), "environment_hypotheses": n_env, "refined": 0,
-            "best_hits": 0, "exact_embedding": False}
+            "best_hits": 0, "exact_embedding": False, "degenerate": degenerate}
     for h in np.argsort(env_scores, kind="stable")[:MAX_EMBED_CHECKS]:
         if env_scores[h] > EMBED_TOL ** 2:
             break
@@ -519,8 +641,9 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
     start_t = cl - cs @ starts.transpose(0, 2, 1)
     rot = np.concatenate([env_r, starts])
     trans = np.concatenate([env_t, start_t])
-    n_refine = int(np.clip((REFINE_SCALE / max(len(s), 1)) ** 2, max(MIN_REFINE, n_starts), MAX_REFINE))
-    n_core = max(KEEP_SCREENED, n_refine)
+    n_refine = 1 if degenerate else int(np.clip((REFINE_SCALE / max(len(s), 1)) ** 2,
+                                                  max(MIN_REFINE, n_starts), MAX_REFINE))
+    n_core = 1 if degenerate else max(KEEP_SCREENED, n_refine)
     # Starts are screened on 16 atoms first; PRESCREEN_FACTOR times as many as go on to
     # the ICP stage get the full score.
     start_scores = np.full(len(starts), np.inf)
@@ -529,14 +652,23 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
     start_scores[pre] = _screen(s[sample], zs[sample], trees, starts[pre], start_t[pre])
     scores = np.concatenate([env_scores, start_scores])
     chosen = np.argsort(scores, kind="stable")[:n_core]
-    core = [_coarse(s[shells[0]], zs[shells[0]], trees, rot[h], trans[h], iters=15) for h in chosen]
+    core = _coarse_batch(s[shells[0]], zs[shells[0]], trees, rot[chosen], trans[chosen], iters=15)
     core.sort(key=lambda c: c[2])
     s_trees = _SpeciesTrees(s, zs)
     # Repeats and symmetric copies of a candidate would retrace its refinement: they are
     # dropped, so the n_refine candidates are distinct minima.
     core, copies = _drop_copies(core, s, zs, s_trees, l, zl, trees, n_refine)
-    refined, kept, seen = [], [], {}
-    for r, t, score in core:
+    refined, kept, seen, grown = [], [], {}, {}
+
+    def grow(idx):
+        """Converge the candidates ``idx`` on the growing cores, all at once."""
+        r, t = np.array([core[i][0] for i in idx]), np.array([core[i][1] for i in idx])
+        for sel in shells[1:]:
+            out = _coarse_batch(s[sel], zs[sel], trees, r, t)
+            r, t = np.array([o[0] for o in out]), np.array([o[1] for o in out])
+        grown.update(zip(idx, out))
+
+    for i, (r, t, score) in enumerate(core):
         # Near-copies: the nearest-neighbour score bounds the pair objective from below at
         # the same motion, and refinement moves a near-copy little, so once a refinement
         # has reached a pair mean below NEAR_COPY_MSD, a candidate whose score (on the
@@ -546,15 +678,19 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit):
         best_mean = min((res[4] / max(len(res[2]), 1) for res in refined), default=np.inf)
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
-        for sel in shells[1:]:
-            r, t, score = _coarse(s[sel], zs[sel], trees, r, t)
+        if i not in grown:
+            # Once a refinement has found no near-copy, the skip above cannot drop the
+            # rest until one does: they are converged together.
+            grow(range(i, len(core)) if refined and best_mean >= NEAR_COPY_MSD else [i])
+        r, t, score = grown[i]
         if best_mean < NEAR_COPY_MSD and score >= best_mean:
             continue
         if _copy_of_any(kept, r, t, score, s, zs, s_trees, l, zl, trees):
             copies += 1
             continue
         kept.append((r, t, score))
-        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen))
+        refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen, greedy=degenerate,
+                               max_iter=DEGENERATE_MAX_ITER if degenerate else MAX_ITER))
     best = min(refined, key=lambda res: res[4])
     cert.update(refined=len(refined), best_hits=sum(res[4] <= best[4] + 1e-6 for res in refined),
                 copies_dropped=copies)
@@ -574,6 +710,8 @@ def align(pred: np.ndarray, zpred: np.ndarray, ref: np.ndarray, zref: np.ndarray
     """
     pred, ref = np.asarray(pred, float), np.asarray(ref, float)
     zpred, zref = np.asarray(zpred), np.asarray(zref)
+    if not (np.isfinite(pred).all() and np.isfinite(ref).all()):
+        raise ValueError("align: positions hold NaN or infinite values")
     starts = starting_rotations(pred, ref) if starts is None else np.asarray(starts)
     n_unmatched, n_total = pair_counts(zpred, zref)
     swap = n_starts is not None and len(ref) < len(pred)
@@ -583,9 +721,11 @@ def align(pred: np.ndarray, zpred: np.ndarray, ref: np.ndarray, zref: np.ndarray
         results = [_refine(s, zs, l, zl, r0, cl - r0 @ cs, dense_limit) for r0 in starts]
         r, t, i_s, i_l, sq, exact = min(results, key=lambda res: res[4])
         cert = {"hypotheses": len(starts), "environment_hypotheses": 0, "refined": len(starts),
-                "best_hits": sum(res[4] <= sq + 1e-6 for res in results), "exact_embedding": False}
+                "best_hits": sum(res[4] <= sq + 1e-6 for res in results), "exact_embedding": False,
+                "degenerate": False}
     else:
-        r, t, i_s, i_l, sq, exact, cert = _search(s, zs, l, zl, n_starts, starts, dense_limit)
+        r, t, i_s, i_l, sq, exact, cert = _search(s, zs, l, zl, n_starts, starts, dense_limit,
+                                                  is_degenerate(pred, ref))
     if swap:  # found ref @ r.T + t ~ pred; invert
         r, t, i_s, i_l = r.T, -t @ r, i_l, i_s
     cert["assignment_exact"] = bool(exact)
