@@ -208,7 +208,7 @@ def run(
 
     By default it scores a subset: 6 materials (seeded) at every ID and OOD radius; Task 1
     on each of their particles, Task 2 on 2 configurations per (material, R). It needs
-    245 CPU-seconds with the store build: 144 s of wall time on an idle 2-core machine
+    192 CPU-seconds with the store build: 112 s of wall time on the 2-core dev machine
     (measurements: README, "Two commands"). --full scores everything; its estimate is
     printed before it starts.
     """
