@@ -11,7 +11,7 @@
 # short run without its best.ckpt is trained again.
 #
 # GPU 0: CDVAE Task 1 and Task 2, seed 0, trained to the convergence rule, then the whole
-#        ID and OOD sets predicted and scored (benchmarks/train_baselines.sh, repeated).
+#        ID and OOD sets predicted and scored (benchmarks/train_baselines.py).
 # GPU 1: short runs of DiffCSP, FlowMM, MatterGen and ADiT on both tasks
 #        (benchmarks/short_runs.sh), then their time per epoch with the GPU to themselves
 #        (train_throughput.py).
@@ -24,14 +24,11 @@ mkdir -p "$W" "$OUT"
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$W/gpus.txt"
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 
-drive() {  # PLAN: train_baselines.sh phases on GPU 0 until all done or the time is up
+drive() {  # PLAN: train_baselines.py pipelines on GPU 0, two at once, until done or the time is up
     local w="$W/${1//[: ]/}"
-    while [ "$(left)" -gt 120 ]; do
-        msg=$(FIRST_GPU=0 GPUS=1 PER_GPU=2 SEEDS=0 JOBS=12 BUDGET=$(($(left) - 40)) \
-              bash "$HERE/train_baselines.sh" "$STORE" "$w" "$1" 2>&1)
-        echo "$msg" | tee -a "$W/base.log"
-        case "$msg" in *"all done"*) echo "$1 done" >> "$W/base.log"; return;; esac
-    done
+    python3 "$HERE/train_baselines.py" --store "$STORE" --work "$w" --plan "$1" --seeds 0 --gpus 1 \
+        --first-gpu 0 --per-gpu 2 --jobs 12 --deadline "$(left)" --reserve 0 2>&1 | tee -a "$W/base.log" \
+        | grep "all done" > /dev/null && echo "$1 done" >> "$W/base.log"
 }
 
 gpu0() {  # each task on its own, so that a converged Task 2 is scored while Task 1 trains

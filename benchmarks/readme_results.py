@@ -2,6 +2,8 @@
 the result JSONs, so that no number there is typed by hand:
 
     python benchmarks/readme_results.py [--learned results/learned] [--reference results]
+                                        [--materials results/learned/materials]
+                                        [--materials-reference results/materials]
 
 1. ``c2np report`` of every result JSON in LEARNED (top level) plus the reference rows of
    REFERENCE that LEARNED does not hold itself (``--no-reference``: none; for learned
@@ -10,10 +12,18 @@ the result JSONs, so that no number there is typed by hand:
 2. the README block between ``<!-- learned-results:begin -->`` and
    ``<!-- learned-results:end -->``: per task one raw table, a row per model, ID and OOD
    side by side, mean ± std over seeds, with the seeds and what was scored;
-3. LEARNED/report/families.png: Task 1 RMSD and Task 2 joint accuracy per model, ID and
-   OOD, error bars = std over seeds.
+3. the README block between ``<!-- learned-materials:begin -->`` and
+   ``<!-- learned-materials:end -->``: the material-held-out scheme (MATERIALS, with the
+   reference rows of MATERIALS_REFERENCE), per task a row per model and a column per
+   (seen/unseen material, ID/OOD radius) cell;
+4. the README block between ``<!-- learned-runs:begin -->`` and ``<!-- learned-runs:end -->``:
+   every training run of LEARNED/runs and MATERIALS/runs (run.json), converged or not, with
+   its validation curve's first and best value and its time per epoch;
+5. LEARNED/report/families.png: Task 1 RMSD, Task 2 lattice RMSE and joint accuracy per
+   model, ID and OOD, and Task 2 lattice RMSE on seen vs unseen materials; error bars =
+   std over seeds.
 
-Only the radius scheme goes into the README block; the report holds every scheme.
+The report (LEARNED/report/) holds both schemes, each in its own section.
 """
 
 from __future__ import annotations
@@ -29,9 +39,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from c2np.reporting.tables import label, mean_std_text, runs_frame, write_report  # noqa: E402
+from c2np.reporting.tables import label, mean_std_text, runs_frame, split_label, write_report  # noqa: E402
 
 BEGIN, END = "<!-- learned-results:begin -->", "<!-- learned-results:end -->"
+HELD_BEGIN, HELD_END = "<!-- learned-materials:begin -->", "<!-- learned-materials:end -->"
+RUNS_BEGIN, RUNS_END = "<!-- learned-runs:begin -->", "<!-- learned-runs:end -->"
+HELD_SPLITS = ("id", "ood", "unseen_id", "unseen_ood")
+HELD_COLUMNS = {1: ["rmsd", "loss"], 2: ["lattice_rmse", "spacegroup_accuracy", "joint_accuracy"]}
 COLUMNS = {1: ["rmsd", "hausdorff", "hull_volume_error", "rdf_error", "loss"],
            2: ["lattice_rmse", "spacegroup_accuracy", "joint_accuracy"]}
 REFERENCE_ORDER = ["analytic", "template", "mean"]
@@ -51,6 +65,12 @@ def load(learned: Path, reference: Path | None) -> list[dict]:
     return results
 
 
+def model_order(models) -> list[str]:
+    """Reference rows first (analytic, template, mean), then the learned models by name."""
+    return sorted(models, key=lambda m: (m not in REFERENCE_ORDER,
+                                         REFERENCE_ORDER.index(m) if m in REFERENCE_ORDER else 0, m))
+
+
 def cell(values: pd.Series) -> str:
     values = values.dropna()
     return mean_std_text(values.mean(), values.std()) if len(values) else "–"
@@ -67,8 +87,7 @@ def block(runs: pd.DataFrame) -> str:
         cols = [c for c in cols if c in frame.columns and frame[c].notna().any()]
         head = ["Task %d" % task] + [f"{label(c)} {s.upper()}" for c in cols for s in ("id", "ood")]
         head += ["seeds", "scored ID / OOD"]
-        models = sorted(frame["model"].unique(), key=lambda m: (m not in REFERENCE_ORDER,
-                                                                REFERENCE_ORDER.index(m) if m in REFERENCE_ORDER else 0, m))
+        models = model_order(frame["model"].unique())
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for model in models:
             rows = frame[frame["model"] == model]
@@ -81,21 +100,69 @@ def block(runs: pd.DataFrame) -> str:
     return "\n\n".join(out)
 
 
+def held_block(runs: pd.DataFrame) -> str:
+    """Markdown of the material-held-out scheme: a row per model, a column per metric and
+    (seen/unseen material, ID/OOD radius) cell, mean ± std over seeds."""
+    runs = runs[runs["scheme"] != "radius"]
+    out = []
+    for task, cols in HELD_COLUMNS.items():
+        frame = runs[(runs["task"] == task) & runs["split"].isin(HELD_SPLITS)]
+        cols = [c for c in cols if c in frame.columns and frame[c].notna().any()]
+        if frame.empty or not cols:
+            continue
+        splits = [s for s in HELD_SPLITS if s in set(frame["split"])]
+        head = ["Task %d" % task] + [f"{label(c)} {split_label('materials', s)}" for c in cols for s in splits]
+        lines = ["| " + " | ".join(head + ["seeds"]) + " |", "|" + "---|" * (len(head) + 1)]
+        for model in model_order(frame["model"].unique()):
+            rows = frame[frame["model"] == model]
+            cells = [cell(rows[rows["split"] == s][c]) for c in cols for s in splits]
+            seeds = rows["seed"].nunique() if model not in REFERENCE_ORDER else "–"
+            lines.append("| " + " | ".join([model, *cells, str(seeds)]) + " |")
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def runs_block(folders: list[tuple[str, Path]]) -> str:
+    """Markdown of every training run (run.json + metrics.csv) under the folders' runs/."""
+    lines = ["| scheme | model | task | seed | state | best val. loss (epoch) | val. loss at epoch 0 "
+             "| s/epoch | device |", "|---|---|---|---|---|---|---|---|---|"]
+    for scheme, folder in folders:
+        for path in sorted((folder / "runs").glob("*/run.json")):
+            info = json.loads(path.read_text())
+            curve = pd.read_csv(path.parent / "metrics.csv")
+            state = (f"converged at epoch {info['converged_epoch']}" if info.get("converged")
+                     else f"{info.get('stop_reason') or 'running'} after {info['epochs']} epochs")
+            lines.append(f"| {scheme} | {info['model']} | {info['task']} | {info['seed']} | {state} | "
+                         f"{info['best_val_loss']:.4g} ({info['best_epoch']}) | {curve['val_loss'].iloc[0]:.4g} | "
+                         f"{info['time_per_epoch']:.1f} | {info.get('device', '?')} |")
+    return "\n".join(lines)
+
+
+def bars(ax, frame: pd.DataFrame, metric: str, splits: tuple[str, ...], names: list[str]) -> None:
+    """Grouped bars of ``metric`` per model (mean, error bar = std over seeds), one per split."""
+    models = model_order(frame["model"].unique())
+    width = 0.8 / len(splits)
+    for k, (split, name) in enumerate(zip(splits, names)):
+        stats = frame[frame["split"] == split].groupby("model")[metric].agg(["mean", "std"]).reindex(models)
+        ax.bar([i + width * (k - (len(splits) - 1) / 2) for i in range(len(models))], stats["mean"], width,
+               yerr=stats["std"].fillna(0), capsize=2, label=name)
+    ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+    ax.legend(fontsize=7)
+
+
 def figure(runs: pd.DataFrame, path: Path) -> None:
-    runs = runs[runs["scheme"] == "radius"]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, (task, metric) in zip(axes, [(1, "rmsd"), (2, "joint_accuracy")]):
-        frame = runs[(runs["task"] == task) & runs[metric].notna()] if metric in runs else runs.iloc[:0]
-        models = sorted(frame["model"].unique())
-        for k, split in enumerate(("id", "ood")):
-            stats = frame[frame["split"] == split].groupby("model")[metric].agg(["mean", "std"]).reindex(models)
-            ax.bar([i + 0.38 * (k - 0.5) for i in range(len(models))], stats["mean"], 0.38,
-                   yerr=stats["std"].fillna(0), capsize=3, label=split.upper())
-        ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
-        ax.set_title(f"Task {task}: {label(metric)}")
-        if task == 2:
+    radius, held = runs[runs["scheme"] == "radius"], runs[runs["scheme"] != "radius"]
+    panels = [(radius, 1, "rmsd", ("id", "ood")), (radius, 2, "lattice_rmse", ("id", "ood")),
+              (radius, 2, "joint_accuracy", ("id", "ood")), (held, 2, "lattice_rmse", HELD_SPLITS)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
+    for ax, (frame, task, metric, splits) in zip(axes, panels):
+        frame = frame[(frame["task"] == task) & frame[metric].notna()] if metric in frame else frame.iloc[:0]
+        scheme = "materials" if splits == HELD_SPLITS else "radius"
+        bars(ax, frame, metric, splits, [split_label(scheme, s) for s in splits])
+        where = "held-out materials scheme" if scheme == "materials" else "radius splits"
+        ax.set_title(f"Task {task}: {label(metric)}\n({where})", fontsize=9)
+        if metric == "joint_accuracy":
             ax.set_ylim(0, 1.05)  # an accuracy: the whole scale, so that 0 looks like 0
-        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -108,19 +175,27 @@ def main() -> None:
                     help="reference results (analytic, template, mean) to add; --no-reference for none")
     ap.add_argument("--no-reference", dest="reference", action="store_const", const=None,
                     help="only LEARNED's own files (e.g. learned runs made on an earlier store)")
+    ap.add_argument("--materials", type=Path, default=Path("results/learned/materials"),
+                    help="learned results of the material-held-out scheme")
+    ap.add_argument("--materials-reference", type=Path, default=Path("results/materials"),
+                    help="reference results of that scheme (same store)")
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     args = ap.parse_args()
     results = load(args.learned, args.reference)
+    if args.materials.is_dir():
+        results += load(args.materials, args.materials_reference)
     report = args.learned / "report"
     write_report(results, report)
     runs = runs_frame(results)
     figure(runs, report / "families.png")
     text = args.readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{args.readme}: no {BEGIN} ... {END} block to fill")
-    new = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END),
-                 lambda _: f"{BEGIN}\n{block(runs)}\n{END}", text, flags=re.S)
-    args.readme.write_text(new)
+    trained = runs_block([("radius", args.learned), ("held-out", args.materials)])
+    for begin, end, body in ((BEGIN, END, block(runs)), (HELD_BEGIN, HELD_END, held_block(runs)),
+                             (RUNS_BEGIN, RUNS_END, trained)):
+        if begin not in text or end not in text:
+            raise SystemExit(f"{args.readme}: no {begin} ... {end} block to fill")
+        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: f"{begin}\n{body}\n{end}", text, flags=re.S)
+    args.readme.write_text(text)
     print(f"{len(results)} results: {report}/report.md, {report}/families.png, {args.readme} block")
 
 

@@ -5,7 +5,7 @@
 #
 # For every model:task of the list, in its own GPU slot (PER_GPU runs per GPU at once):
 #   1. `c2np train --resume --budget TRAIN_S` (seed SEED): a pause, not convergence; the run
-#      can go on later with the same command, or under benchmarks/train_baselines.sh;
+#      can go on later with the same command, or under benchmarks/train_baselines.py;
 #   2. `c2np predict` with best.ckpt on the ID split (Task 1: SAMPLE seeded materials per
 #      ID radius; Task 2: every (material, R) of the split, as always);
 #   3. `c2np evaluate --run-info` into OUT/results/MODEL-taskT-id-seedS.json (marked as a

@@ -1,0 +1,293 @@
+"""Train the learned baselines to convergence, then predict and score their whole test
+sets, in slices that fit short GPU sessions (the successor of train_baselines.sh).
+
+    python benchmarks/train_baselines.py --store c2np-store --work W \\
+        --plan "symat:2 diffcsp:2 cdvae:1" --seeds 0 1 2 --deadline 540
+
+Every (model, task, seed) of PLAN x SEEDS is a pipeline of three phases, each skipped when
+its files exist in W:
+
+1. train: ``c2np train --resume --budget`` (continues from last.ckpt) until the run is
+   finished (converged, or its epoch/time limit) or the deadline;
+2. predict: ``best.ckpt`` on every test split of the store (radius scheme: id, ood;
+   materials scheme: also unseen_id, unseen_ood), which also writes the Loss column
+   (``test_loss-SPLIT.json``);
+3. score: ``c2np evaluate --run-info`` into ``W/results``.
+
+A pool of ``GPUS x PER_GPU`` slots takes pipelines in PLAN order; a slot whose run has
+converged goes straight on to its prediction and scoring, then to the next pipeline, so no
+slot waits for the slowest run. Call again with the same W until it prints "all done";
+W holds everything (runs with checkpoints, predictions, results, logs, a status table).
+``--pack OUT`` tars W into 15 MiB parts (the lent GPU machines return files of at most
+16 MiB; a larger one is silently lost): unpack with ``cat OUT/W.tgz.part-* | tar xzf -``.
+Scored runs leave their checkpoints and predictions out of the pack unless ``--keep-ckpt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+FINAL = ("converged", "max_epochs", "max_time")
+
+
+@dataclass(frozen=True)
+class Job:
+    model: str
+    task: int
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}-task{self.task}-seed{self.seed}"
+
+
+class Pipeline:
+    """File layout and phase state of the runs under one work directory."""
+
+    def __init__(self, work: Path, store: Path, splits: list[str]) -> None:
+        self.work, self.store, self.splits = work, store, splits
+        for sub in ("runs", "preds", "results", "logs"):
+            (work / sub).mkdir(parents=True, exist_ok=True)
+
+    def run_dir(self, job: Job) -> Path:
+        return self.work / "runs" / job.name
+
+    def run_info(self, job: Job) -> dict | None:
+        try:
+            return json.loads((self.run_dir(job) / "run.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def trained(self, job: Job) -> bool:
+        info = self.run_info(job)
+        return bool(info) and info.get("stop_reason") in FINAL and (self.run_dir(job) / "best.ckpt").exists()
+
+    def pred(self, job: Job, split: str) -> Path:
+        return self.work / "preds" / f"{job.model}-task{job.task}-{split}-seed{job.seed}.parquet"
+
+    def result(self, job: Job, split: str) -> Path:
+        return self.work / "results" / f"{job.model}-task{job.task}-{split}-seed{job.seed}.json"
+
+    def scored(self, job: Job) -> bool:
+        return all(self.result(job, s).is_file() and self.result(job, s).stat().st_size > 0 for s in self.splits)
+
+    def log(self, job: Job, phase: str) -> Path:
+        return self.work / "logs" / f"{phase}-{job.name}.log"
+
+
+class Runner:
+    """Runs pipelines on GPU slots until they are done or the deadline passes."""
+
+    #: seconds between slot starts: store loading at once would contend for the cores
+    stagger_s = 2.0
+
+    def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
+                 deadline: float, reserve: float, overrides: list[str]) -> None:
+        self.pipe, self.c2np, self.gpus, self.first_gpu, self.per_gpu = pipe, c2np, gpus, first_gpu, per_gpu
+        self.overrides = [arg for o in overrides for arg in ("--set", o)]
+        self.jobs, self.deadline, self.reserve = jobs, deadline, reserve
+        self.lock = threading.Lock()
+
+    def left(self) -> float:
+        return self.deadline - self.reserve - time.time()
+
+    def say(self, msg: str) -> None:
+        with self.lock:
+            print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def call(self, args: list[str], log: Path, gpu: int | None) -> int:
+        """Run a c2np command, killed at the deadline; output appended to ``log``."""
+        env = dict(os.environ)
+        if gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        with log.open("a") as fh:
+            fh.write(f"\n$ c2np {' '.join(args)}   # {time.strftime('%F %T')}\n")
+            fh.flush()
+            try:
+                return subprocess.run(self.c2np + args, stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                      stdin=subprocess.DEVNULL, timeout=max(1.0, self.left())).returncode
+            except subprocess.TimeoutExpired:
+                fh.write("-- stopped at the deadline\n")
+                return 124
+
+    def pipeline(self, job: Job, gpu: int) -> None:
+        p = self.pipe
+        if not p.trained(job):
+            budget = self.left() - 45  # start-up and the last checkpoint must fit before the kill
+            if budget < 60:
+                return
+            self.say(f"{job.name}: train on GPU {gpu} for up to {budget:.0f} s")
+            rc = self.call(["train", "--task", str(job.task), "--model", job.model, "--seed", str(job.seed),
+                       "--store", str(p.store), "--out", str(p.work / "runs"), "-q", "--resume",
+                       "--budget", f"{budget:.0f}", *self.overrides], p.log(job, "train"), gpu)
+            info = p.run_info(job) or {}
+            self.say(f"{job.name}: rc {rc}, epoch {info.get('epochs')}, {info.get('stop_reason')}, best val. "
+                     f"{info.get('best_val_loss')} (epoch {info.get('best_epoch')})")
+            if not p.trained(job):
+                return
+        for split in p.splits:
+            out = p.pred(job, split)
+            if out.exists() or self.left() < 30:
+                continue
+            self.say(f"{job.name}: predict {split} on GPU {gpu}")
+            partial = out.with_name(out.stem + ".partial" + out.suffix)
+            rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
+                            "--store", str(p.store), "--seed", str(job.seed), "--out", str(partial), "-q"],
+                           p.log(job, "predict"), gpu)
+            if rc == 0 and partial.exists():
+                partial.replace(out)
+            else:
+                self.say(f"{job.name}: predict {split} failed (rc {rc}), see {p.log(job, 'predict')}")
+        for split in p.splits:
+            res, pred = p.result(job, split), p.pred(job, split)
+            if res.exists() or not pred.exists() or self.left() < 20:
+                continue
+            self.say(f"{job.name}: score {split}")
+            partial = res.with_name(res.stem + ".partial.json")
+            rc = self.call(["evaluate", "--task", str(job.task), "--split", split, "--predictions", str(pred),
+                            "--store", str(p.store), "-q", "-j", str(self.jobs),
+                            "--run-info", str(p.run_dir(job) / "run.json"), "--out", str(partial)],
+                           p.log(job, "eval"), None)
+            if rc == 0 and partial.exists():
+                partial.replace(res)
+            else:
+                self.say(f"{job.name}: scoring {split} failed (rc {rc}), see {p.log(job, 'eval')}")
+
+    def run(self, todo: list[Job]) -> None:
+        work: queue.Queue[Job] = queue.Queue()
+        for job in todo:
+            work.put(job)
+
+        def slot(i: int) -> None:
+            while self.left() > 60:
+                try:
+                    job = work.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    self.pipeline(job, self.first_gpu + i % self.gpus)
+                except Exception as exc:  # one broken run must not stop the others
+                    self.say(f"{job.name}: {type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=slot, args=(i,)) for i in range(self.gpus * self.per_gpu)]
+        for t in threads:
+            t.start()
+            time.sleep(self.stagger_s)
+        for t in threads:
+            t.join()
+
+
+def status_table(pipe: Pipeline, jobs: list[Job]) -> str:
+    rows = ["| run | epochs | stop | best val. loss (epoch) | s/epoch | predicted | scored |",
+            "|---|---|---|---|---|---|---|"]
+    for job in jobs:
+        info = pipe.run_info(job) or {}
+        best = info.get("best_val_loss")
+        rows.append(f"| {job.name} | {info.get('epochs', '-')} | {info.get('stop_reason') or '-'} | "
+                    + (f"{best:.4g} ({info.get('best_epoch')})" if best is not None else "-")
+                    + f" | {info.get('time_per_epoch') or 0:.2f} | "
+                    + f"{sum(pipe.pred(job, s).exists() for s in pipe.splits)}/{len(pipe.splits)} | "
+                    + f"{sum(pipe.result(job, s).exists() for s in pipe.splits)}/{len(pipe.splits)} |")
+    return "\n".join(rows)
+
+
+def pack(work: Path, out: Path, pipe: Pipeline, jobs: list[Job], keep_ckpt: bool) -> None:
+    """W as 15 MiB tar parts; scored runs without checkpoints and predictions."""
+    out.mkdir(parents=True, exist_ok=True)
+    exclude = []
+    if not keep_ckpt:
+        for job in jobs:
+            if pipe.scored(job):
+                exclude += [f"--exclude=runs/{job.name}/*.ckpt"]
+                exclude += [f"--exclude=preds/{pipe.pred(job, s).name}" for s in pipe.splits]
+    exclude += ["--exclude=*.partial.*"]
+    tar = subprocess.Popen(["tar", "czf", "-", "-C", str(work), *exclude, "."], stdout=subprocess.PIPE)
+    subprocess.run(["split", "-b", "15M", "-", str(out / f"{work.name}.tgz.part-")], stdin=tar.stdout, check=True)
+    tar.wait()
+
+
+def store_splits(store: Path) -> list[str]:
+    manifest = json.loads((store / "manifest.json").read_text())
+    scheme = manifest.get("split_scheme", {}).get("name", "radius")
+    return ["id", "ood"] if scheme == "radius" else ["id", "ood", "unseen_id", "unseen_ood"]
+
+
+def parse_plan(plan: str, seeds: list[int]) -> list[Job]:
+    jobs = []
+    for item in plan.split():
+        model, _, task = item.partition(":")
+        if task not in ("1", "2"):
+            raise SystemExit(f"plan item {item!r}: expected MODEL:TASK with TASK 1 or 2")
+        jobs += [Job(model, int(task), s) for s in seeds]
+    return jobs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--store", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True, help="Work directory (carry it between calls).")
+    ap.add_argument("--plan", required=True, help='MODEL:TASK items in priority order, e.g. "symat:2 cdvae:1".')
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--order", choices=["seed", "plan"], default="seed",
+                    help="seed: every plan item's seed 0 first, then seed 1, ...; plan: all seeds of an item first.")
+    ap.add_argument("--gpus", type=int, default=0, help="GPUs to use (default: all nvidia-smi lists; 1 without a GPU).")
+    ap.add_argument("--first-gpu", type=int, default=0, help="Use GPUs FIRST .. FIRST+GPUS-1.")
+    ap.add_argument("--per-gpu", type=int, default=2, help="Pipelines sharing one GPU.")
+    ap.add_argument("--jobs", type=int, default=0, help="Scoring processes per evaluation (default: cores / slots).")
+    ap.add_argument("--deadline", type=float, default=0,
+                    help="Seconds from now at which every command is stopped (0: none).")
+    ap.add_argument("--reserve", type=float, default=40, help="Seconds kept free before the deadline for packing.")
+    ap.add_argument("--pack", type=Path, help="Write W as 15 MiB tar parts into this folder at the end.")
+    ap.add_argument("--keep-ckpt", action="store_true", help="Pack the checkpoints of scored runs too.")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="Config override for every `c2np train` (repeatable), e.g. train.limit=32 for a smoke test.")
+    ap.add_argument("--dry-run", action="store_true", help="Print the status table and exit.")
+    a = ap.parse_args()
+
+    if not (a.store / "manifest.json").exists():
+        raise SystemExit(f"{a.store}: not a c2np store (no manifest.json); build it with `c2np build`")
+    pipe = Pipeline(a.work, a.store, store_splits(a.store))
+    jobs = parse_plan(a.plan, a.seeds)
+    if a.order == "seed":
+        jobs.sort(key=lambda j: a.seeds.index(j.seed))
+    if a.dry_run:
+        print(status_table(pipe, jobs))
+        return
+    gpus = a.gpus
+    if gpus <= 0:
+        smi = shutil.which("nvidia-smi")
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.splitlines() if smi else []
+        gpus = max(1, len(listed))
+    slots = gpus * a.per_gpu
+    n_jobs = a.jobs or max(1, (os.cpu_count() or 2) // slots)
+    c2np = [sys.executable, "-c", "import sys; sys.argv[0] = 'c2np'; from c2np.cli import main; main()"]
+    deadline = time.time() + a.deadline if a.deadline > 0 else float("inf")
+    runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides)
+    todo = [j for j in jobs if not pipe.scored(j)]
+    runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s) x {a.per_gpu}; splits {pipe.splits}")
+    runner.run(todo)
+    table = status_table(pipe, jobs)
+    (a.work / "status.md").write_text(table + "\n")
+    print(table)
+    results = sorted((a.work / "results").glob("*.json"))
+    if results:
+        subprocess.run(c2np + ["report", *map(str, results), "--out", str(a.work / "report")],
+                       stdout=subprocess.DEVNULL, check=False)
+    if a.pack:
+        pack(a.work, a.pack, pipe, jobs, a.keep_ckpt)
+    if all(pipe.scored(j) for j in jobs):
+        print(f"all done: {a.work / 'report'}")
+
+
+if __name__ == "__main__":
+    main()
