@@ -584,12 +584,16 @@ def _embedding(s, zs, trees, r, t):
 def _maps_onto_itself(x, zx, trees, r, t):
     """True if ``x @ r.T + t`` puts every atom within SYM_TOL of a distinct same-species
     atom of ``x`` (``trees`` built on ``x``); the farthest atoms are tried first."""
-    far = trees.far
-    for idx in (far[:32], far):
-        rows, cols, d2 = trees.nearest(x[idx] @ r.T + t, zx[idx], 2 * SYM_TOL)
-        if len(rows) < len(idx) or d2.max() > SYM_TOL ** 2:
+    far = trees.far[:32]
+    rows, _, d2 = trees.nearest(x[far] @ r.T + t, zx[far], 2 * SYM_TOL)
+    if len(rows) < len(far) or d2.max() > SYM_TOL ** 2:
+        return False
+    moved = x @ r.T + t
+    for z, idx in trees.index.items():  # the species blocks of x, as the trees hold them
+        d, j = trees.trees[z].query(moved[idx], distance_upper_bound=2 * SYM_TOL)
+        if (d ** 2).max() > SYM_TOL ** 2 or len(np.unique(j)) < len(j):
             return False
-    return len(np.unique(cols)) == len(cols)
+    return True
 
 
 def _symmetric_copy(s, zs, s_trees, l, zl, l_trees, r0, t0, r, t):
