@@ -41,8 +41,10 @@ atoms missing or extra can never score 0.
 
 * **Degenerate predictions** (collapsed or scattered: median nearest-neighbour distance
   more than ``DEGENERATE_SCALE`` (6) times off the reference's) get a bounded search: no
-  environment hypotheses, one candidate, at most ``DEGENERATE_MAX_ITER`` refinement steps
-  with a greedy O(n log n) assignment; the value is an upper bound. The greedy assignment
+  environment hypotheses, one candidate converged on the core only, 2 to
+  ``DEGENERATE_MAX_ITER`` refinement steps (fewer for more atoms) with a greedy
+  O(n log n) assignment, the lowest pair sum of the steps kept; the value is an upper
+  bound. The greedy assignment
   also replaces a dense solve where the sparse matching finds no full matching in a
   block too large to solve densely (``DENSE_FALLBACK_PAIRS``).
 
@@ -440,10 +442,12 @@ REFINE_SCALE, MIN_REFINE, MAX_REFINE = 3200, 2, 128
 #: particle is 10-100x denser). It cannot embed and scores at the far end of
 #: every metric, and an exact assignment of its near-equidistant atoms is the Hungarian
 #: algorithm's worst case (O(n^3)), so its alignment is bounded: no environment
-#: hypotheses, one candidate (the best screened start) converged and refined in
-#: DEGENERATE_MAX_ITER steps at most with the greedy assignment;
-#: the value is an upper bound (``assignment_exact`` false, ``degenerate`` true).
-DEGENERATE_SCALE, DEGENERATE_MAX_ITER = 6.0, 2
+#: hypotheses, one candidate (the best screened start) converged on the 8 A core and
+#: refined with the greedy assignment in DEGENERATE_STEP_ATOMS / n_atoms steps, at least
+#: 2 and at most DEGENERATE_MAX_ITER (a step costs about n log n: 10 steps up to 4,000
+#: atoms, 2 from 20,000), keeping the lowest pair sum met; the value is an upper bound
+#: (``assignment_exact`` false, ``degenerate`` true).
+DEGENERATE_SCALE, DEGENERATE_MAX_ITER, DEGENERATE_STEP_ATOMS = 6.0, 10, 40_000
 #: Atoms whose nearest-neighbour distances give a particle's spacing.
 SPACING_SAMPLE = 512
 
@@ -744,8 +748,10 @@ def _search(s, zs, l, zl, n_starts, starts, dense_limit, degenerate=False):
             copies += 1
             continue
         kept.append((r, t, score))
+        steps = (int(np.clip(DEGENERATE_STEP_ATOMS // max(len(s), 1), 2, DEGENERATE_MAX_ITER))
+                 if degenerate else MAX_ITER)
         refined.append(_refine(s, zs, l, zl, r, t, dense_limit, seen, greedy=degenerate,
-                               max_iter=DEGENERATE_MAX_ITER if degenerate else MAX_ITER, q_trees=trees))
+                               max_iter=steps, q_trees=trees))
     best = min(refined, key=lambda res: res[4])
     cert.update(refined=len(refined), best_hits=sum(res[4] <= best[4] + 1e-6 for res in refined),
                 copies_dropped=copies)
