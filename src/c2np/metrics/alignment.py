@@ -275,9 +275,8 @@ class _SpeciesTrees:
         """(rows of x, matched reference indices, squared distances), species-aware.
 
         With a finite ``bound`` only the distances up to it are exact: a point with no
-        reference atom within it gets an infinite distance (and an index past the end
-        of its species, which callers must not use). A tolerance test needs no more,
-        and the KD-tree then prunes almost everything (a 4x cheaper query)."""
+        reference atom within it gets an infinite distance and a meaningless index. A
+        tolerance test needs no more, and the KD-tree then stops early on a miss."""
         rows, cols, d2 = [], [], []
         for z, tree in self.trees.items():
             sel = np.flatnonzero(zx == z)
@@ -357,8 +356,8 @@ def _refine(p, zp, q, zq, r, t, dense_limit, seen=None, greedy=False, max_iter=M
     that meets one of them ends where that refinement ended, without repeating it.
     With an inexact (sparse) assignment the iteration also stops once a Kabsch step
     lowers the pair sum by less than ``SPARSE_STOP`` A^2 per pair (see there).
-    ``greedy`` and ``max_iter``: the bounded refinement of a degenerate particle.
-    ``q_trees``: the :class:`_SpeciesTrees` of ``q``, if built."""
+    ``greedy`` and ``max_iter``: the bounded refinement of a degenerate particle, which
+    returns the lowest pair sum of its steps. ``q_trees``: the :class:`_SpeciesTrees` of ``q``, if built."""
     seen = {} if seen is None else seen
     prev, trail, result, best = None, [], None, None
     for _ in range(max_iter):
@@ -379,8 +378,9 @@ def _refine(p, zp, q, zq, r, t, dense_limit, seen=None, greedy=False, max_iter=M
             continue
         after = ((p[ip] @ r.T + t - q[iq]) ** 2).sum()
         if greedy and (best is None or after < best[4]):
-            # Greedy steps need not lower the pair sum (on a collapsed particle they
-            # wander by 0.1-0.3 %): the lowest one met is the bound.
+            # Greedy steps need not lower the pair sum (on the benchmark's collapsed and
+            # stretched particles they wander by tenths of a per cent): the lowest one
+            # met is the bound.
             best = (r, t, ip, iq, float(after), exact)
         if not exact and before - after < SPARSE_STOP * len(ip):
             break
