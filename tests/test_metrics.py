@@ -11,9 +11,12 @@ from c2np.metrics.alignment import (
     UNMATCHED_PENALTY,
     _assign_block,
     _coarse_batch,
+    _refine,
     _SpeciesTrees,
     _symmetric_copy,
     align,
+    assign,
+    kabsch,
     pair_counts,
 )
 from c2np.metrics.lattice import Tolerances, task2_metrics
@@ -413,6 +416,35 @@ def test_block_without_sparse_matching_is_solved_exactly_when_small():
     best = cost[linear_sum_assignment(cost)].sum()
     assert len(np.unique(ib)) == 400
     assert cost[ia, ib].sum() == pytest.approx(best, rel=1e-9)
+
+
+def test_degenerate_refinement_keeps_the_lowest_pair_sum_met(large_reference):
+    """Greedy steps need not lower the pair sum: the bounded refinement reports the
+    lowest sum among its steps, which is at most the first step's."""
+    ref = large_reference
+    pos, z = _collapsed(3000, 2.0, ref.numbers)
+    r0, t0 = np.eye(3), ref.positions.mean(0) - pos.mean(0)
+    steps = []
+    r, t = r0, t0
+    for _ in range(4):  # the greedy alternation by hand: assign, then Kabsch
+        ip, iq, _ = assign(pos @ r.T + t, z, ref.positions, ref.numbers, greedy=True)
+        r, t = kabsch(pos[ip], ref.positions[iq])
+        steps.append(((pos[ip] @ r.T + t - ref.positions[iq]) ** 2).sum())
+    for n in (1, 2, 4):
+        res = _refine(pos, z, ref.positions, ref.numbers, r0, t0, 0, greedy=True, max_iter=n)
+        assert res[4] == pytest.approx(min(steps[:n]), rel=1e-12)
+        moved = pos[res[2]] @ res[0].T + res[1]
+        assert res[4] == pytest.approx(((moved - ref.positions[res[3]]) ** 2).sum(), rel=1e-12)
+
+
+def test_reference_trees_give_the_same_assignment(particles):
+    """The refinement's prebuilt KD-trees of the reference change no assignment."""
+    p, q = particles[("KMgH3", 6)], particles[("LiBeH3", 8)]
+    trees = _SpeciesTrees(q.positions, q.numbers)
+    for dense_limit, greedy in ((1500, False), (0, False), (0, True)):
+        plain = assign(p.positions, p.numbers, q.positions, q.numbers, dense_limit, greedy)
+        reused = assign(p.positions, p.numbers, q.positions, q.numbers, dense_limit, greedy, trees)
+        assert all(np.array_equal(a, b) for a, b in zip(plain, reused))
 
 
 def test_batched_icp_follows_each_start_as_alone(particles):
