@@ -81,8 +81,6 @@ class SchNetEncoder(nn.Module):
         and fewer (edges x filters) tensors: this is most of a training step's GPU time.
 
         - the cosine cutoff envelope is computed once, not once per block;
-        - the first filter layer of every block is one matrix product (E, gaussians) x
-          (gaussians, blocks x filters): the edge features are read once;
         - the shift of the filter's shifted softplus is folded into the second layer's bias;
         - the continuous-filter message is ``index_select`` -> multiply -> ``index_add_``
           instead of PyG's ``propagate`` (a ``scatter_add_`` with an index expanded to
@@ -91,14 +89,10 @@ class SchNetEncoder(nn.Module):
         ``train.compile = "edges"`` compiles this method (``compile_interactions``).
         """
         envelope = (0.5 * (torch.cos(length * math.pi / self.cutoff) + 1.0)).view(-1, 1)
-        firsts = [block.mlp[0] for block in self.blocks]
-        hidden = F.linear(attr, torch.cat([f.weight for f in firsts]), torch.cat([f.bias for f in firsts]))
-        start = 0
-        for block, first in zip(self.blocks, firsts):
+        for block in self.blocks:
             # ShiftedSoftplus(x) = softplus(x) - log 2: the shift goes into the next layer's
             # bias (W (s - c) + b = W s + (b - c W 1)), one (E, filters) pass fewer each way
-            act = F.softplus(hidden[:, start:start + first.out_features])
-            start += first.out_features
+            act = F.softplus(block.mlp[0](attr))
             conv, second = block.conv, block.mlp[2]
             bias = second.bias - block.mlp[1].shift * second.weight.sum(1)
             w = F.linear(act, second.weight, bias) * envelope
