@@ -88,7 +88,7 @@ def test_task1_score_rotates_with_the_particle_and_cell(records, name):
     cond = model.conditions(batch, lat, sigma)
     s_node = sigma[batch.batch].view(-1, 1)
     rot = torch.tensor(Rotation.from_euler("xyz", [20, 50, 80], degrees=True).as_matrix(), dtype=torch.float32)
-    rotated = Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ rot.T})
+    rotated = Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ rot.T, "lattice_inv": None})
     with torch.no_grad():
         s0 = model.score(batch, batch.pos, cond, s_node)
         s1 = model.score(rotated, batch.pos @ rot.T, model.conditions(rotated, lat, sigma), s_node)

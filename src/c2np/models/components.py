@@ -206,8 +206,8 @@ class UnitCellEncoder(nn.Module):
         for message, update in zip(self.messages, self.updates):
             # index_select, not h[src]: same values; its backward is an index_add, not
             # advanced indexing's accumulating index_put (a slow sort-based GPU kernel)
-            m = scatter(message(torch.cat([h.index_select(0, src), h.index_select(0, tgt), edge], -1)), tgt, dim=0,
-                        dim_size=len(h), reduce="mean")
+            pair = torch.cat([h.index_select(0, src), h.index_select(0, tgt), edge], -1)
+            m = scatter(message(pair), tgt, dim=0, dim_size=len(h), reduce="mean")
             h = h + update(torch.cat([h, m], -1))
         pooled = torch.cat([mean_pool(h, cell_batch, n_graphs),
                             scatter(h, cell_batch, dim=0, dim_size=n_graphs, reduce="max")], -1)

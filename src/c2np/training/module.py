@@ -88,8 +88,9 @@ def compile_interactions(model: torch.nn.Module, backend: str = "inductor") -> N
     kernels instead of materialising several (edges x filters) tensors each way.
 
     Its inputs are (nodes, features) and (edges, ...) tensors whose sizes change every
-    batch; ``dynamic=True`` makes those sizes symbols, so one graph serves every batch
-    (checked with dynamo's counters, tests/test_models.py). Radius graphs and per-graph
+    batch; ``dynamic=True`` makes those sizes symbols: after a second graph at the second
+    batch (Inductor specialises the first to its small edge count), batches of other sizes
+    compile nothing (dynamo's counters, tests/test_models.py). Radius graphs and per-graph
     bookkeeping stay eager: their sizes depend on the data.
     """
     from c2np.models.components import SchNetEncoder
