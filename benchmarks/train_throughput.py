@@ -37,8 +37,9 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
 per radius, size pinned to the true atom count).
 
 Every variant runs the same bucketed batches (seed 0, fp32, batch size of the bundled
-config, Adam lr 1e-4, clipping 1.0 as in ``c2np train``): ``--warmup`` steps (compilation
-happens here; a warning says when it takes long), then ``--steps`` timed steps, CUDA
+config, Adam lr 1e-4, clipping 1.0 as in ``c2np train``): the fixed-batch loss below (a
+compiled variant compiles at this first loss: "setup s"), ``--warmup`` steps (a warning
+says when they take long), then ``--steps`` timed steps, CUDA
 synchronised at both ends; batches stream from the DataLoader during the timed steps,
 so the workers' host work counts. "s/epoch" is the mean timed step times the steps of one epoch
 (extrapolated, not a whole epoch); particles/s and atoms/s count the timed batches. GPU
@@ -219,6 +220,7 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
 
 
 def _run_variant(name: str, task: int, records, tokens: set, variant: str, args, device) -> dict:
+    t_setup = time.perf_counter()
     model, cfg = make_model(name, task, records, device, args.model_set)
     batch_size = int(cfg["train"]["batch_size"])
     plan = model.host_plan() if "host" in tokens else None
@@ -240,7 +242,9 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         inductor_config.fallback_random = True  # the same draws as eager: comparable losses
         compile_loss(model, backend="eager" if args.cpu_dry_run else "inductor")
         loss_fn = model.loss
+    # a compiled variant compiles here, at its first loss: the setup time is the compile time
     loss_value = fixed_loss(loss_fn, model, records, task, device, plan is not None, plain_collate)
+    setup = time.perf_counter() - t_setup
     opt = torch.optim.Adam(model.parameters(), lr=1e-4,
                            **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
     workers = args.host_workers if plan else args.base_workers
@@ -293,7 +297,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         wall = time.perf_counter() - t0
     step_s = wall / args.steps
     return {"label": args.label, "model": name, "task": task, "variant": variant, "workers": workers,
-            "batch_size": batch_size, "steps_timed": args.steps, "warmup_s": warm, "step_s": step_s,
+            "batch_size": batch_size, "steps_timed": args.steps, "setup_s": setup, "warmup_s": warm, "step_s": step_s,
             "epoch_s": step_s * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
             "particles_per_s": graphs / wall, "atoms_per_s": atoms / wall, "gpu_util": util.mean,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
@@ -340,7 +344,7 @@ def main() -> None:
                     help="models that run the variants with compile (the whole loss; compilation takes minutes)")
     ap.add_argument("--total-s", type=int, default=0,
                     help="skip (and report) a variant that could end past this many seconds from the start; 0: no limit")
-    ap.add_argument("--warmup", type=int, default=8, help="untimed steps first (compilation happens here)")
+    ap.add_argument("--warmup", type=int, default=8, help="untimed steps after the setup (a compiled variant compiles in the setup)")
     ap.add_argument("--steps", type=int, default=60, help="timed steps per variant")
     ap.add_argument("--base-workers", type=int, default=2, help="DataLoader workers without host work")
     ap.add_argument("--host-workers", type=int, default=min(10, max(1, (os.cpu_count() or 2) - 4)),
@@ -376,8 +380,8 @@ def main() -> None:
           f"{torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}, {os.cpu_count()} CPU cores",
           flush=True)
     print("| model | task | variant | workers | s/epoch (extrapolated) | step ms | particles/s | atoms/s "
-          "| GPU busy % | peak mem GB | warm-up s | graphs compiled: warm-up / timed | fixed-batch loss |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| GPU busy % | peak mem GB | setup s (compiles) | warm-up s | graphs compiled: setup + warm-up / timed "
+          "| fixed-batch loss |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     compiled = set(args.compile_models.split(","))
     signal.signal(signal.SIGALRM, _alarm)
     start = time.perf_counter()
@@ -409,7 +413,7 @@ def main() -> None:
                     torch.cuda.empty_cache()
             print(f"| {name} | {task} | {variant} | {r['workers']} | {r['epoch_s']:.2f} | {1000 * r['step_s']:.1f} | "
                   f"{r['particles_per_s']:.0f} | {r['atoms_per_s'] / 1e6:.2f} M | {r['gpu_util']:.0f} | "
-                  f"{r['peak_mem_gb']:.1f} | {r['warmup_s']:.1f} | {r['graphs_compiled_warmup']} / "
+                  f"{r['peak_mem_gb']:.1f} | {r['setup_s']:.1f} | {r['warmup_s']:.1f} | {r['graphs_compiled_warmup']} / "
                   f"{r['graphs_compiled_timed']} | {r['loss']:.6g} |", flush=True)
             if args.json:  # row by row, so a run cut short by a timeout keeps what it measured
                 with open(args.json, "a") as f:
