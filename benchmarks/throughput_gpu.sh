@@ -6,8 +6,9 @@
 # BEFORE_SRC=OLD/src first times the earlier code's base variant (up to 2 minutes more: with
 # it, pass TP_ARGS="--models cdvae:1,symat:2" to stay inside a 9-minute call). Then
 # the variant table of benchmarks/train_throughput.py (CDVAE Task 1, SyMat Task 2,
-# CDVAE Task 2; base, host work, fused Adam, TF32, torch.compile of the loss; at most 8
-# minutes, compilation included: each compile variant is cut at 120 s), bounded by its own timeout. Then, only when asked (they were
+# CDVAE Task 2; its default variants: before, base, torch.compile of the interactions
+# (edges), edges + fused Adam; at most 8 minutes, compilation included: each compile
+# variant is cut at 120 s), bounded by its own timeout. Then, only when asked (they were
 # measured before and take minutes each): DDP=1, `c2np train --devices 1` vs `--devices 2`
 # (same effective batch: loss curves and time per epoch); SHARED=1, three seeds sharing
 # one GPU. C2NP (default: c2np) runs the CLI; DDP_EPOCHS / LIMIT shrink them.

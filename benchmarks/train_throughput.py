@@ -7,8 +7,21 @@
 Variants (``--variants``, comma-separated; tokens joined by ``+``):
 
 - ``base``: the training defaults: plain batches (the model builds its radius graphs and
-  draws its noise on the device), Adam ``foreach``, eager, ``--base-workers`` DataLoader
-  workers (2, the configs' ``workers``);
+  draws its noise on the device; the unit cells' atom pairs and inverse lattices come with
+  the batch), Adam ``foreach``, eager, ``--base-workers`` DataLoader workers (2, the
+  configs' ``workers``). The SchNet interactions run ``SchNetEncoder.interact`` (one
+  matrix product for every block's first filter layer, the cutoff envelope once,
+  ``index_select`` x filter -> ``index_add_`` messages) and CDVAE's edge MLP is split by
+  input block (``edge_mlp``);
+- ``before``: ``base`` as the step was before those changes, reproduced in this script:
+  PyG's ``InteractionBlock.forward`` (``propagate``: ``scatter_add_`` with an expanded
+  index) block by block, CDVAE's edge MLP on the concatenated (edges, 2 hidden +
+  gaussians) input, the cell pairs and inverse lattices made on the device inside the
+  step. The radius graph is the current one (one host wait fewer per graph than before);
+- ``edges``: ``torch.compile`` of ``SchNetEncoder.interact``, ``dynamic=True``
+  (``train.compile = "edges"``); the rest of the step stays eager. The row reports the
+  graphs dynamo compiled during the warm-up and during the timed steps (0 means no
+  recompilation across batch sizes);
 - ``host``: batches prepared by ``c2np.models.host_work`` in ``--host-workers`` workers
   (``train.host_work``): graphs, cell pairs and noise draws made on the CPU, no host wait
   in the step;
@@ -24,8 +37,9 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
 per radius, size pinned to the true atom count).
 
 Every variant runs the same bucketed batches (seed 0, fp32, batch size of the bundled
-config, Adam lr 1e-4, clipping 1.0 as in ``c2np train``): ``--warmup`` steps (compilation
-happens here; a warning says when it takes long), then ``--steps`` timed steps, CUDA
+config, Adam lr 1e-4, clipping 1.0 as in ``c2np train``): the fixed-batch loss below (a
+compiled variant compiles at this first loss: "setup s"), ``--warmup`` steps (a warning
+says when they take long), then ``--steps`` timed steps, CUDA
 synchronised at both ends; batches stream from the DataLoader during the timed steps,
 so the workers' host work counts. "s/epoch" is the mean timed step times the steps of one epoch
 (extrapolated, not a whole epoch); particles/s and atoms/s count the timed batches. GPU
@@ -41,6 +55,7 @@ still run. With the earlier code (``git archive 7a18657 src``, no ``host_plan``)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import faulthandler
 import json
@@ -60,7 +75,7 @@ from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
-TOKENS = {"base", "host", "fused", "compile", "tf32"}
+TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32"}
 HOST_FIELDS = ("cell_pairs", "lattice_inv", "edge_index", "graph_cutoff", "score_edges", "score_cutoff")
 
 
@@ -94,6 +109,65 @@ class GpuSampler:
         return float(np.mean(self.values)) if self.values else float("nan")
 
 
+class WithoutCellWork:
+    """The collate function of ``task`` without the cells' pairs and inverse lattices
+    (``before``: the model makes them on the device); a class, so that workers can pickle it."""
+
+    def __init__(self, task: int):
+        self.task = task
+
+    def __call__(self, items):
+        batch = tdata.COLLATE[self.task](items)
+        return dataclasses.replace(batch, cell_pairs=None, lattice_inv=None) if self.task == 1 else batch
+
+
+def _before_forward(self, z, pos, ptr, node_cond=None, graph=None, attr=None):
+    """``SchNetEncoder.forward`` before ``interact``: PyG's blocks one by one."""
+    h = self.embedding(z)
+    if node_cond is not None:
+        h = h + node_cond
+    edge_index, length = graph if graph is not None else self.edges(pos, ptr)
+    attr = self.distance(length)
+    for block in self.blocks:
+        h = h + block(h, edge_index, length, attr)
+    return self.norm(h)
+
+
+def _before_score(self, batch, pos, node_cond, sigma_node, edges=None):
+    """``CDVAETask1.score`` before ``edge_mlp``: the MLP on the concatenated edge input."""
+    from c2np.models.generation import equivariant_vectors
+
+    graph = self.score_net.edges(pos, batch.ptr, edges)
+    node_cond = node_cond + self.site_condition(batch, pos)
+    h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
+    (src, tgt), length = graph
+    w = self.edge_out(torch.cat([h.index_select(0, src), h.index_select(0, tgt),
+                                 self.score_net.distance(length)], -1))
+    return equivariant_vectors(w, pos, graph[0]) / sigma_node
+
+
+@contextlib.contextmanager
+def before_step(active: bool):
+    """Inside, the models compute the step as before ``interact`` and ``edge_mlp`` (``before``)."""
+    from c2np.models.cdvae import CDVAETask1
+    from c2np.models.components import SchNetEncoder
+
+    saved = SchNetEncoder.forward, CDVAETask1.score
+    if active:
+        SchNetEncoder.forward, CDVAETask1.score = _before_forward, _before_score
+    try:
+        yield
+    finally:
+        SchNetEncoder.forward, CDVAETask1.score = saved
+
+
+def compiled_graphs() -> int:
+    """Graphs dynamo has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
 class VariantTimeout(Exception):
     pass
 
@@ -118,7 +192,7 @@ def make_model(name: str, task: int, records, device, overrides: list[str]):
     return model.to(device), cfg
 
 
-def fixed_loss(loss_fn, model, records, task: int, device, host: bool) -> float:
+def fixed_loss(loss_fn, model, records, task: int, device, host: bool, collate=None) -> float:
     """The loss of 8 records spread over the sizes at fixed noise (host-prepared, seeded
     draws); without ``host`` the model builds the graphs itself from the same draws."""
     probe = [(r, 0 if task == 2 else -1) for r in records[:: max(1, len(records) // 8)][:8]]
@@ -127,7 +201,9 @@ def fixed_loss(loss_fn, model, records, task: int, device, host: bool) -> float:
     else:
         batch = tdata.make_collate(task, model.host_plan(), 0)(probe)
     if not host and hasattr(model, "host_plan"):
-        batch = dataclasses.replace(batch, **{f: None for f in HOST_FIELDS if hasattr(batch, f)})
+        # the variant's own collate for what comes with a plain batch, the draws kept
+        plain = (collate or tdata.COLLATE[task])(probe)
+        batch = dataclasses.replace(batch, **{f: getattr(plain, f, None) for f in HOST_FIELDS if hasattr(batch, f)})
     # with gradients, as in training: a compiled loss then needs no second graph for no_grad
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(123)
@@ -139,10 +215,25 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
     if tokens - TOKENS:
         raise ValueError(f"unknown variant token(s) {sorted(tokens - TOKENS)} (known: {sorted(TOKENS)})")
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in tokens  # fp32 means fp32 in every other row
+    with before_step("before" in tokens):
+        return _run_variant(name, task, records, tokens, variant, args, device)
+
+
+def _run_variant(name: str, task: int, records, tokens: set, variant: str, args, device) -> dict:
+    t_setup = time.perf_counter()
     model, cfg = make_model(name, task, records, device, args.model_set)
     batch_size = int(cfg["train"]["batch_size"])
     plan = model.host_plan() if "host" in tokens else None
+    plain_collate = WithoutCellWork(task) if "before" in tokens else tdata.COLLATE[task]
     loss_fn = model.loss
+    graphs0 = compiled_graphs()
+    if "edges" in tokens:
+        from torch._inductor import config as inductor_config
+
+        from c2np.training.module import compile_interactions
+
+        inductor_config.fallback_random = True
+        compile_interactions(model, backend="eager" if args.cpu_dry_run else "inductor")
     if "compile" in tokens:
         from torch._inductor import config as inductor_config
 
@@ -151,14 +242,16 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
         inductor_config.fallback_random = True  # the same draws as eager: comparable losses
         compile_loss(model, backend="eager" if args.cpu_dry_run else "inductor")
         loss_fn = model.loss
-    loss_value = fixed_loss(loss_fn, model, records, task, device, plan is not None)
+    # a compiled variant compiles here, at its first loss: the setup time is the compile time
+    loss_value = fixed_loss(loss_fn, model, records, task, device, plan is not None, plain_collate)
+    setup = time.perf_counter() - t_setup
     opt = torch.optim.Adam(model.parameters(), lr=1e-4,
                            **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
     workers = args.host_workers if plan else args.base_workers
     sizes = [len(r.numbers) for r in records]
     sampler = tdata.BucketBatchSampler(sizes, batch_size, True, 0)
     loader = DataLoader(tdata.RecordDataset(records, rotate=task == 2, seed=0), batch_sampler=sampler,
-                        collate_fn=tdata.make_collate(task, plan, 0) if plan else tdata.COLLATE[task],
+                        collate_fn=tdata.make_collate(task, plan, 0) if plan else plain_collate,
                         num_workers=workers,
                         persistent_workers=False, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None, timeout=args.batch_timeout_s if workers else 0)
@@ -186,9 +279,11 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
         step(next(stream))
     sync()
     warm = time.perf_counter() - t0
+    graphs_warm = compiled_graphs() - graphs0
     if warm > args.warn_warmup_s:
         print(f"  warning: {name} task {task} {variant}: warm-up took {warm:.0f} s "
-              f"({'compilation' if 'compile' in tokens else 'loader start and first kernels'})", flush=True)
+              f"({'compilation' if tokens & {'compile', 'edges'} else 'loader start and first kernels'})",
+              flush=True)
     graphs = atoms = 0
     util = GpuSampler(args.gpu)
     with util:  # batches keep streaming from the workers: their host work is part of the time
@@ -202,10 +297,11 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
         wall = time.perf_counter() - t0
     step_s = wall / args.steps
     return {"label": args.label, "model": name, "task": task, "variant": variant, "workers": workers,
-            "batch_size": batch_size, "steps_timed": args.steps, "warmup_s": warm, "step_s": step_s,
+            "batch_size": batch_size, "steps_timed": args.steps, "setup_s": setup, "warmup_s": warm, "step_s": step_s,
             "epoch_s": step_s * steps_per_epoch, "steps_per_epoch": steps_per_epoch,
             "particles_per_s": graphs / wall, "atoms_per_s": atoms / wall, "gpu_util": util.mean,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
+            "graphs_compiled_warmup": graphs_warm, "graphs_compiled_timed": compiled_graphs() - graphs0 - graphs_warm,
             "loss": loss_value}
 
 
@@ -242,17 +338,20 @@ def main() -> None:
     ap.add_argument("--store", default="c2np-store")
     ap.add_argument("--label", default="run")
     ap.add_argument("--models", default="cdvae:1,symat:2,cdvae:2", help="name:task,...")
-    ap.add_argument("--variants", default="base,host,host+fused,host+fused+tf32,host+fused+compile",
-                    help="comma list; tokens base | host | fused | compile | tf32 joined by +")
+    ap.add_argument("--variants", default="before,base,edges,edges+fused",
+                    help="comma list; tokens before | base | host | fused | compile | edges | tf32 joined by +")
     ap.add_argument("--compile-models", default="cdvae:1,symat:2",
-                    help="models that run the variants with compile (compilation takes minutes)")
-    ap.add_argument("--warmup", type=int, default=8, help="untimed steps first (compilation happens here)")
+                    help="models that run the variants with compile (the whole loss; compilation takes minutes)")
+    ap.add_argument("--total-s", type=int, default=0,
+                    help="skip (and report) a variant that could end past this many seconds from the start; 0: no limit")
+    ap.add_argument("--warmup", type=int, default=8, help="untimed steps after the setup (a compiled variant compiles in the setup)")
     ap.add_argument("--steps", type=int, default=60, help="timed steps per variant")
     ap.add_argument("--base-workers", type=int, default=2, help="DataLoader workers without host work")
     ap.add_argument("--host-workers", type=int, default=min(10, max(1, (os.cpu_count() or 2) - 4)),
                     help="DataLoader workers with host work (default: CPU cores - 4, at most 10)")
     ap.add_argument("--limit-s", type=int, default=60, help="time limit of an eager variant, seconds")
-    ap.add_argument("--compile-limit-s", type=int, default=120, help="time limit of a compile variant, seconds")
+    ap.add_argument("--compile-limit-s", type=int, default=120,
+                    help="time limit of a compile or edges variant (compilation included), seconds")
     ap.add_argument("--warn-warmup-s", type=float, default=30.0)
     ap.add_argument("--batch-timeout-s", type=int, default=60,
                     help="a DataLoader worker that delivers no batch for this long fails the variant")
@@ -281,17 +380,22 @@ def main() -> None:
           f"{torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}, {os.cpu_count()} CPU cores",
           flush=True)
     print("| model | task | variant | workers | s/epoch (extrapolated) | step ms | particles/s | atoms/s "
-          "| GPU busy % | peak mem GB | warm-up s | fixed-batch loss |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| GPU busy % | peak mem GB | setup s (compiles) | warm-up s | graphs compiled: setup + warm-up / timed "
+          "| fixed-batch loss |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     compiled = set(args.compile_models.split(","))
     signal.signal(signal.SIGALRM, _alarm)
+    start = time.perf_counter()
     for item in args.models.split(","):
         name, task = item.split(":")
         for variant in args.variants.split(","):
-            is_compile = "compile" in variant.split("+")
-            if is_compile and item not in compiled:
+            tokens = set(variant.split("+"))
+            if "compile" in tokens and item not in compiled:
                 continue
-            limit = args.compile_limit_s if is_compile else args.limit_s
+            limit = args.compile_limit_s if tokens & {"compile", "edges"} else args.limit_s
+            if args.total_s and time.perf_counter() - start + limit > args.total_s:
+                print(f"| {name} | {task} | {variant} | skipped: its {limit} s limit would pass --total-s "
+                      f"{args.total_s} |", flush=True)
+                continue
             signal.alarm(limit)
             try:
                 r = run_variant(name, int(task), records, variant, args, device)
@@ -309,7 +413,8 @@ def main() -> None:
                     torch.cuda.empty_cache()
             print(f"| {name} | {task} | {variant} | {r['workers']} | {r['epoch_s']:.2f} | {1000 * r['step_s']:.1f} | "
                   f"{r['particles_per_s']:.0f} | {r['atoms_per_s'] / 1e6:.2f} M | {r['gpu_util']:.0f} | "
-                  f"{r['peak_mem_gb']:.1f} | {r['warmup_s']:.1f} | {r['loss']:.6g} |", flush=True)
+                  f"{r['peak_mem_gb']:.1f} | {r['setup_s']:.1f} | {r['warmup_s']:.1f} | {r['graphs_compiled_warmup']} / "
+                  f"{r['graphs_compiled_timed']} | {r['loss']:.6g} |", flush=True)
             if args.json:  # row by row, so a run cut short by a timeout keeps what it measured
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")

@@ -3,6 +3,7 @@ predictions go through the same harness as the reference solvers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_task1_score_rotates_with_the_particle_and_cell(records, name):
     cond = model.conditions(batch, lat, sigma)
     s_node = sigma[batch.batch].view(-1, 1)
     rot = torch.tensor(Rotation.from_euler("xyz", [20, 50, 80], degrees=True).as_matrix(), dtype=torch.float32)
-    rotated = Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ rot.T})
+    rotated = Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ rot.T, "lattice_inv": None})
     with torch.no_grad():
         s0 = model.score(batch, batch.pos, cond, s_node)
         s1 = model.score(rotated, batch.pos @ rot.T, model.conditions(rotated, lat, sigma), s_node)
@@ -193,3 +194,129 @@ def test_unit_cell_encoder_sees_positions_not_only_composition(records):
     moved[0] = (moved[0] + torch.tensor([0.1, 0.0, 0.05])) % 1.0
     shifted = enc(batch.cell_z, moved, batch.cell_batch, batch.lattice, batch.radius)
     assert float((shifted - ref).abs().max().detach()) > 1e-3
+
+
+def _graph_inputs(hidden: int = 16, n: int = 300):
+    gen = torch.Generator().manual_seed(4)
+    pos = torch.rand(n, 3, generator=gen) * 9
+    ptr = torch.tensor([0, n // 3, n])
+    edge_index = radius_edges(pos, ptr, 4.0)
+    length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
+    return torch.randn(n, hidden, generator=gen, requires_grad=True), edge_index, length
+
+
+def test_interact_equals_pyg_interaction_blocks():
+    """SchNetEncoder.interact (one first-layer product, the envelope once, the softplus
+    shift in the bias, index_select/index_add messages) computes PyG's InteractionBlock
+    stack with the same weights: values and gradients of the input and of every weight."""
+    from c2np.models.components import SchNetEncoder
+
+    torch.manual_seed(0)
+    enc = SchNetEncoder(hidden=16, interactions=3, cutoff=4.0, gaussians=8)
+    h, edge_index, length = _graph_inputs()
+    attr = enc.distance(length)
+    assert edge_index.shape[1] > 1000
+
+    def grads(out):
+        enc.zero_grad()
+        h.grad = None
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        return [h.grad.clone()] + [p.grad.clone() for p in enc.blocks.parameters()]
+
+    want = h
+    for block in enc.blocks:
+        want = want + block(want, edge_index, length, attr)
+    got = enc.interact(h, edge_index[0], edge_index[1], length, attr)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g, w in zip(grads(got), grads(want), strict=True):  # sums over edges: compared as wholes
+        assert float((g - w).norm() / w.norm()) < 1e-5
+    assert not torch.allclose(got, h)  # the blocks do something
+
+
+def test_edge_mlp_equals_the_mlp_of_the_concatenated_edge_input():
+    from c2np.models.components import edge_mlp, mlp
+
+    torch.manual_seed(0)
+    net = mlp(2 * 16 + 8, 16, 1)
+    h, (src, tgt), length = _graph_inputs()
+    attr = torch.randn(len(src), 8)
+    want = net(torch.cat([h[src], h[tgt], attr], -1))
+    got = edge_mlp(net, h, src, tgt, attr)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    (gh,) = torch.autograd.grad(got.sum(), h)
+    (wh,) = torch.autograd.grad(want.sum(), h)
+    assert float((gh - wh).norm() / wh.norm()) < 1e-5
+
+
+def test_a_plain_task1_batch_carries_the_cell_work(records):
+    """collate_task1 ships the cells' atom pairs and inverse lattices (the model would make
+    them on the device with six host waits): the same pairs, and the same loss."""
+    from c2np.models.components import UnitCellEncoder
+
+    batch = COLLATE[1]([(r, -1) for r in records[:3]])
+    assert torch.equal(batch.cell_pairs, UnitCellEncoder.pairs(batch.cell_batch))
+    torch.testing.assert_close(batch.lattice_inv @ batch.lattice, torch.eye(3).expand(3, 3, 3), atol=1e-5, rtol=0)
+    cfg = load_training_config("cdvae", 1)["model"]
+    torch.manual_seed(0)
+    model = build_model("cdvae", 1, **({k: v for k, v in cfg.items() if k not in ("name", "task")} | TINY))
+    bare = dataclasses.replace(batch, cell_pairs=None, lattice_inv=None)
+    losses = []
+    for b in (batch, bare):
+        torch.manual_seed(7)
+        losses.append(float(model.loss(b)["loss"]))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_a_plain_cdvae_step_waits_twice_per_radius_graph(records):
+    """The loss + backward of a plain CDVAE Task 1 batch (two radius graphs made on the
+    device) has exactly four host waits: each graph's candidate count and the size of its
+    selection within the cutoff."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cfg = load_training_config("cdvae", 1)["model"]
+    torch.manual_seed(0)
+    model = build_model("cdvae", 1, **({k: v for k, v in cfg.items() if k not in ("name", "task")} | TINY))
+    batch = COLLATE[1]([(r, -1) for r in records[:3]])
+    model.loss(batch)["loss"].backward()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model.loss(batch)["loss"].backward()
+    names = [e.name for e in prof.events()]
+    waits = {k: names.count(k) for k in ("aten::_local_scalar_dense", "aten::nonzero", "aten::bincount",
+                                         "aten::_unique2", "aten::linalg_inv_ex")}
+    assert waits == {"aten::_local_scalar_dense": 2, "aten::nonzero": 2, "aten::bincount": 0,
+                     "aten::_unique2": 0, "aten::linalg_inv_ex": 0}
+
+
+@pytest.mark.slow  # inductor's C++ code generation: 1.5 minutes on the 2-core dev machine
+def test_compiled_interactions_do_not_recompile_after_warm_up(records):
+    """train.compile = "edges": after the first two batches (inductor specialises a first
+    graph to small edge counts), no batch of another atom or edge count compiles again,
+    and the loss equals eager's to 1e-5."""
+    from torch._dynamo.utils import counters
+
+    from c2np.training.module import compile_interactions
+
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = load_training_config("cdvae", 1)["model"]
+    torch.manual_seed(0)
+    model = build_model("cdvae", 1, **({k: v for k, v in cfg.items() if k not in ("name", "task")}
+                                      | TINY | {"interactions": 2}))
+    pool = records * 4
+    batches = [COLLATE[1]([(r, -1) for r in pool[:k]]) for k in (1, 3, 2, 6, 4)]
+    eager = []
+    for b in batches:
+        torch.manual_seed(1)
+        eager.append(float(model.loss(b)["loss"]))
+    compile_interactions(model)
+    graphs, sizes = [], []
+    for b, want in zip(batches, eager):
+        torch.manual_seed(1)
+        got = model.loss(b)["loss"]
+        got.backward()
+        assert float(got) == pytest.approx(want, rel=1e-5)
+        graphs.append(counters["stats"]["unique_graphs"])
+        sizes.append(len(b.pos))
+    assert len(set(sizes)) == 5
+    assert graphs[1] <= 2 and graphs[-1] == graphs[1], graphs
+    assert sum(counters["graph_break"].values()) == 0

@@ -110,7 +110,7 @@ def test_task1_network_rotates_with_the_particle_and_cell(records, name):
     t = torch.full((batch.n_graphs,), 0.3)
     pos = batch.pos + 0.2 * torch.randn_like(batch.pos)
     rot = torch.tensor(Rotation.from_euler("xyz", [20, 50, 80], degrees=True).as_matrix(), dtype=torch.float32)
-    rotated = Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ rot.T})
+    rotated = Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ rot.T, "lattice_inv": None})
     with torch.no_grad():
         out0 = net(batch, pos, model.cell_condition(batch), t)
         out1 = net(rotated, pos @ rot.T, model.cell_condition(rotated), t)

@@ -55,7 +55,7 @@ def untied(model):
 
 def rotated_with_cell(batch: Task1Batch) -> Task1Batch:
     """The same particle and conditioning cell, both rotated by ROT."""
-    return Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ ROT.T, "pos": batch.pos @ ROT.T})
+    return Task1Batch(**{**batch.__dict__, "lattice": batch.lattice @ ROT.T, "lattice_inv": None, "pos": batch.pos @ ROT.T})
 
 
 @pytest.fixture(scope="module", autouse=True)

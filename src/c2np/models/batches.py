@@ -56,7 +56,7 @@ class Task1Batch(ParticleBatch):
     target_frac: torch.Tensor  # (G, S) fraction of each species in the particle
     log_n: torch.Tensor  # (G,) log of the particle's atom count
     cell_pairs: torch.Tensor | None = None  # (2, P) all ordered atom pairs of each cell
-    lattice_inv: torch.Tensor | None = None  # (G, 3, 3) inverse of ``lattice``
+    lattice_inv: torch.Tensor | None = None  # (G, 3, 3) inverse of ``lattice`` (None when ``lattice`` is replaced)
     edge_index: torch.Tensor | None = None  # (2, E) radius graph of ``pos``
     graph_cutoff: float | None = None  # the cutoff ``edge_index`` was built with
     noise_level: torch.Tensor | None = None  # (G,) index into the model's noise levels

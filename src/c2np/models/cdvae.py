@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from c2np.models.batches import Task1Batch, Task2Batch
-from c2np.models.components import SchNetEncoder, mean_pool, mlp
+from c2np.models.components import SchNetEncoder, edge_mlp, mean_pool, mlp
 from c2np.models.generation import equivariant_vectors
 from c2np.models.host_work import HostPlan, prepared_edges, prepared_score_edges
 from c2np.models.task1_base import LangevinGenerator
@@ -47,12 +47,11 @@ class CDVAETask1(LangevinGenerator):
         """``edges``: the radius graph of ``pos`` when prepared on the host."""
         graph = self.score_net.edges(pos, batch.ptr, edges)
         node_cond = node_cond + self.site_condition(batch, pos)
-        h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph)
         (src, tgt), length = graph
-        # index_select, not h[src]: the same values, and its backward is an index_add
-        # instead of advanced indexing's much slower accumulating index_put
-        w = self.edge_out(torch.cat([h.index_select(0, src), h.index_select(0, tgt),
-                                     self.score_net.distance(length)], -1))
+        attr = self.score_net.distance(length)
+        h = self.score_net(batch.z, pos, batch.ptr, node_cond, graph, attr)
+        # edge_mlp: edge_out(cat([h[src], h[tgt], attr])) without the concatenation
+        w = edge_mlp(self.edge_out, h, src, tgt, attr)
         return equivariant_vectors(w, pos, graph[0]) / sigma_node
 
     def score_loss(self, batch: Task1Batch, node_cond, sigma_node, noise):

@@ -55,7 +55,7 @@ def prepare(batch: ParticleBatch, plan: HostPlan, keys: Sequence[Sequence[int]])
     """``batch`` (on the CPU) with the fields of ``plan`` filled; ``keys`` seed the noise
     draws of each graph (one key per graph, used only when ``plan.levels`` is set)."""
     changes: dict = {}
-    if plan.cell:
+    if plan.cell and getattr(batch, "cell_pairs", None) is None:  # collate_task1 makes them already
         changes |= {"cell_pairs": UnitCellEncoder.pairs(batch.cell_batch),
                     "lattice_inv": torch.linalg.inv(batch.lattice)}
     if plan.graph_cutoff is not None:

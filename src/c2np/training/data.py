@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from c2np.models.batches import Task1Batch, Task2Batch
+from c2np.models.components import UnitCellEncoder
 from c2np.models.host_work import HostPlan, prepare
 from c2np.rotations import rotation_matrices
 from c2np.store.dataset import Dataset
@@ -238,16 +239,20 @@ def collate_task1(items, plan: HostPlan | None = None, seed: int = 0) -> Task1Ba
         cell_frac[g, :len(sp)] = cnt / cnt.sum()
         target_frac[g, :len(sp)] = [(r.numbers == s).mean() for s in sp]
     cell_sizes = [len(r.cell_numbers) for r in recs]
+    cell_batch = torch.repeat_interleave(torch.arange(len(recs)), torch.tensor(cell_sizes))
+    lattice = torch.tensor(np.stack([r.cell_matrix for r in recs]), dtype=torch.float32)
+    # the cells' atom pairs and inverse lattices always come with the batch (microseconds
+    # here): made on a GPU inside the step, they cost it six host waits
     batch = Task1Batch(**_particles(items),
                       cell_z=torch.as_tensor(np.concatenate([r.cell_numbers for r in recs]), dtype=torch.long),
                       cell_pos=torch.tensor(np.concatenate([r.cell_scaled for r in recs]), dtype=torch.float32),
-                      cell_batch=torch.repeat_interleave(torch.arange(len(recs)), torch.tensor(cell_sizes)),
-                      lattice=torch.tensor(np.stack([r.cell_matrix for r in recs]), dtype=torch.float32),
+                      cell_batch=cell_batch, lattice=lattice,
                       origin=torch.tensor(np.stack([r.origin for r in recs]), dtype=torch.float32),
                       radius=torch.tensor([float(r.radius) for r in recs]),
                       species=torch.as_tensor(species), cell_frac=torch.tensor(cell_frac, dtype=torch.float32),
                       target_frac=torch.tensor(target_frac, dtype=torch.float32),
-                      log_n=torch.tensor([np.log(len(r.numbers)) for r in recs], dtype=torch.float32))
+                      log_n=torch.tensor([np.log(len(r.numbers)) for r in recs], dtype=torch.float32),
+                      cell_pairs=UnitCellEncoder.pairs(cell_batch), lattice_inv=torch.linalg.inv(lattice))
     return batch if plan is None else prepare(batch, plan, noise_keys(items, seed))
 
 

@@ -54,8 +54,8 @@ class BaselineModule(pl.LightningModule):
         self.model = build_model(model["name"], int(model["task"]), **params)
         if train.get("compile") == "loss":
             compile_loss(self.model)
-        elif train.get("compile"):
-            compile_blocks(self.model)
+        elif train.get("compile"):  # true or "edges"
+            compile_interactions(self.model)
 
     def training_step(self, batch, batch_idx):
         out = self.model.loss(batch)
@@ -81,18 +81,23 @@ class BaselineModule(pl.LightningModule):
         return batch.to(device, non_blocking=True)
 
 
-def compile_blocks(model: torch.nn.Module) -> None:
-    """``torch.compile`` the message-passing blocks in place (``train.compile``).
+def compile_interactions(model: torch.nn.Module, backend: str = "inductor") -> None:
+    """``torch.compile`` the SchNet interaction stacks in place (``train.compile = "edges"``
+    or ``true``): ``SchNetEncoder.interact``, the edge pipeline (cutoff envelope, filter
+    network, gather x message x scatter) of every block, which Inductor fuses into a few
+    kernels instead of materialising several (edges x filters) tensors each way.
 
-    Only blocks whose shapes are (nodes, features) and (edges, ...) are compiled, with
-    dynamic shapes; radius graphs and per-graph bookkeeping stay eager, because their
-    sizes depend on the data and would recompile on every batch.
+    Its inputs are (nodes, features) and (edges, ...) tensors whose sizes change every
+    batch; ``dynamic=True`` makes those sizes symbols: after a second graph at the second
+    batch (Inductor specialises the first to its small edge count), batches of other sizes
+    compile nothing (dynamo's counters, tests/test_models.py). Radius graphs and per-graph
+    bookkeeping stay eager: their sizes depend on the data.
     """
-    from torch_geometric.nn.models.schnet import InteractionBlock
+    from c2np.models.components import SchNetEncoder
 
     for module in model.modules():
-        if isinstance(module, InteractionBlock):
-            module.compile(dynamic=True)
+        if isinstance(module, SchNetEncoder):
+            module.interact = torch.compile(module.interact, backend=backend, dynamic=True)
 
 
 def compile_loss(model: torch.nn.Module, backend: str = "inductor") -> None:
