@@ -6,11 +6,11 @@
 
 Variants (``--variants``, comma-separated; tokens joined by ``+``):
 
-- ``base``: the training defaults: plain batches (the model builds its radius graphs and
+- ``base``: the training defaults on a CPU (on a GPU ``c2np train`` adds ``edges+fused``): plain batches (the model builds its radius graphs and
   draws its noise on the device; the unit cells' atom pairs and inverse lattices come with
   the batch), Adam ``foreach``, eager, ``--base-workers`` DataLoader workers (2, the
   configs' ``workers``). The SchNet interactions run ``SchNetEncoder.interact`` (one
-  matrix product for every block's first filter layer, the cutoff envelope once,
+  first-layer filter product per block, the cutoff envelope once,
   ``index_select`` x filter -> ``index_add_`` messages) and CDVAE's edge MLP is split by
   input block (``edge_mlp``);
 - ``before``: ``base`` as the step was before those changes, reproduced in this script:

@@ -220,3 +220,21 @@ def test_ddp_on_two_cpu_processes_matches_one(small_store, tmp_path):
         with (tmp_path / f"d{n}" / "cdvae-task2-seed0" / "metrics.csv").open() as f:
             curves[n] = np.array([float(r["val_loss"]) for r in csv.DictReader(f)])
     np.testing.assert_allclose(curves[2], curves[1], rtol=0.05)
+
+
+@pytest.mark.parametrize("compile_mode, fused, compiled, fused_expected", [
+    ("gpu", "gpu", False, False),   # the configs' default on a CPU: eager, foreach Adam
+    ("edges", True, True, True),    # explicit settings hold on any device
+])
+def test_gpu_only_defaults_stay_off_on_the_cpu(compile_mode, fused, compiled, fused_expected):
+    from c2np.training.configs import load_training_config
+    from c2np.training.module import BaselineModule
+
+    cfg = load_training_config("cdvae", 2)
+    train = cfg["train"] | {"compile": compile_mode, "fused_adam": fused}
+    module = BaselineModule(cfg["model"], train)
+    module.on_fit_start()
+    interact = module.model.encoder.interact
+    assert hasattr(interact, "_torchdynamo_orig_callable") == compiled
+    opt = module.configure_optimizers()["optimizer"]
+    assert bool(opt.defaults.get("fused")) == fused_expected
