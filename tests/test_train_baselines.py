@@ -5,17 +5,19 @@ for training, prediction and scoring."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from c2np.config import SPLITS, UNSEEN_SPLITS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_C2NP = r'''
-import json, sys
+import json, os, sys
 from pathlib import Path
 args = sys.argv[1:]
 opt = lambda k: args[args.index(k) + 1]
@@ -48,7 +50,7 @@ def tb():
 
 def _runner(tb, tmp_path: Path, monkeypatch, splits: list[str]):
     fake = tmp_path / "fake_c2np.py"
-    fake.write_text("import os\n" + FAKE_C2NP)
+    fake.write_text(FAKE_C2NP)
     monkeypatch.setenv("FAKE_LOG", str(tmp_path / "calls.log"))
     pipe = tb.Pipeline(tmp_path / "W", tmp_path / "store", splits)
     runner = tb.Runner(pipe, [sys.executable, str(fake)], gpus=1, first_gpu=0, per_gpu=2, jobs=1,
@@ -88,7 +90,6 @@ def test_plan_order_and_splits_of_a_store(tb, tmp_path):
                                       "cdvae-task1-seed1"]
     with pytest.raises(SystemExit, match="symat:3"):
         tb.parse_plan("symat:3", [0])
-    (tmp_path / "manifest.json").write_text(json.dumps({"split_scheme": {"name": "materials-fold0of5-seed0"}}))
-    assert tb.store_splits(tmp_path) == ["id", "ood", "unseen_id", "unseen_ood"]
-    (tmp_path / "manifest.json").write_text(json.dumps({}))
-    assert tb.store_splits(tmp_path) == ["id", "ood"]
+    held_out = SimpleNamespace(splits=SPLITS + UNSEEN_SPLITS)  # a materials-scheme store's splits
+    assert tb.store_splits(held_out) == ["id", "ood", "unseen_id", "unseen_ood"]
+    assert tb.store_splits(SimpleNamespace(splits=SPLITS)) == ["id", "ood"]
