@@ -3,14 +3,13 @@ the DataLoader workers (the collate function) instead of inside the step on the 
 
 A step that builds its own radius graph on a GPU waits for the device three times per
 graph (the cell list's candidate count and the boolean selection of the edges inside the
-cutoff), the unit-cell encoder's pair list four more times and the lattice inverse once;
-each wait empties the GPU's queue, so the next kernels start only after Python catches
-up. None of it depends on the weights: the clean particle's graph, the cells' atom pairs
-and inverse lattices, the noise draws of denoising score matching and the graph of the
-perturbed particle can all be made before the step. :func:`prepare` makes them on the
-CPU: the same edges in the same order as the model's ``radius_edges``
-(``radius_edges_host``, a KD-tree), the same cell pairs (``UnitCellEncoder.pairs``) and
-inverses, so the loss of a batch at a given noise is the same.
+cutoff); each wait empties the GPU's queue, so the next kernels start only after Python
+catches up. None of it depends on the weights: the clean particle's graph, the noise
+draws of denoising score matching and the graph of the perturbed particle can all be
+made before the step. :func:`prepare` makes them on the CPU: the same edges in the same
+order as the model's ``radius_edges`` (``radius_edges_host``, a KD-tree), so the loss of
+a batch at a given noise is the same. (The cells' atom pairs and inverse lattices come
+with every Task 1 batch from ``collate_task1``, with or without a plan.)
 
 What a model wants is its :class:`HostPlan` (``model.host_plan()``); a model reads a
 prepared field only when it was built with its own cutoff, and computes it itself when
@@ -33,7 +32,6 @@ import numpy as np
 import torch
 
 from c2np.models.batches import ParticleBatch
-from c2np.models.components import UnitCellEncoder
 from c2np.models.graph import radius_edges_host
 
 
@@ -44,7 +42,6 @@ class HostPlan:
     graph_cutoff: float | None = None  # radius graph of the clean particle (the encoders')
     levels: tuple[float, ...] | None = None  # noise levels (the model's float32 buffer)
     score_cutoff: float | None = None  # radius graph of the perturbed particle (score networks)
-    cell: bool = False  # the unit cells' atom pairs and inverse lattices (Task 1 condition)
 
     @property
     def empty(self) -> bool:
@@ -55,9 +52,6 @@ def prepare(batch: ParticleBatch, plan: HostPlan, keys: Sequence[Sequence[int]])
     """``batch`` (on the CPU) with the fields of ``plan`` filled; ``keys`` seed the noise
     draws of each graph (one key per graph, used only when ``plan.levels`` is set)."""
     changes: dict = {}
-    if plan.cell and getattr(batch, "cell_pairs", None) is None:  # collate_task1 makes them already
-        changes |= {"cell_pairs": UnitCellEncoder.pairs(batch.cell_batch),
-                    "lattice_inv": torch.linalg.inv(batch.lattice)}
     if plan.graph_cutoff is not None:
         changes |= {"edge_index": radius_edges_host(batch.pos, batch.ptr, plan.graph_cutoff),
                     "graph_cutoff": plan.graph_cutoff}

@@ -88,8 +88,9 @@ class Task1Generator(nn.Module):
                                 batch.radius, batch.cell_pairs)
 
     def host_plan(self) -> HostPlan:
-        """What the DataLoader workers can prepare for this model's loss (``host_work``)."""
-        return HostPlan(cell=True)
+        """What the DataLoader workers can prepare for this model's loss (``host_work``):
+        nothing beyond what every batch carries, unless a family adds its graphs."""
+        return HostPlan()
 
     def site_condition(self, batch: Task1Batch, pos: torch.Tensor) -> torch.Tensor:
         """(n, hidden) embedding of each atom's fractional position in the conditioning cell;
