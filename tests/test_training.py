@@ -143,6 +143,11 @@ def test_early_stopping_fires_on_a_flat_curve(small_store, tmp_path):
     with (run / "metrics.csv").open() as f:
         val = [float(r["val_loss"]) for r in csv.DictReader(f)]
     assert len(set(val)) == 1
+    # best.ckpt is for prediction only (weights and hyper-parameters), last.ckpt for resuming
+    best = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in best and last["optimizer_states"]
+    assert best["hyper_parameters"] and best["state_dict"].keys() == last["state_dict"].keys()
 
 
 def test_resume_continues_the_epoch_count(small_store, tmp_path):

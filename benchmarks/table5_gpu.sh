@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# One slice (at most 10 minutes) of the Table 5 runs on a lent 4-GPU machine
+# (nvidia-h100-x4 or nvidia-h200-x4): four benchmarks/train_baselines.py runners side by side.
+#
+#   GPUs 0-1  t5    standard store, Task 2 seeds 1-2 of five families, CDVAE Task 1 seeds 1-2
+#   GPU 2     t5m   material-held-out store, Task 2 seed 0 (FlowMM, MatterGen, CDVAE, ADiT)
+#   GPU 2     t5x   standard store, ADiT Task 2 seed 0 (the slowest Task 2 run, alone in its runner)
+#   GPU 3     t5t1  standard store, Task 1 seed 0 of SyMat, DiffCSP, FlowMM
+#
+#   bash benchmarks/table5_gpu.sh OUT [SECONDS]     (from the repository root)
+#
+# The runners' work folders live in /tmp/gw on the GPU machine. On a machine kept warm between
+# calls, /tmp survives but an ignored folder of the checkout that a call does not carry is
+# removed. So a call copies every carried gpu-work/NAME that /tmp/gw does not hold yet and
+# leaves the others alone: the first call on a fresh machine carries what it needs (at most
+# 64 MiB with the wheels and the store), a later call may carry more folders, or nothing.
+# Runs resume from their last checkpoint.
+# Runs share a GPU three at a time on 141 GB cards (H200) and two at a time on 80 GB cards
+# (H100), where three Task 2 runs (about 22 GB each at peak) do not fit beside a Task 1 run.
+#
+# What comes back: benchmarks/table5_pack.sh packs /tmp/gw into OUT (the runs' curves, results,
+# logs and nvidia-smi dmon first, then the checkpoints and predictions of unscored runs while
+# the ~64 MiB a call may return lasts; the rest stays in /tmp/gw for the next call).
+# benchmarks/table5_unpack.sh OUT unpacks it into gpu-work/.
+set -uo pipefail
+OUT=${1:?out folder}; SECONDS_GIVEN=${2:-545}
+source benchmarks/gpu_env.sh
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+# The held-out store differs from the standard one only in its split index, config and manifest:
+# carry those three files and take the rest (particles, CIFs, rotations) from c2np-store.
+for f in cifs particles rotations.parquet materials.csv; do
+    [ -e "c2np-store-materials/$f" ] || cp -r "c2np-store/$f" c2np-store-materials/
+done
+W=/tmp/gw
+mkdir -p "$OUT" "$W"
+for d in gpu-work/*/; do  # a carried work folder the machine does not hold yet (never an older copy)
+    [ -d "$d" ] && [ ! -d "$W/$(basename "$d")" ] && cp -a "$d" "$W/"
+done
+nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$W/gpus.txt"
+n_gpu=$(nvidia-smi -L | wc -l)
+[ "$n_gpu" -ge 4 ] || { echo "this layout needs 4 GPUs, found $n_gpu" >&2; exit 2; }
+mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
+P=2; [ "$mem" -gt 100000 ] && P=3
+nvidia-smi dmon -s u -d 15 > "$W/dmon.txt" 2>&1 &
+dmon=$!
+
+runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU
+    python3 benchmarks/train_baselines.py --store "$2" --work "$W/$1" --plan "$3" --seeds $4 \
+        --gpus "$5" --first-gpu "$6" --per-gpu "$7" --jobs 8 --deadline "$SECONDS_GIVEN" \
+        --reserve 45 > "$W/$1.log" 2>&1
+}
+pids=()
+runner t5 c2np-store "symat:2 diffcsp:2 flowmm:2 mattergen:2 cdvae:2 cdvae:1" "1 2" 2 0 "$P" & pids+=($!)
+runner t5m c2np-store-materials "flowmm:2 mattergen:2 cdvae:2 adit:2" 0 1 2 "$P" & pids+=($!)
+runner t5x c2np-store "adit:2" 0 1 2 1 & pids+=($!)
+runner t5t1 c2np-store "symat:1 diffcsp:1 flowmm:1" 0 1 3 "$P" & pids+=($!)
+wait "${pids[@]}"
+kill "$dmon"
+tail -n 30 "$W"/*.log
+
+bash benchmarks/table5_pack.sh "$W" "$OUT" 60

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Pack the train_baselines.py work folders under W for the trip back from a lent GPU machine,
+# which returns at most 8 files and about 64 MiB per call (a larger file or the files beyond the
+# total are silently lost). OUT gets:
+#   1-small.tgz              everything but checkpoints and predictions (runs' curves and
+#                            run.json, results, logs, status tables, left-out.txt)
+#   2-ckpt-task2.tgz.part-*  checkpoints of Task 2 runs not scored yet     } file by file, in
+#   3-ckpt-task1.tgz.part-*  checkpoints of Task 1 runs not scored yet     } this order, while
+#   4-preds.tgz.part-*       predictions (and their chunks) of those runs  } MIB lasts
+# A run counts as scored once it has a result JSON. What did not fit is listed in
+# W/left-out.txt (also inside 1-small.tgz). benchmarks/table5_unpack.sh OUT unpacks it.
+#
+#   bash benchmarks/table5_pack.sh W OUT [MIB]     (MIB default 60)
+set -uo pipefail
+W=${1:?work root}; OUT=${2:?out folder}; RETURN_MIB=${3:-60}
+mkdir -p "$OUT"
+
+unscored() {  # ckpt1 | ckpt2 | preds: files (relative to W) of runs without a result JSON, one
+              # item per line; a run's checkpoints are one item (a:b), as resuming needs both
+    local r w n
+    for r in "$W"/*/runs/*/; do
+        [ -d "$r" ] || continue
+        w=$(dirname "$(dirname "$r")"); n=$(basename "$r")
+        compgen -G "$w/results/${n%-seed*}-*-seed${n##*-seed}.json" > /dev/null && continue
+        case $1 in
+            ckpt1) [[ $n == *task1* ]] && compgen -G "$r*.ckpt" | paste -sd: ;;
+            ckpt2) [[ $n == *task2* ]] && compgen -G "$r*.ckpt" | paste -sd: ;;
+            preds) compgen -G "$w/preds/${n%-seed*}-*-seed${n##*-seed}*" | while read -r p; do find "$p" -type f; done ;;
+        esac
+    done | sed "s|$W/||g"
+    return 0
+}
+
+: > "$W/left-out.txt"
+spent=2  # MiB kept for 1-small.tgz
+tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in order, as fit
+    local name=$1 item mib files keep=()
+    shift
+    for item in "$@"; do
+        IFS=: read -ra files <<< "$item"
+        mib=$(( ($(cd "$W" && stat -c %s "${files[@]}" | awk '{s += $1} END {print s}') >> 20) + 1 ))
+        if [ $((spent + mib)) -le "$RETURN_MIB" ]; then keep+=("${files[@]}"); spent=$((spent + mib))
+        else printf '%s\n' "${files[@]}" >> "$W/left-out.txt"; fi
+    done
+    [ ${#keep[@]} -gt 0 ] && tar czf - -C "$W" "${keep[@]}" | split -b 15M - "$OUT/$name.tgz.part-"
+    return 0
+}
+tier 2-ckpt-task2 $(unscored ckpt2)
+tier 3-ckpt-task1 $(unscored ckpt1)
+tier 4-preds $(unscored preds)
+[ -s "$W/left-out.txt" ] && { echo "left in $W (not returned):"; cat "$W/left-out.txt"; }
+tar czf "$OUT/1-small.tgz" -C "$W" --exclude='*.ckpt' --exclude='*/preds/*' .
+ls -l "$OUT"
