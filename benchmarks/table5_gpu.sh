@@ -1,14 +1,12 @@
 #!/usr/bin/env bash
-# One slice (at most 10 minutes) of the Table 5 runs on a lent 4-GPU machine
-# (nvidia-h100-x4 or nvidia-h200-x4): four benchmarks/train_baselines.py runners side by side.
+# One slice (at most 10 minutes) of the Table 5 runs on a lent multi-GPU machine
+# (nvidia-h100-x4 or nvidia-h200-x4): benchmarks/train_baselines.py runners side by side, one
+# per line of LAYOUT (benchmarks/table5/layout-*.txt: work folder, store, plan, seeds, GPUs).
 #
-#   GPUs 0-1  t5    standard store, Task 2 seeds 1-2 of five families, CDVAE Task 1 seeds 1-2
-#   GPU 2     t5m   material-held-out store, Task 2 seed 0 (FlowMM, MatterGen, CDVAE, ADiT)
-#   GPU 2     t5x   standard store, ADiT Task 2 seed 0 (the slowest Task 2 run, alone in its runner)
-#   GPU 3     t5t1  standard store, Task 1 seed 0 of SyMat, DiffCSP, FlowMM
+#   bash benchmarks/table5_gpu.sh OUT [SECONDS] [LAYOUT]     (from the repository root)
 #
-#   bash benchmarks/table5_gpu.sh OUT [SECONDS]     (from the repository root)
-#
+# LAYOUT defaults to the newest benchmarks/table5/layout-*.txt; each session's layout is kept,
+# so the files say which runner trained which run.
 # The runners' work folders live in /tmp/gw on the GPU machine. On a machine kept warm between
 # calls, /tmp survives but an ignored folder of the checkout that a call does not carry is
 # removed. So a call copies every carried gpu-work/NAME that /tmp/gw does not hold yet and
@@ -24,6 +22,8 @@
 # benchmarks/table5_unpack.sh OUT unpacks it into gpu-work/.
 set -uo pipefail
 OUT=${1:?out folder}; SECONDS_GIVEN=${2:-545}
+LAYOUT=${3:-$(ls benchmarks/table5/layout-*.txt | sort | tail -1)}
+[ -f "$LAYOUT" ] || { echo "no layout file: $LAYOUT" >&2; exit 2; }
 source benchmarks/gpu_env.sh
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 # The held-out store differs from the standard one only in its split index, config and manifest:
@@ -38,7 +38,8 @@ for d in gpu-work/*/; do  # a carried work folder the machine does not hold yet 
 done
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$W/gpus.txt"
 n_gpu=$(nvidia-smi -L | wc -l)
-[ "$n_gpu" -ge 4 ] || { echo "this layout needs 4 GPUs, found $n_gpu" >&2; exit 2; }
+need=$(awk -F'|' '!/^ *#/ && NF >= 7 {n = $5 + $6; if (n > m) m = n} END {print m + 0}' "$LAYOUT")
+[ "$n_gpu" -ge "$need" ] || { echo "$LAYOUT needs $need GPUs, found $n_gpu" >&2; exit 2; }
 mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 P=2; [ "$mem" -gt 100000 ] && P=3
 nvidia-smi dmon -s u -d 15 > "$W/dmon.txt" 2>&1 &
@@ -50,10 +51,13 @@ runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU
         --reserve 45 > "$W/$1.log" 2>&1
 }
 pids=()
-runner t5 c2np-store "symat:2 diffcsp:2 flowmm:2 mattergen:2 cdvae:2 cdvae:1" "1 2" 2 0 "$P" & pids+=($!)
-runner t5m c2np-store-materials "flowmm:2 mattergen:2 cdvae:2 adit:2" 0 1 2 "$P" & pids+=($!)
-runner t5x c2np-store "adit:2" 0 1 2 1 & pids+=($!)
-runner t5t1 c2np-store "symat:1 diffcsp:1 flowmm:1" 0 1 3 "$P" & pids+=($!)
+while IFS='|' read -r name store plan seeds gpus first per; do
+    name=$(echo $name); [[ -z $name || $name == \#* ]] && continue
+    per=$(echo $per); [ "$per" = P ] && per=$P
+    runner "$name" $store "$(echo $plan)" "$(echo $seeds)" $gpus $first "$per" & pids+=($!)
+    echo "runner $name: $(echo $plan) | seeds $(echo $seeds) | GPUs $(echo $first)+$(echo $gpus) x $per"
+done < "$LAYOUT"
+cp "$LAYOUT" "$W/layout.txt"
 wait "${pids[@]}"
 kill "$dmon"
 tail -n 30 "$W"/*.log
