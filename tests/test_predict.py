@@ -54,7 +54,7 @@ def _stop_at(monkeypatch, task: int, k: int) -> list[int]:
 @pytest.mark.parametrize("task, out_name", [(1, "t1.parquet"), (2, "t2.csv")])
 def test_resumed_prediction_is_byte_identical_to_one_call(runs, small_store, tmp_path, monkeypatch, task, out_name):
     ckpt = runs[task]
-    kw = dict(store=small_store, split="id", seed=3, batch_size=1, progress=False)
+    kw = {"store": small_store, "split": "id", "seed": 3, "batch_size": 1, "progress": False}
     whole = predict_mod.predict(ckpt, out=tmp_path / "whole" / out_name, **kw)  # without --resume
     loss_file = ckpt.parent / "test_loss-id.json"
     loss = json.loads(loss_file.read_text())
@@ -108,7 +108,7 @@ def test_resume_refuses_another_prediction_and_recomputes_a_stale_loss(runs, sma
 
 def test_a_call_without_resume_starts_over(runs, small_store, tmp_path, monkeypatch):
     ckpt, out = runs[1], tmp_path / "t1.parquet"
-    kw = dict(store=small_store, split="id", batch_size=1, progress=False)
+    kw = {"store": small_store, "split": "id", "batch_size": 1, "progress": False}
     with monkeypatch.context() as m:
         _stop_at(m, 1, 1)
         with pytest.raises(Killed):
