@@ -139,10 +139,11 @@ def predict(
 
     With --resume, a call cut off (a 10-minute GPU session, a kill) loses at most the batch
     it was working on: batch b is drawn with seed SEED * 100003 + b and written atomically to
-    OUT.chunks/batch-0000b.parquet, the next --resume call (on any machine, the folder carried
+    OUT.chunks/batch-NNNNN.parquet, the next --resume call (on any machine, the folder carried
     over) generates only the missing batches, and OUT is byte-identical to that of an
     uninterrupted call. The test loss is then kept when test_loss-SPLIT.json already holds
-    this checkpoint, seed and batch size. Without --resume, everything is computed afresh.
+    this checkpoint, seed and batch size. Without --resume, everything is computed afresh
+    (and a leftover OUT.chunks/ is removed once OUT is written).
 
     Examples:
       c2np predict --checkpoint runs/cdvae-task2-seed0/best.ckpt --split ood --out preds.csv
