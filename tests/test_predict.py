@@ -52,7 +52,8 @@ def _stop_at(monkeypatch, task: int, k: int) -> list[int]:
 
 
 @pytest.mark.parametrize("task, out_name", [(1, "t1.parquet"), (2, "t2.csv")])
-def test_resumed_prediction_is_byte_identical_to_one_call(runs, small_store, tmp_path, monkeypatch, task, out_name):
+def test_resumed_prediction_is_byte_identical_to_one_call(runs, small_store, tmp_path, monkeypatch, capsys, task,
+                                                          out_name):
     ckpt = runs[task]
     kw = {"store": small_store, "split": "id", "seed": 3, "batch_size": 1, "progress": False}
     whole = predict_mod.predict(ckpt, out=tmp_path / "whole" / out_name, **kw)  # without --resume
@@ -76,8 +77,12 @@ def test_resumed_prediction_is_byte_identical_to_one_call(runs, small_store, tmp
             raise AssertionError("the test loss of this checkpoint and seed is on disk already")
 
         m.setattr(predict_mod, "write_test_loss", no_loss)
-        predict_mod.predict(ckpt, out=out, resume=True, **kw)
+        capsys.readouterr()
+        predict_mod.predict(ckpt, out=out, resume=True, **(kw | {"progress": True}))
     assert started == [0]  # only the missing batch was generated
+    log = capsys.readouterr().err.splitlines()  # no terminal: the bar's start and end lines
+    assert log[0] == f"predict task {task} id, batches of 1: 3 items, 2 done before ..."
+    assert log[-1].startswith(f"predict task {task} id, batches of 1: 3/3 done in")
     assert out.read_bytes() == whole.read_bytes()
     assert not chunk_dir(out).exists() and chunk_progress(out) is None
 
