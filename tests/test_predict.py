@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 pytest.importorskip("pytorch_lightning")
 
 from c2np.cli import app  # noqa: E402
+from c2np.errors import C2NPError  # noqa: E402
 from c2np.training import predict as predict_mod  # noqa: E402
-from c2np.training.chunks import chunk_dir, chunk_progress  # noqa: E402
+from c2np.training.chunks import ChunkFolder, chunk_dir, chunk_progress  # noqa: E402
 
 runner = CliRunner()
 TINY = ["--set", "model.hidden=16", "--set", "model.interactions=1", "--set", "model.gaussians=8",
@@ -121,3 +122,17 @@ def test_a_call_without_resume_starts_over(runs, small_store, tmp_path, monkeypa
     started = _stop_at(monkeypatch, 1, -1)
     predict_mod.predict(ckpt, out=out, **kw)
     assert started == [0, 1, 2] and out.exists() and not chunk_dir(out).exists()
+
+
+def test_chunk_folder_drops_the_temporaries_of_a_killed_write(tmp_path):
+    out = tmp_path / "t1.parquet"
+    assert ChunkFolder(out, {"split": "id", "batches": 3}).open() == set()
+    chunks = ChunkFolder(out, {"split": "id", "batches": 3})
+    chunks.path(0).write_text("done")
+    killed = chunks.folder / ".batch-00001.parquet.x1y2.tmp"  # an atomic write cut off before its rename
+    killed.write_text("half")
+    assert chunk_progress(out) == (1, 3)
+    assert chunks.open() == {0} and not killed.exists()
+    with pytest.raises(C2NPError, match=r"\(batches 3 there, 4 now\)"):
+        ChunkFolder(out, {"split": "id", "batches": 4}).open()
+    assert chunks.path(0).exists()

@@ -42,7 +42,8 @@ elif args[0] == "predict":
     # hangs before batch k, as a sampler that the deadline cuts off
     out = Path(opt("--out"))
     chunks = ChunkFolder(out, {"split": opt("--split"), "seed": opt("--seed"), "batches": 4})
-    done = chunks.open(resume="--resume" in args)
+    assert "--resume" in args
+    done = chunks.open()
     for b in sorted(set(range(4)) - done):
         if b == int(os.environ.get("FAKE_HANG_AFTER", -1)):
             time.sleep(120)

@@ -61,15 +61,15 @@ class ChunkFolder:
         """The batches whose files exist."""
         return {b for b in range(self.batches) if self.path(b).is_file()}
 
-    def open(self, resume: bool = True) -> set[int]:
+    def open(self) -> set[int]:
         """Prepare the folder and return the batches already finished.
 
-        ``resume``: keep the batches of an earlier call when its manifest matches this
-        one, and refuse (C2NPError naming the first differing key) when it does not;
-        otherwise start empty. Temporaries of a write cut off by a kill are removed.
+        The batches of an earlier call are kept when its manifest matches this one; a
+        folder of another prediction is refused (C2NPError naming the first differing key)
+        and left as it is. Temporaries of a write cut off by a kill are removed.
         """
         saved = self.folder / MANIFEST
-        if resume and saved.exists():
+        if saved.exists():
             try:
                 before = json.loads(saved.read_text())
             except ValueError as exc:
