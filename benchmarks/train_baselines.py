@@ -11,7 +11,9 @@ its files exist in W:
    finished (converged, or its epoch/time limit) or the deadline;
 2. predict: ``best.ckpt`` on every test split of the store (radius scheme: id, ood;
    materials scheme: also unseen_id, unseen_ood), which also writes the Loss column
-   (``test_loss-SPLIT.json``);
+   (``test_loss-SPLIT.json``); ``c2np predict --resume`` keeps every finished batch in
+   ``preds/NAME.parquet.chunks/``, so a prediction cut off at the deadline continues in the
+   next call where it stopped (the status table shows it as e.g. ``id 37/61`` batches);
 3. score: ``c2np evaluate --run-info`` into ``W/results``.
 
 A pool of ``GPUS x PER_GPU`` slots takes pipelines in PLAN order; a slot whose run has
@@ -20,7 +22,8 @@ slot waits for the slowest run. Call again with the same W until it prints "all 
 W holds everything (runs with checkpoints, predictions, results, logs, a status table).
 ``--pack OUT`` tars W into 15 MiB parts (the lent GPU machines return files of at most
 16 MiB; a larger one is silently lost): unpack with ``cat OUT/W.tgz.part-* | tar xzf -``.
-Scored runs leave their checkpoints and predictions out of the pack unless ``--keep-ckpt``.
+Scored runs leave their checkpoints and predictions out of the pack unless ``--keep-ckpt``;
+the batches of unfinished predictions go into it, those of finished ones do not.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 
 from c2np import open_dataset
 from c2np.errors import StoreError
+from c2np.training.chunks import chunk_dir, chunk_progress
 
 FINAL = ("converged", "max_epochs", "max_time")
 
@@ -81,6 +85,11 @@ class Pipeline:
     def result(self, job: Job, split: str) -> Path:
         return self.work / "results" / f"{job.model}-task{job.task}-{split}-seed{job.seed}.json"
 
+    def predicting(self, job: Job) -> str:
+        """The splits partly predicted, with their batches done, e.g. ``id 37/61``."""
+        kept = [(s, chunk_progress(self.pred(job, s))) for s in self.splits if not self.pred(job, s).exists()]
+        return ", ".join(f"{s} {k[0]}/{k[1]}" for s, k in kept if k)
+
     def scored(self, job: Job) -> bool:
         return all(self.result(job, s).is_file() and self.result(job, s).stat().st_size > 0 for s in self.splits)
 
@@ -93,6 +102,9 @@ class Runner:
 
     #: seconds between slot starts: store loading at once would contend for the cores
     stagger_s = 2.0
+    #: least seconds left to take a pipeline or to start (or continue) a prediction: a
+    #: resumed prediction keeps every batch it finishes, so a short slice is not wasted
+    start_s = 60.0
 
     def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
                  deadline: float, reserve: float, overrides: list[str]) -> None:
@@ -140,17 +152,19 @@ class Runner:
                 return
         for split in p.splits:
             out = p.pred(job, split)
-            if out.exists() or self.left() < 30:
+            if out.exists() or self.left() < self.start_s:
                 continue
-            self.say(f"{job.name}: predict {split} on GPU {gpu}")
-            partial = out.with_name(out.stem + ".partial" + out.suffix)
+            kept = chunk_progress(out)
+            self.say(f"{job.name}: predict {split} on GPU {gpu}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
+            # OUT is written atomically once every batch is done; the batches go to OUT.chunks/
             rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
-                            "--store", str(p.store), "--seed", str(job.seed), "--out", str(partial), "-q"],
+                            "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume"],
                            p.log(job, "predict"), gpu)
-            if rc == 0 and partial.exists():
-                partial.replace(out)
-            else:
-                self.say(f"{job.name}: predict {split} failed (rc {rc}), see {p.log(job, 'predict')}")
+            if rc != 0 or not out.exists():
+                kept = chunk_progress(out)
+                self.say(f"{job.name}: predict {split} stopped (rc {rc})"
+                         + (f", {kept[0]}/{kept[1]} batches kept for the next call" if kept else "")
+                         + f", see {p.log(job, 'predict')}")
         for split in p.splits:
             res, pred = p.result(job, split), p.pred(job, split)
             if res.exists() or not pred.exists() or self.left() < 20:
@@ -172,7 +186,7 @@ class Runner:
             work.put(job)
 
         def slot(i: int) -> None:
-            while self.left() > 60:
+            while self.left() > self.start_s:
                 try:
                     job = work.get_nowait()
                 except queue.Empty:
@@ -199,13 +213,15 @@ def status_table(pipe: Pipeline, jobs: list[Job]) -> str:
         rows.append(f"| {job.name} | {info.get('epochs', '-')} | {info.get('stop_reason') or '-'} | "
                     + (f"{best:.4g} ({info.get('best_epoch')})" if best is not None else "-")
                     + f" | {info.get('time_per_epoch') or 0:.2f} | "
-                    + f"{sum(pipe.pred(job, s).exists() for s in pipe.splits)}/{len(pipe.splits)} | "
+                    + f"{sum(pipe.pred(job, s).exists() for s in pipe.splits)}/{len(pipe.splits)}"
+                    + (f" ({partly})" if (partly := pipe.predicting(job)) else "") + " | "
                     + f"{sum(pipe.result(job, s).exists() for s in pipe.splits)}/{len(pipe.splits)} |")
     return "\n".join(rows)
 
 
 def pack(work: Path, out: Path, pipe: Pipeline, jobs: list[Job], keep_ckpt: bool) -> None:
-    """W as 15 MiB tar parts; scored runs without checkpoints and predictions."""
+    """W as 15 MiB tar parts; scored runs without checkpoints and predictions, unfinished
+    predictions with the batches they have done, no temporaries of killed writes."""
     out.mkdir(parents=True, exist_ok=True)
     exclude = []
     if not keep_ckpt:
@@ -213,7 +229,10 @@ def pack(work: Path, out: Path, pipe: Pipeline, jobs: list[Job], keep_ckpt: bool
             if pipe.scored(job):
                 exclude += [f"--exclude=runs/{job.name}/*.ckpt"]
                 exclude += [f"--exclude=preds/{pipe.pred(job, s).name}" for s in pipe.splits]
-    exclude += ["--exclude=*.partial.*"]
+    # the batches of a finished prediction, should a kill have come before their removal
+    exclude += [f"--exclude=preds/{chunk_dir(pipe.pred(job, s)).name}" for job in jobs for s in pipe.splits
+                if pipe.pred(job, s).exists()]
+    exclude += ["--exclude=*.partial.*", "--exclude=.*.tmp"]
     tar = subprocess.Popen(["tar", "czf", "-", "-C", str(work), *exclude, "."], stdout=subprocess.PIPE)
     subprocess.run(["split", "-b", "15M", "-", str(out / f"{work.name}.tgz.part-")], stdin=tar.stdout, check=True)
     tar.wait()

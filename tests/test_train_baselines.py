@@ -5,6 +5,8 @@ for training, prediction and scoring."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,8 +19,9 @@ from c2np.config import SPLITS, UNSEEN_SPLITS
 ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_C2NP = r'''
-import json, os, sys
+import json, os, sys, time
 from pathlib import Path
+from c2np.training.chunks import ChunkFolder
 args = sys.argv[1:]
 opt = lambda k: args[args.index(k) + 1]
 with open(os.environ["FAKE_LOG"], "a") as fh:
@@ -34,7 +37,22 @@ if args[0] == "train":
                 time_per_epoch=1.0)
     (run / "run.json").write_text(json.dumps(info))
     (run / "best.ckpt").write_text("w")
-elif args[0] in ("predict", "evaluate"):
+elif args[0] == "predict":
+    # 4 batches kept in OUT.chunks/ as `c2np predict --resume` keeps them; FAKE_HANG_AFTER=k
+    # hangs before batch k, as a sampler that the deadline cuts off
+    out = Path(opt("--out"))
+    chunks = ChunkFolder(out, {"split": opt("--split"), "seed": opt("--seed"), "batches": 4})
+    assert "--resume" in args
+    done = chunks.open()
+    for b in sorted(set(range(4)) - done):
+        if b == int(os.environ.get("FAKE_HANG_AFTER", -1)):
+            time.sleep(120)
+        chunks.path(b).write_text(f"{opt('--split')} batch {b}\n")
+        with open(os.environ["FAKE_LOG"], "a") as fh:
+            fh.write(f"batch {opt('--split')} {b}\n")
+    out.write_text("".join(chunks.path(b).read_text() for b in range(4)))
+    chunks.remove()
+elif args[0] == "evaluate":
     Path(opt("--out")).write_text(json.dumps({"from": args[0]}))
 '''
 
@@ -93,3 +111,53 @@ def test_plan_order_and_splits_of_a_store(tb, tmp_path):
     held_out = SimpleNamespace(splits=SPLITS + UNSEEN_SPLITS)  # a materials-scheme store's splits
     assert tb.store_splits(held_out) == ["id", "ood", "unseen_id", "unseen_ood"]
     assert tb.store_splits(SimpleNamespace(splits=SPLITS)) == ["id", "ood"]
+
+
+def _tar_parts(folder: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in sorted(folder.glob("*.tgz.part-*")))
+
+
+def _packed(tb, pipe, jobs, out: Path) -> list[str]:
+    tb.pack(pipe.work, out, pipe, jobs, keep_ckpt=False)
+    listing = subprocess.run(["tar", "tzf", "-"], input=_tar_parts(out), capture_output=True, check=True)
+    return [line.removeprefix("./") for line in listing.stdout.decode().splitlines()]
+
+
+def test_a_prediction_cut_off_at_the_deadline_continues_in_the_next_call(tb, tmp_path, monkeypatch):
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    job = tb.Job("cdvae", 1, 0)
+    run = pipe.run_dir(job)
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"epochs": 9, "stop_reason": "converged", "time_per_epoch": 1.0}))
+    (run / "best.ckpt").write_text("w")
+    # call 1 ends 3 s from now, while the ID prediction hangs before its third batch
+    runner.start_s, runner.deadline = 0.5, time.time() + 3
+    monkeypatch.setenv("FAKE_HANG_AFTER", "2")
+    runner.run([job])
+    out = pipe.pred(job, "id")
+    assert not out.exists() and tb.chunk_progress(out) == (2, 4)
+    assert "| 0/2 (id 2/4) | 0/2 |" in tb.status_table(pipe, [job])
+    (pipe.work / "preds" / ".x.parquet.123.tmp").write_text("a killed atomic write")
+    packed = _packed(tb, pipe, [job], tmp_path / "pack1")
+    chunks = "preds/cdvae-task1-id-seed0.parquet.chunks/"
+    assert {chunks + "batch-00001.parquet", chunks + "manifest.json"} <= set(packed)
+    assert not any(name.endswith(".tmp") for name in packed)
+
+    # call 2, on a fresh machine: W unpacked from call 1's parts, a whole slice
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    subprocess.run(["tar", "xzf", "-", "-C", str(fresh)], input=_tar_parts(tmp_path / "pack1"), check=True)
+    pipe = tb.Pipeline(fresh, pipe.store, pipe.splits)
+    runner.pipe, runner.start_s, runner.deadline = pipe, 60.0, time.time() + 600
+    monkeypatch.delenv("FAKE_HANG_AFTER")
+    runner.run([job])
+    assert pipe.scored(job)
+    assert pipe.pred(job, "id").read_text() == "".join(f"id batch {b}\n" for b in range(4))
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert [c for c in calls if c.startswith("batch id")] == [f"batch id {b}" for b in range(4)]  # none twice
+    assert calls.count("predict cdvae") == 3  # id cut off, id resumed, ood
+    assert "| 2/2 | 2/2 |" in tb.status_table(pipe, [job])
+    stale = tb.chunk_dir(pipe.pred(job, "ood"))  # as if killed between writing OUT and removing these
+    stale.mkdir()
+    (stale / "batch-00000.parquet").write_text("ood batch 0")
+    assert not any(".chunks" in name for name in _packed(tb, pipe, [job], tmp_path / "pack2"))

@@ -39,28 +39,31 @@ def _label(description: str) -> str:
 
 
 @contextmanager
-def progress_bar(total: int, description: str, enabled: bool = True
+def progress_bar(total: int, description: str, enabled: bool = True, start: int = 0
                  ) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n=1)``; a rich bar on a terminal, start/end lines otherwise."""
+    """Yield ``advance(n=1)``; a rich bar on a terminal, start/end lines otherwise.
+
+    ``start``: items already done before this call (a resumed job); the time estimate
+    counts only the items done from here on."""
     if not enabled:
         yield lambda n=1: None
         return
     description = _label(description)
     console = Console(stderr=True, markup=False, soft_wrap=True)  # labels carry user text
     if not console.is_terminal:
-        yield from _log_lines(console, total, description)
+        yield from _log_lines(console, total, description, start)
         return
     columns = (TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, completed=start)
         yield lambda n=1: bar.advance(task, n)
 
 
-def _log_lines(console: Console, total: int, description: str) -> Iterator[Callable[[int], None]]:
+def _log_lines(console: Console, total: int, description: str, done: int = 0
+               ) -> Iterator[Callable[[int], None]]:
     """The no-terminal form of a bar: start, every ``LOG_EVERY_S`` seconds, and end lines."""
     start = last = time.perf_counter()
-    done = 0
 
     def say(text: str) -> None:
         console.print(f"{description}: {text}", highlight=False)
@@ -73,7 +76,7 @@ def _log_lines(console: Console, total: int, description: str) -> Iterator[Calla
             last = now
             say(f"{done:,}/{total:,} after {now - start:.0f} s")
 
-    say(f"{total:,} items ...")
+    say(f"{total:,} items ..." if not done else f"{total:,} items, {done:,} done before ...")
     yield advance
     say(f"{done:,}/{total:,} done in {time.perf_counter() - start:.1f} s")
 

@@ -126,6 +126,10 @@ def predict(
         "`c2np evaluate --sample k`)."))] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         help="Particles generated (Task 1) or predicted (Task 2) at once (default: the training batch).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Keep every finished batch in OUT.chunks/ and continue from the batches an earlier, "
+                         "killed call left there; OUT is written when all are done, and the folder removed. "
+                         "Refused when the folder belongs to another checkpoint, split, seed or batch size.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a trained model's predictions for the ID or OOD split in the harness's format.
@@ -133,7 +137,17 @@ def predict(
     Also writes the model's own loss on the whole split to test_loss-SPLIT.json beside the
     checkpoint; `c2np evaluate --run-info RUN/run.json` carries it into the result (Loss column).
 
-    Example: c2np predict --checkpoint runs/cdvae-task2-seed0/best.ckpt --split ood --out preds.csv
+    With --resume, a call cut off (a 10-minute GPU session, a kill) loses at most the batch
+    it was working on: batch b is drawn with seed SEED * 100003 + b and written atomically to
+    OUT.chunks/batch-NNNNN.parquet, the next --resume call (on any machine, the folder carried
+    over) generates only the missing batches, and OUT is byte-identical to that of an
+    uninterrupted call. The test loss is then kept when test_loss-SPLIT.json already holds
+    this checkpoint, seed and batch size. Without --resume, everything is computed afresh
+    (and a leftover OUT.chunks/ is removed once OUT is written).
+
+    Examples:
+      c2np predict --checkpoint runs/cdvae-task2-seed0/best.ckpt --split ood --out preds.csv
+      c2np predict --checkpoint runs/diffcsp-task1-seed0/best.ckpt --split id --out t1.parquet --resume
     """
     _torch_missing()
     from c2np.training.predict import predict as run_predict
@@ -142,7 +156,7 @@ def predict(
         _fail(C2NPError(f"{checkpoint}: no such checkpoint; train first with `c2np train`"))
     try:
         path = run_predict(checkpoint, store, split, out, seed=seed, all_rotations=all_rotations,
-                           sample=sample, batch_size=batch_size, progress=not quiet)
+                           sample=sample, batch_size=batch_size, progress=not quiet, resume=resume)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
     console.print(f"wrote {path}")

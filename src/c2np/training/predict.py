@@ -14,7 +14,9 @@ from ase import Atoms
 from c2np.evaluation.predictions import write_task1, write_task2
 from c2np.progress import progress_bar
 from c2np.store.dataset import Dataset, open_dataset
+from c2np.store.layout import atomic_write_text, sha256_file
 from c2np.tasks.targets import LATTICE_COLUMNS
+from c2np.training.chunks import ChunkFolder
 from c2np.training.data import COLLATE, load_records, record_loader, task1_ids
 
 
@@ -23,7 +25,8 @@ def test_loss_path(run: Path, split: str) -> Path:
     return Path(run) / f"test_loss-{split}.json"
 
 
-def write_test_loss(module, records, split: str, checkpoint: Path, batch_size: int, seed: int) -> dict:
+def write_test_loss(module, records, split: str, checkpoint: Path, batch_size: int, seed: int,
+                    checkpoint_sha256: str | None = None) -> dict:
     """The model's own objective on every (material, R) of ``records`` (canonical orientation,
     seeded noise), written next to the checkpoint for ``c2np evaluate --run-info``."""
     from c2np.training.module import mean_objective
@@ -36,9 +39,20 @@ def write_test_loss(module, records, split: str, checkpoint: Path, batch_size: i
     terms = mean_objective(module.model, (b.to(module.device) for b in loader), seed)
     module.model.train(was_training)
     out = {"split": split, "loss": terms.pop("loss"), "graphs": int(terms.pop("graphs")), "terms": terms,
-           "checkpoint": checkpoint.name, "seed": seed}
-    test_loss_path(checkpoint.parent, split).write_text(json.dumps(out, indent=1) + "\n")
+           "checkpoint": checkpoint.name, "seed": seed, "batch_size": batch_size,
+           "checkpoint_sha256": checkpoint_sha256 or sha256_file(checkpoint)}
+    atomic_write_text(test_loss_path(checkpoint.parent, split), json.dumps(out, indent=1) + "\n")
     return out
+
+
+def _test_loss_done(checkpoint: Path, split: str, digest: str, seed: int, graphs: int, batch_size: int) -> bool:
+    """Whether ``test_loss-{split}.json`` already holds this checkpoint's loss at this seed."""
+    try:
+        saved = json.loads(test_loss_path(checkpoint.parent, split).read_text())
+    except (OSError, ValueError):
+        return False
+    return (saved.get("checkpoint_sha256"), saved.get("seed"), saved.get("graphs"),
+            saved.get("batch_size")) == (digest, seed, graphs, batch_size)
 
 
 def load_module(checkpoint: Path, device: str | None = None):
@@ -55,9 +69,39 @@ def _batches(records, size: int):
         yield records[i:i + size]
 
 
+def _generate(model, device, chunk, seed: int) -> dict[int, Atoms]:
+    """Task 1: one generated particle per (record, config_id) of ``chunk``."""
+    batch = COLLATE[1]([(r, -1) for r, _ in chunk]).to(device)
+    return {cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, model.generate(batch, seed=seed))}
+
+
+def _read_particles(path: Path) -> dict[int, Atoms]:
+    """The particles of a Task 1 batch file, in file order (rows of one config_id are contiguous)."""
+    frame = pd.read_parquet(path)
+    ids, z, pos = frame["config_id"].to_numpy(), frame["Z"].to_numpy(), frame[["x", "y", "z"]].to_numpy()
+    cuts = np.flatnonzero(np.diff(ids)) + 1
+    return {int(ids[a]): Atoms(numbers=z[a:b], positions=pos[a:b])
+            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(ids)]) if b > a}
+
+
+def _predict_lattices(model, device, chunk, size: int, seed: int, all_rotations: bool) -> pd.DataFrame:
+    """Task 2: one row per configuration of the records of ``chunk``."""
+    rows = []
+    items = ([(r, k) for r in chunk for k in range(len(r.config_ids))] if all_rotations
+             else [(r, -1) for r in chunk])
+    for p, part in enumerate(_batches(items, size)):
+        lat, sg = model.predict(COLLATE[2](part).to(device), seed=seed * 1009 + p)
+        lat, sg = lat.cpu().numpy().astype(np.float64), sg.cpu().numpy()
+        for (rec, k), l6, s in zip(part, lat, sg):
+            # rotation-invariant model: the canonical prediction holds for every rotation
+            ids = rec.config_ids if k < 0 else rec.config_ids[k:k + 1]
+            rows += [(int(c), *l6, int(s)) for c in ids]
+    return pd.DataFrame(rows, columns=["config_id", *LATTICE_COLUMNS, "spacegroup"])
+
+
 def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path, seed: int = 0,
             all_rotations: bool = False, batch_size: int | None = None, limit: int | None = None,
-            sample: int | None = None, progress: bool = True) -> Path:
+            sample: int | None = None, progress: bool = True, resume: bool = False) -> Path:
     """Write the predictions of ``checkpoint`` for ``split`` to ``out``.
 
     Task 1: ``out`` is a long-format Parquet (config_id, Z, x, y, z), one generated
@@ -67,44 +111,56 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     ``limit`` keeps the first (material, R) records only (partial files are rejected by
     the evaluator, so this is for smoke tests). ``sample`` (Task 1) keeps the evaluator's
     seeded subset of k materials per radius.
+
+    ``resume``: write every finished batch to ``OUT.chunks/`` (:mod:`c2np.training.chunks`)
+    and skip the batches an earlier call of the same prediction left there (a different
+    checkpoint, split, seed, batch size or store is refused); the test loss is not
+    recomputed when its file holds this checkpoint, seed and batch size. Batch ``b`` is
+    always drawn with seed ``seed * 100003 + b``, so ``out`` is byte-identical to that of
+    an uninterrupted call, with or without ``resume``.
     """
+    checkpoint, out = Path(checkpoint), Path(out)
     module = load_module(checkpoint)
     model, device = module.model, module.device
     task = model.task
     size = int(batch_size or module.hparams.train.get("batch_size", 8))
     ds = store if isinstance(store, Dataset) else open_dataset(store)
-    records = load_records(ds, split, limit=limit)
-    write_test_loss(module, records, split, Path(checkpoint), size, seed)  # whole split, also with --sample
+    every = records = load_records(ds, split, limit=limit)
     if sample is not None and task == 1:
         from c2np.evaluation.evaluator import Evaluator
 
         keep = set(Evaluator(1, split, ds, sample_per_group=sample).targets()[["material", "radius"]]
                    .itertuples(index=False, name=None))
         records = [r for r in records if (r.material, r.radius) in keep]
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with progress_bar(len(records), f"predict task {task} {split}", enabled=progress) as advance:
-        if task == 1:
-            ids = task1_ids(ds, split, records)
-            particles = {}
-            for b, chunk in enumerate(_batches(list(zip(records, ids)), size)):
-                batch = COLLATE[1]([(r, -1) for r, _ in chunk]).to(device)
-                for (rec, cid), (z, pos) in zip(chunk, model.generate(batch, seed=seed * 100003 + b)):
-                    particles[cid] = Atoms(numbers=z, positions=pos)
-                advance(len(chunk))
-            write_task1(out, particles)
-        else:
-            rows = []
-            for b, chunk in enumerate(_batches(records, size)):
-                items = ([(r, k) for r in chunk for k in range(len(r.config_ids))] if all_rotations
-                         else [(r, -1) for r in chunk])
-                for p, part in enumerate(_batches(items, size)):
-                    lat, sg = model.predict(COLLATE[2](part).to(device), seed=(seed * 100003 + b) * 1009 + p)
-                    lat, sg = lat.cpu().numpy().astype(np.float64), sg.cpu().numpy()
-                    for (rec, k), l6, s in zip(part, lat, sg):
-                        # rotation-invariant model: the canonical prediction holds for every rotation
-                        ids = rec.config_ids if k < 0 else rec.config_ids[k:k + 1]
-                        rows += [(int(c), *l6, int(s)) for c in ids]
-                advance(len(chunk))
-            write_task2(out, pd.DataFrame(rows, columns=["config_id", *LATTICE_COLUMNS, "spacegroup"]))
+    digest = sha256_file(checkpoint)
+    batches = list(_batches(list(zip(records, task1_ids(ds, split, records))) if task == 1 else records, size))
+    chunks = ChunkFolder(out, {"task": task, "split": split, "seed": seed, "batch_size": size,
+                               "batches": len(batches), "checkpoint_sha256": digest, "store": ds.fingerprint,
+                               "limit": limit, "sample": sample, "all_rotations": all_rotations})
+    done = chunks.open() if resume else set()  # before the test loss: a refusal costs nothing
+    if not (resume and _test_loss_done(checkpoint, split, digest, seed, len(every), size)):
+        write_test_loss(module, every, split, checkpoint, size, seed, digest)  # whole split, also with --sample
+    parts = {}
+    with progress_bar(len(batches), f"predict task {task} {split}, batches of {size}", enabled=progress,
+                      start=len(done)) as advance:
+        for b, chunk in enumerate(batches):
+            if b in done:
+                continue
+            if task == 1:
+                part = _generate(model, device, chunk, seed * 100003 + b)
+            else:
+                part = _predict_lattices(model, device, chunk, size, seed * 100003 + b, all_rotations)
+            if resume:  # atomic writes: a kill leaves finished batches only
+                (write_task1 if task == 1 else write_task2)(chunks.path(b), part)
+            else:
+                parts[b] = part
+            advance()
+    if resume:
+        parts = {b: (_read_particles if task == 1 else pd.read_parquet)(chunks.path(b)) for b in range(len(batches))}
+    if task == 1:
+        write_task1(out, {cid: atoms for b in range(len(batches)) for cid, atoms in parts[b].items()})
+    else:
+        write_task2(out, pd.concat([parts[b] for b in range(len(batches))], ignore_index=True))
+    chunks.remove()  # OUT is complete; an earlier call's batches are obsolete too
     return out

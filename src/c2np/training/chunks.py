@@ -1,0 +1,93 @@
+"""The finished batches of a ``c2np predict --resume`` call, kept on disk.
+
+A lent GPU machine stops a call after at most 10 minutes, and Task 1 sampling of a whole
+split can take longer; a prediction held in memory until its end was lost with the call.
+With ``--resume`` every batch is written as it finishes, and the next call (possibly on
+another machine, with the folder carried over) generates only the batches still missing::
+
+    OUT.chunks/
+      manifest.json        what is being predicted: task, split, seed, batch size, number
+                           of batches, checkpoint SHA-256, store fingerprint, options
+      batch-00000.parquet  the predictions of batch 0, in the final file's format
+      batch-00001.parquet  ...
+
+When every batch is there they are joined into OUT in batch order and the folder removed.
+This module needs no PyTorch, so that scripts can read a folder's progress cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from c2np.errors import C2NPError
+from c2np.store.layout import atomic_write_text, is_temporary
+
+MANIFEST = "manifest.json"
+
+
+def chunk_dir(out: Path) -> Path:
+    """The folder that holds the finished batches of the prediction file ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + ".chunks")
+
+
+def chunk_progress(out: Path) -> tuple[int, int] | None:
+    """(batches finished, batches in all) of a prediction of ``out`` in progress, else None."""
+    folder = chunk_dir(out)
+    try:
+        total = int(json.loads((folder / MANIFEST).read_text())["batches"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return len(ChunkFolder(out, {"batches": total}).finished()), total
+
+
+class ChunkFolder:
+    """``OUT.chunks/`` of one prediction, identified by ``manifest`` (which must hold
+    ``batches``, the number of batches). Callers write each batch file atomically (a
+    temporary, then a rename), so a file that exists is a finished batch."""
+
+    def __init__(self, out: Path, manifest: dict) -> None:
+        self.folder = chunk_dir(out)
+        self.manifest = dict(manifest)
+        self.batches = int(manifest["batches"])
+
+    def path(self, b: int) -> Path:
+        """The file of batch ``b``."""
+        return self.folder / f"batch-{b:05d}.parquet"
+
+    def finished(self) -> set[int]:
+        """The batches whose files exist."""
+        return {b for b in range(self.batches) if self.path(b).is_file()}
+
+    def open(self) -> set[int]:
+        """Prepare the folder and return the batches already finished.
+
+        The batches of an earlier call are kept when its manifest matches this one; a
+        folder of another prediction is refused (C2NPError naming the first differing key)
+        and left as it is. Temporaries of a write cut off by a kill are removed.
+        """
+        saved = self.folder / MANIFEST
+        if saved.exists():
+            try:
+                before = json.loads(saved.read_text())
+            except ValueError as exc:
+                raise C2NPError(f"{saved}: unreadable manifest ({exc}); remove {self.folder} to start over") from None
+            for key in [*self.manifest, *(k for k in before if k not in self.manifest)]:
+                if before.get(key) != self.manifest.get(key):
+                    raise C2NPError(
+                        f"{self.folder}: holds batches of another prediction ({key} {before.get(key)!r} there, "
+                        f"{self.manifest.get(key)!r} now); remove the folder, or predict without --resume")
+            for tmp in self.folder.iterdir():
+                if is_temporary(tmp.name):
+                    tmp.unlink()
+            return self.finished()
+        self.remove()
+        self.folder.mkdir(parents=True)
+        atomic_write_text(saved, json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
+        return set()
+
+    def remove(self) -> None:
+        """Delete the folder (the prediction is complete, or starts over)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
