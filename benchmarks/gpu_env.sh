@@ -10,7 +10,7 @@ if [ ! -f /tmp/site/.c2np-wheels ]; then
         --target /tmp/site "$_c2np_root"/.whl/*.whl && touch /tmp/site/.c2np-wheels
 fi
 mkdir -p /tmp/site/bin
-printf '#!/bin/sh\nexec python3 -c "import sys; sys.argv[0] = \\"c2np\\"; from c2np.cli import main; main()" "$@"\n' \
+printf '#!/bin/sh\nexec python3 -m c2np "$@"\n' \
     > /tmp/site/bin/c2np
 chmod +x /tmp/site/bin/c2np
 export PYTHONPATH=$_c2np_root/src:/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1

@@ -45,17 +45,18 @@ P=2; [ "$mem" -gt 100000 ] && P=3
 nvidia-smi dmon -s u -d 15 > "$W/dmon.txt" 2>&1 &
 dmon=$!
 
-runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU
+runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN
     python3 benchmarks/train_baselines.py --store "$2" --work "$W/$1" --plan "$3" --seeds $4 \
-        --gpus "$5" --first-gpu "$6" --per-gpu "$7" --jobs 8 --deadline "$SECONDS_GIVEN" \
-        --reserve 45 > "$W/$1.log" 2>&1
+        --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --jobs 8 \
+        --deadline "$SECONDS_GIVEN" --reserve 45 > "$W/$1.log" 2>&1
 }
 pids=()
-while IFS='|' read -r name store plan seeds gpus first per; do
+while IFS='|' read -r name store plan seeds gpus first per group; do
     name=$(echo $name); [[ -z $name || $name == \#* ]] && continue
     per=$(echo $per); [ "$per" = P ] && per=$P
-    runner "$name" $store "$(echo $plan)" "$(echo $seeds)" $gpus $first "$per" & pids+=($!)
-    echo "runner $name: $(echo $plan) | seeds $(echo $seeds) | GPUs $(echo $first)+$(echo $gpus) x $per"
+    group=$(echo ${group:-1})
+    runner "$name" $store "$(echo $plan)" "$(echo $seeds)" $gpus $first "$per" "$group" & pids+=($!)
+    echo "runner $name: $(echo $plan) | seeds $(echo $seeds) | GPUs $(echo $first)+$(echo $gpus) x $per, $group per run"
 done < "$LAYOUT"
 cp "$LAYOUT" "$W/layout.txt"
 wait "${pids[@]}"

@@ -107,8 +107,11 @@ class Runner:
     start_s = 60.0
 
     def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
-                 deadline: float, reserve: float, overrides: list[str]) -> None:
+                 deadline: float, reserve: float, overrides: list[str], gpus_per_run: int = 1) -> None:
+        if gpus % gpus_per_run:
+            raise ValueError(f"{gpus} GPUs do not split into groups of {gpus_per_run}")
         self.pipe, self.c2np, self.gpus, self.first_gpu, self.per_gpu = pipe, c2np, gpus, first_gpu, per_gpu
+        self.gpus_per_run = gpus_per_run
         self.overrides = [arg for o in overrides for arg in ("--set", o)]
         self.jobs, self.deadline, self.reserve = jobs, deadline, reserve
         self.lock = threading.Lock()
@@ -120,11 +123,12 @@ class Runner:
         with self.lock:
             print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    def call(self, args: list[str], log: Path, gpu: int | None) -> int:
-        """Run a c2np command, killed at the deadline; output appended to ``log``."""
+    def call(self, args: list[str], log: Path, gpus: list[int] | None) -> int:
+        """Run a c2np command on ``gpus`` (None: leave CUDA_VISIBLE_DEVICES alone), killed at
+        the deadline; output appended to ``log``."""
         env = dict(os.environ)
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         with log.open("a") as fh:
             fh.write(f"\n$ c2np {' '.join(args)}   # {time.strftime('%F %T')}\n")
             fh.flush()
@@ -135,16 +139,20 @@ class Runner:
                 fh.write("-- stopped at the deadline\n")
                 return 124
 
-    def pipeline(self, job: Job, gpu: int) -> None:
+    def pipeline(self, job: Job, gpus: list[int]) -> None:
+        """Train (DDP over all of ``gpus`` when there are several), then predict on the first
+        of them and score on the CPU."""
         p = self.pipe
+        where = f"GPU{'s' if len(gpus) > 1 else ''} {','.join(map(str, gpus))}"
+        ddp = ["--devices", str(len(gpus))] if len(gpus) > 1 else []
         if not p.trained(job):
             budget = self.left() - 45  # start-up and the last checkpoint must fit before the kill
             if budget < 60:
                 return
-            self.say(f"{job.name}: train on GPU {gpu} for up to {budget:.0f} s")
+            self.say(f"{job.name}: train on {where} for up to {budget:.0f} s")
             rc = self.call(["train", "--task", str(job.task), "--model", job.model, "--seed", str(job.seed),
                        "--store", str(p.store), "--out", str(p.work / "runs"), "-q", "--resume",
-                       "--budget", f"{budget:.0f}", *self.overrides], p.log(job, "train"), gpu)
+                       "--budget", f"{budget:.0f}", *ddp, *self.overrides], p.log(job, "train"), gpus)
             info = p.run_info(job) or {}
             self.say(f"{job.name}: rc {rc}, epoch {info.get('epochs')}, {info.get('stop_reason')}, best val. "
                      f"{info.get('best_val_loss')} (epoch {info.get('best_epoch')})")
@@ -155,11 +163,11 @@ class Runner:
             if out.exists() or self.left() < self.start_s:
                 continue
             kept = chunk_progress(out)
-            self.say(f"{job.name}: predict {split} on GPU {gpu}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
+            self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
             # OUT is written atomically once every batch is done; the batches go to OUT.chunks/
             rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
                             "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume"],
-                           p.log(job, "predict"), gpu)
+                           p.log(job, "predict"), gpus[:1])
             if rc != 0 or not out.exists():
                 kept = chunk_progress(out)
                 self.say(f"{job.name}: predict {split} stopped (rc {rc})"
@@ -192,11 +200,14 @@ class Runner:
                 except queue.Empty:
                     return
                 try:
-                    self.pipeline(job, self.first_gpu + i % self.gpus)
+                    group = i % (self.gpus // self.gpus_per_run)
+                    first = self.first_gpu + group * self.gpus_per_run
+                    self.pipeline(job, list(range(first, first + self.gpus_per_run)))
                 except Exception as exc:  # one broken run must not stop the others
                     self.say(f"{job.name}: {type(exc).__name__}: {exc}")
 
-        threads = [threading.Thread(target=slot, args=(i,)) for i in range(self.gpus * self.per_gpu)]
+        slots = self.gpus // self.gpus_per_run * self.per_gpu
+        threads = [threading.Thread(target=slot, args=(i,)) for i in range(slots)]
         for t in threads:
             t.start()
             time.sleep(self.stagger_s)
@@ -264,7 +275,10 @@ def main() -> None:
                     help="seed: every plan item's seed 0 first, then seed 1, ...; plan: all seeds of an item first.")
     ap.add_argument("--gpus", type=int, default=0, help="GPUs to use (default: all nvidia-smi lists; 1 without a GPU).")
     ap.add_argument("--first-gpu", type=int, default=0, help="Use GPUs FIRST .. FIRST+GPUS-1.")
-    ap.add_argument("--per-gpu", type=int, default=2, help="Pipelines sharing one GPU.")
+    ap.add_argument("--per-gpu", type=int, default=2, help="Pipelines sharing one GPU (one GPU group).")
+    ap.add_argument("--gpus-per-run", type=int, default=1,
+                    help="GPUs of one training run (DDP, `c2np train --devices K`); GPUS must be a multiple. "
+                         "Prediction uses the first GPU of the group.")
     ap.add_argument("--jobs", type=int, default=0, help="Scoring processes per evaluation (default: cores / slots).")
     ap.add_argument("--deadline", type=float, default=0,
                     help="Seconds from now at which every command is stopped (0: none).")
@@ -292,13 +306,18 @@ def main() -> None:
         smi = shutil.which("nvidia-smi")
         listed = subprocess.run([smi, "-L"], capture_output=True, text=True).stdout.splitlines() if smi else []
         gpus = max(1, len(listed))
-    slots = gpus * a.per_gpu
+    if a.gpus_per_run < 1 or gpus % a.gpus_per_run:
+        raise SystemExit(f"--gpus-per-run {a.gpus_per_run}: {gpus} GPUs do not split into groups of that size")
+    slots = gpus // a.gpus_per_run * a.per_gpu
     n_jobs = a.jobs or max(1, (os.cpu_count() or 2) // slots)
-    c2np = [sys.executable, "-c", "import sys; sys.argv[0] = 'c2np'; from c2np.cli import main; main()"]
+    c2np = [sys.executable, "-m", "c2np"]  # a module Lightning's DDP launcher can start again per rank
     deadline = time.time() + a.deadline if a.deadline > 0 else float("inf")
-    runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides)
+    runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides,
+                    a.gpus_per_run)
     todo = [j for j in jobs if not pipe.scored(j)]
-    runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s) x {a.per_gpu}; splits {pipe.splits}")
+    runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s)"
+               + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")
+               + f" x {a.per_gpu}; splits {pipe.splits}")
     runner.run(todo)
     table = status_table(pipe, jobs)
     (a.work / "status.md").write_text(table + "\n")

@@ -26,6 +26,11 @@ args = sys.argv[1:]
 opt = lambda k: args[args.index(k) + 1]
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(" ".join(args[:1] + [m for m in ("adit", "cdvae") if any(m in a for a in args)]) + "\n")
+if "FAKE_GPU_LOG" in os.environ:  # which GPUs a command saw, and whether it trained with DDP
+    with open(os.environ["FAKE_GPU_LOG"], "a") as fh:
+        devices = opt("--devices") if "--devices" in args else "1"
+        fh.write(f"{args[0]} {opt('--model') if '--model' in args else '-'} "
+                 f"{os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')} {devices}\n")
 if args[0] == "train":
     run = Path(opt("--out")) / f"{opt('--model')}-task{opt('--task')}-seed{opt('--seed')}"
     run.mkdir(parents=True, exist_ok=True)
@@ -93,6 +98,25 @@ def test_pipelines_resume_across_calls_and_finish_each_phase_once(tb, tmp_path, 
     table = tb.status_table(pipe, [cdvae, adit])
     assert "| cdvae-task2-seed0 | 2 | converged |" in table and "| 2/2 | 2/2 |" in table
     assert "| adit-task2-seed0 | 3 | paused |" in table and "| 0/2 | 0/2 |" in table
+
+
+def test_gpu_groups_train_with_ddp_and_predict_on_their_first_gpu(tb, tmp_path, monkeypatch):
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id"])
+    monkeypatch.setenv("FAKE_GPU_LOG", str(tmp_path / "gpus.log"))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7")  # what the runner itself was given
+    runner.gpus, runner.per_gpu, runner.gpus_per_run = 4, 1, 2
+    jobs = [tb.Job("cdvae", 1, 0), tb.Job("cdvae", 1, 1)]
+    for _ in range(2):  # the fake cdvae converges at its second training call
+        runner.run([j for j in jobs if not pipe.scored(j)])
+    assert all(pipe.scored(j) for j in jobs)
+    lines = sorted(set((tmp_path / "gpus.log").read_text().splitlines()))
+    # two slots, one per group: GPUs 0,1 and 2,3; each job trains in one of them
+    assert {ln for ln in lines if ln.startswith("train")} <= {"train cdvae 0,1 2", "train cdvae 2,3 2"}
+    assert {ln for ln in lines if ln.startswith("predict")} <= {"predict - 0 1", "predict - 2 1"}
+    assert {ln for ln in lines if ln.startswith("evaluate")} == {"evaluate - 7 1"}  # scoring: no GPU chosen
+    with pytest.raises(ValueError, match="groups of 2"):
+        tb.Runner(pipe, runner.c2np, gpus=3, first_gpu=0, per_gpu=1, jobs=1, deadline=0, reserve=0,
+                  overrides=[], gpus_per_run=2)
 
 
 def test_no_phase_starts_past_the_deadline(tb, tmp_path, monkeypatch):

@@ -26,7 +26,7 @@ def main() -> None:
     from typer._click.exceptions import ClickException
 
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="c2np")  # also under `python -m c2np`
     except ClickException as exc:
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
