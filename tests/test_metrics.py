@@ -441,6 +441,31 @@ def test_bounded_pair_count_estimates_rdf_and_coordination(particles):
         coordination_variance(pos, pairs=full), rel=0.5)
 
 
+def test_collapsed_particle_pairs_from_distance_tables_equal_the_trees():
+    """Atoms mostly within r_max of each other take the centres' distance tables: the
+    same pairs and distances, bit for bit, as the KD-tree's pair search of those centres."""
+    pos, _ = _collapsed(3000, 2.5, [1])
+    pairs = _pair_distances(pos, 6.0, max_pairs=300_000)
+    assert pairs.centres is not None and 0 < len(pairs.centres) < len(pos)
+    found = cKDTree(pos[pairs.centres]).sparse_distance_matrix(cKDTree(pos), 6.0, output_type="ndarray")
+    i, j, d = pairs.centres[found["i"]], found["j"], found["v"]
+    keep = i != j
+    mine, tree = np.lexsort((pairs.j, pairs.i)), np.lexsort((j[keep], i[keep]))
+    np.testing.assert_array_equal(pairs.i[mine], i[keep][tree])
+    np.testing.assert_array_equal(pairs.j[mine], j[keep][tree])
+    np.testing.assert_array_equal(pairs.d[mine], d[keep][tree])
+
+
+@pytest.mark.parametrize("scale", [0.05, 10.0])
+def test_hausdorff_of_a_collapsed_or_stretched_set_is_the_plain_maximum(particles, scale):
+    """With one set reaching far beyond the other, only the points that can hold the
+    maximum are queried; the value is the plain one's, bit for bit."""
+    pos = particles[("KMgH3", 8)].positions
+    other = (pos - pos.mean(0)) * scale + 0.3
+    plain = max(cKDTree(other).query(pos)[0].max(), cKDTree(pos).query(other)[0].max())
+    assert hausdorff(pos, other) == plain and hausdorff(other, pos) == plain
+
+
 def test_greedy_fallback_gives_a_valid_assignment(monkeypatch):
     """No full matching among the 128 nearest candidates (a collapsed set against a
     spread one) in a block too large to solve densely: every point still gets a distinct
