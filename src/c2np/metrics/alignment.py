@@ -35,9 +35,11 @@ atoms missing or extra can never score 0.
   optimal assignment (each term of the sum is individually minimal); otherwise a dense
   Hungarian assignment (scipy ``linear_sum_assignment``) for up to ``DENSE_LIMIT``
   atoms of a species; beyond that, a sparse minimum-weight matching restricted to
-  KD-tree k-nearest candidates (``min_weight_full_bipartite_matching``), which is an
-  upper bound and is reported with ``exact=False``; with it the refinement stops once a
-  Kabsch step gains less than ``SPARSE_STOP``.
+  KD-tree k-nearest candidates, which is an upper bound and is reported with
+  ``exact=False``; with it the refinement stops once a Kabsch step gains less than
+  ``SPARSE_STOP``. That matching is solved by a primal-dual solver from the
+  nearest-neighbour assignment whose result LP duals certify optimal, with scipy's
+  ``min_weight_full_bipartite_matching`` as the fallback (:func:`_sparse_matching`).
 
 * **Degenerate predictions** (collapsed or scattered: median nearest-neighbour distance
   more than ``DEGENERATE_SCALE`` (6) times off the reference's) get a bounded search: no
