@@ -218,8 +218,9 @@ def _directed_hausdorff(x: np.ndarray, y: np.ndarray) -> float:
     # a nearest-point query from far outside a dense set visits much of its tree. The
     # distance to the nearest of a seeded sample of y bounds each point's from above;
     # the exact distances of the points with the largest bounds bound the maximum from
-    # below, and only the points whose upper bound exceeds that are queried: the same
-    # maximum from a few per cent of the queries.
+    # below, and only the points whose upper bound reaches that are queried: the same
+    # maximum from far fewer queries (a third of the time on the benchmark's collapsed
+    # prediction).
     sample = y[np.random.default_rng(0).choice(len(y), min(len(y), HAUSDORFF_SAMPLE), replace=False)]
     upper = cdist(x, sample).min(1)
     low = tree.query(x[np.argsort(upper)[-HAUSDORFF_FIRST:]])[0].max()
