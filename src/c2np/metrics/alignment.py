@@ -92,7 +92,7 @@ GREEDY_K = 8
 #: The sparse assignment's own solver (:func:`_sparse_matching`) takes a block whose rows'
 #: nearest columns collide for at most n_cols / SPARSE_SURPLUS_DIVISOR rows, for at most
 #: n_cols / SPARSE_PHASE_DIVISOR phases (each augments one path or more; the benchmark's
-#: largest blocks, 60 and 226 collisions in 10,860 columns, need 16-40), else scipy's.
+#: largest blocks, 60 and 226 collisions in 10,860 columns, need 20 and 31), else scipy's.
 SPARSE_SURPLUS_DIVISOR, SPARSE_PHASE_DIVISOR = 32, 64
 #: Slack (A^2) of the LP-duality certificate of a sparse assignment, per constraint.
 CERTIFICATE_TOL = 1e-9
