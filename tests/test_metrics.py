@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
+from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist, pdist
 from scipy.spatial.transform import Rotation
 
@@ -12,6 +13,8 @@ from c2np.metrics.alignment import (
     _assign_block,
     _coarse_batch,
     _refine,
+    _scipy_matching,
+    _sparse_matching,
     _SpeciesTrees,
     _symmetric_copy,
     align,
@@ -247,6 +250,57 @@ def test_assignment_shortcuts_are_exact():
             assert cost == pytest.approx(dense_cost)
 
 
+def _two_lattices(seed):
+    """Sparse assignment graph of a ball of one cubic lattice into a slightly larger ball
+    of another (spacing 2 against 1.95 A, turned, 0.05 A of noise): the nearest
+    neighbours collide for about 2 % of the rows, as for two materials' particles."""
+    rng = np.random.default_rng(seed)
+
+    def ball(spacing, n, radius):
+        g = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij"), -1).reshape(-1, 3) * spacing
+        g = g - g.mean(0)
+        return g[np.linalg.norm(g, axis=1) < radius]
+
+    a = ball(2.0, 14, 13.0)
+    b = ball(1.95, 15, 13.4) @ Rotation.from_rotvec(rng.normal(0, 0.1, 3)).as_matrix().T
+    b = b + rng.normal(0, 0.05, b.shape)
+    dist, idx = cKDTree(b).query(a, k=8)
+    return dist ** 2 + 1e-12, idx, len(b)
+
+
+@pytest.mark.parametrize("seed", [1, 3, 5])
+def test_sparse_matching_is_scipys_optimum_without_scipy(seed, monkeypatch):
+    """The primal-dual solver finds the matching scipy's LAPJVsp finds, on its own
+    (scipy's solver disabled): nearest neighbours collide, so paths are augmented."""
+    import c2np.metrics.alignment as alignment
+
+    cost, idx, n_cols = _two_lattices(seed)
+    surplus = len(idx) - len(np.unique(idx[:, 0]))
+    assert 0 < surplus * alignment.SPARSE_SURPLUS_DIVISOR <= n_cols  # paths to augment, on its own path
+    rows_ref, cols_ref = _scipy_matching(cost, idx, n_cols)
+    monkeypatch.setattr(alignment, "_scipy_matching", None)
+    rows, cols = _sparse_matching(cost, idx, n_cols)
+    assert len(np.unique(cols)) == len(cols) == len(idx)
+    np.testing.assert_array_equal(cols[np.argsort(rows)], cols_ref[np.argsort(rows_ref)])
+
+
+def test_sparse_matching_falls_back_when_not_certified(monkeypatch):
+    """A matching whose duals fail the certificate (here: a tolerance no result meets)
+    goes to scipy's solver, and one with no full matching raises as scipy's does."""
+    import c2np.metrics.alignment as alignment
+
+    cost, idx, n_cols = _two_lattices(1)
+    expected = _scipy_matching(cost, idx, n_cols)[1]
+    calls = []
+    monkeypatch.setattr(alignment, "CERTIFICATE_TOL", -1.0)
+    monkeypatch.setattr(alignment, "_scipy_matching", lambda *a: calls.append(1) or _scipy_matching(*a))
+    np.testing.assert_array_equal(_sparse_matching(cost, idx, n_cols)[1], expected)
+    assert calls == [1]
+    # Every row's candidates among 3 columns: no full matching of 4 rows.
+    with pytest.raises(ValueError):
+        _sparse_matching(np.array([[1.0, 2, 3]] * 4), np.array([[0, 1, 2]] * 4), 100)
+
+
 def test_symmetric_copies_are_recognised_and_not_refined(particles):
     """A cube rotation of a cubic particle is a symmetric copy of the identity; a generic
     rotation is not; and a noisy copy's search drops such copies instead of refining them."""
@@ -385,6 +439,31 @@ def test_bounded_pair_count_estimates_rdf_and_coordination(particles):
     assert rdf_error(rdf(pos, pairs=bounded), rdf(pos, pairs=full)) < 0.25
     assert coordination_variance(pos, pairs=bounded) == pytest.approx(
         coordination_variance(pos, pairs=full), rel=0.5)
+
+
+def test_collapsed_particle_pairs_from_distance_tables_equal_the_trees():
+    """Atoms mostly within r_max of each other take the centres' distance tables: the
+    same pairs and distances, bit for bit, as the KD-tree's pair search of those centres."""
+    pos, _ = _collapsed(3000, 2.5, [1])
+    pairs = _pair_distances(pos, 6.0, max_pairs=300_000)
+    assert pairs.centres is not None and 0 < len(pairs.centres) < len(pos)
+    found = cKDTree(pos[pairs.centres]).sparse_distance_matrix(cKDTree(pos), 6.0, output_type="ndarray")
+    i, j, d = pairs.centres[found["i"]], found["j"], found["v"]
+    keep = i != j
+    mine, tree = np.lexsort((pairs.j, pairs.i)), np.lexsort((j[keep], i[keep]))
+    np.testing.assert_array_equal(pairs.i[mine], i[keep][tree])
+    np.testing.assert_array_equal(pairs.j[mine], j[keep][tree])
+    np.testing.assert_array_equal(pairs.d[mine], d[keep][tree])
+
+
+@pytest.mark.parametrize("scale", [0.05, 10.0])
+def test_hausdorff_of_a_collapsed_or_stretched_set_is_the_plain_maximum(particles, scale):
+    """With one set reaching far beyond the other, only the points that can hold the
+    maximum are queried; the value is the plain one's, bit for bit."""
+    pos = particles[("KMgH3", 8)].positions
+    other = (pos - pos.mean(0)) * scale + 0.3
+    plain = max(cKDTree(other).query(pos)[0].max(), cKDTree(pos).query(other)[0].max())
+    assert hausdorff(pos, other) == plain and hausdorff(other, pos) == plain
 
 
 def test_greedy_fallback_gives_a_valid_assignment(monkeypatch):

@@ -35,9 +35,11 @@ atoms missing or extra can never score 0.
   optimal assignment (each term of the sum is individually minimal); otherwise a dense
   Hungarian assignment (scipy ``linear_sum_assignment``) for up to ``DENSE_LIMIT``
   atoms of a species; beyond that, a sparse minimum-weight matching restricted to
-  KD-tree k-nearest candidates (``min_weight_full_bipartite_matching``), which is an
-  upper bound and is reported with ``exact=False``; with it the refinement stops once a
-  Kabsch step gains less than ``SPARSE_STOP``.
+  KD-tree k-nearest candidates, which is an upper bound and is reported with
+  ``exact=False``; with it the refinement stops once a Kabsch step gains less than
+  ``SPARSE_STOP``. That matching is solved by a primal-dual solver from the
+  nearest-neighbour assignment whose result LP duals certify optimal, with scipy's
+  ``min_weight_full_bipartite_matching`` as the fallback (:func:`_sparse_matching`).
 
 * **Degenerate predictions** (collapsed or scattered: median nearest-neighbour distance
   more than ``DEGENERATE_SCALE`` (6) times off the reference's) get a bounded search: no
@@ -62,7 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+from scipy.sparse.csgraph import dijkstra, min_weight_full_bipartite_matching
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
@@ -79,13 +81,21 @@ DENSE_LIMIT = 1500
 SCORE_SAMPLE, PRESCREEN_FACTOR = 64, 8
 #: Maximum alignment/assignment iterations per start.
 MAX_ITER = 50
-#: With an inexact (sparse) assignment, whose solve costs 0.05-0.4 s per species block
-#: of 10^4 atoms, the iteration stops once a Kabsch step lowers the pair sum by less than
-#: this (A^2 per pair): the steps shrink geometrically (2.4, 0.36, 2e-4 A^2 in all on
-#: the largest benchmark pair), and stopping there cost 6e-6 A of RMSD (docs/metrics.md).
+#: With an inexact (sparse) assignment, whose solve cost 0.05-0.4 s per species block
+#: of 10^4 atoms on scipy's solver alone (0.07-0.14 s on _sparse_matching), the
+#: iteration stops once a Kabsch step lowers the pair sum by less than this (A^2 per
+#: pair): the steps shrink geometrically (2.4, 0.36, 2e-4 A^2 in all on the largest
+#: benchmark pair), and stopping there cost 6e-6 A of RMSD (docs/metrics.md).
 SPARSE_STOP = 1e-3
 #: Candidates per atom of the greedy assignment (see _greedy_block).
 GREEDY_K = 8
+#: The sparse assignment's own solver (:func:`_sparse_matching`) takes a block whose rows'
+#: nearest columns collide for at most n_cols / SPARSE_SURPLUS_DIVISOR rows, for at most
+#: n_cols / SPARSE_PHASE_DIVISOR phases (each augments one path or more; the benchmark's
+#: largest blocks, 60 and 226 collisions in 10,860 columns, need 20 and 31), else scipy's.
+SPARSE_SURPLUS_DIVISOR, SPARSE_PHASE_DIVISOR = 32, 64
+#: Slack (A^2) of the LP-duality certificate of a sparse assignment, per constraint.
+CERTIFICATE_TOL = 1e-9
 #: Largest block (pairs) solved densely when the sparse matching has no full matching;
 #: 4e7 float64 costs are 320 MB. Larger blocks get the greedy upper bound.
 DENSE_FALLBACK_PAIRS = 40_000_000
@@ -154,6 +164,98 @@ def _greedy_block(a: np.ndarray, b: np.ndarray, dist: np.ndarray, idx: np.ndarra
     return partner
 
 
+def _sparse_matching(cost: np.ndarray, idx: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """The minimum-cost matching of every row to a distinct column among its candidates,
+    the optimum scipy's ``min_weight_full_bipartite_matching`` finds on the same graph:
+    row i may take column ``idx[i, k]`` at ``cost[i, k]`` (each row ascending in cost).
+    Returns (rows, columns); ``ValueError`` if no such matching exists.
+
+    scipy's LAPJVsp skips its initialisation on a rectangular graph and scans every
+    column at each step of each row's search: 0.3-0.5 s for the 10^4 hydrogen atoms of
+    two lattices, whose nearest neighbours collide for a few per cent of the rows. Here
+    every row starts on its nearest column (duals: row minima, columns 0), and the
+    columns claimed more than once pass their surplus rows on along shortest augmenting
+    paths to unclaimed columns (the primal-dual Hungarian method): per phase one
+    multi-source Dijkstra (scipy's, in C) over the reduced costs, the duals moved by the
+    distances up to the last path taken, and the paths to the nearest unclaimed columns
+    augmented together while they share no node. The result is *certified* by LP
+    duality: u_i + v_j <= c_ij on every edge, equality on the matched ones, v_j <= 0 and
+    v_j = 0 on the unmatched columns (each to CERTIFICATE_TOL), so its cost is the dual
+    bound. scipy's solver takes the block instead when the surplus exceeds
+    ``n_cols / SPARSE_SURPLUS_DIVISOR`` (many phases: the glassy predictions, whose small
+    blocks scipy solves in milliseconds), after ``n_cols / SPARSE_PHASE_DIVISOR`` phases,
+    or when the certificate fails.
+    """
+    n, k = cost.shape
+    col, u, v = idx[:, 0].copy(), cost[:, 0].copy(), np.zeros(n_cols)
+    load = np.bincount(col, minlength=n_cols)
+    if (load[load > 1] - 1).sum() * SPARSE_SURPLUS_DIVISOR > n_cols:
+        return _scipy_matching(cost, idx, n_cols)
+    # Nodes of the residual graph: columns 0..n_cols-1, rows n_cols..n_cols+n-1. Arcs:
+    # a column to each row on it (tight, reduced cost 0) and a row to its candidates.
+    row_arcs = k * np.arange(1, n + 1)
+    limit = np.inf
+    for _ in range(max(n_cols // SPARSE_PHASE_DIVISOR, 1)):
+        surplus = load > 1
+        if not surplus.any():
+            break
+        reduced = np.maximum(cost - u[:, None] - v[idx], 0.0)  # >= 0 up to rounding
+        indptr = np.concatenate([[0], np.cumsum(load)])
+        residual = csr_matrix((np.concatenate([np.zeros(n), reduced.ravel()]),
+                               np.concatenate([n_cols + np.argsort(col, kind="stable"), idx.ravel()]),
+                               np.concatenate([indptr, indptr[-1] + row_arcs])),
+                              shape=(n_cols + n, n_cols + n))
+        while True:
+            # Bounded by 4x the last phase's reach, within which 47 of the benchmark
+            # blocks' 51 phases found their paths; unbounded if that finds none.
+            dist, pred = dijkstra(residual, indices=np.flatnonzero(surplus), min_only=True,
+                                  return_predecessors=True, limit=limit)[:2]
+            free = np.flatnonzero((load == 0) & np.isfinite(dist[:n_cols]))
+            if len(free):
+                break
+            if not np.isfinite(limit):
+                raise ValueError("no full matching exists")  # no augmenting path is left
+            limit = np.inf
+        budget, used = load - 1, np.zeros(n_cols + n, bool)
+        paths, reach = [], 0.0
+        for f in free[np.argsort(dist[free], kind="stable")]:
+            node, path = f, []
+            while node >= n_cols or not surplus[node]:
+                path.append(node)
+                node = pred[node]
+            if used[path].any() or budget[node] == 0:
+                break  # it waits for the next phase, so that every nearer path is taken
+            used[path] = True
+            budget[node] -= 1
+            paths.append((path, node))
+            reach = dist[f]
+        # Duals moved by the distance short of `reach`: every arc keeps a reduced cost
+        # >= 0, the arcs of the chosen paths become tight, unclaimed columns keep v = 0.
+        v += np.minimum(dist[:n_cols], reach) - reach
+        u += reach - np.minimum(dist[n_cols:], reach)
+        for path, source in paths:  # column, row, column, ..., row (toward the source)
+            for t in range(1, len(path), 2):
+                col[path[t] - n_cols] = path[t - 1]
+            load[path[0]] += 1
+            load[source] -= 1
+        limit = 4 * reach if reach > 0 else np.inf
+    else:
+        return _scipy_matching(cost, idx, n_cols)
+    reduced = cost - u[:, None] - v[idx]
+    on = np.argmax(idx == col[:, None], axis=1)
+    if ((reduced >= -CERTIFICATE_TOL).all() and (np.abs(reduced[np.arange(n), on]) <= CERTIFICATE_TOL).all()
+            and (v <= CERTIFICATE_TOL).all() and (np.abs(v[load == 0]) <= CERTIFICATE_TOL).all()):
+        return np.arange(n), col
+    return _scipy_matching(cost, idx, n_cols)
+
+
+def _scipy_matching(cost: np.ndarray, idx: np.ndarray, n_cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's sparse solver on the graph of :func:`_sparse_matching`."""
+    rows = np.repeat(np.arange(len(cost)), cost.shape[1])
+    return min_weight_full_bipartite_matching(csr_matrix((cost.ravel(), (rows, idx.ravel())),
+                                                         shape=(len(cost), n_cols)))
+
+
 def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int, greedy: bool = False,
                   tree_y: cKDTree | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Optimal (or sparse, or with ``greedy`` greedy, upper-bound) assignment of the
@@ -179,11 +281,9 @@ def _assign_block(x: np.ndarray, y: np.ndarray, dense_limit: int, greedy: bool =
         for k in (8, 32, 128):
             k = min(k, len(b))
             dist, idx = tree.query(a, k=k)
-            rows = np.repeat(np.arange(len(a)), k)
-            # +1e-12 keeps exact zero distances as stored edges of the sparse graph.
-            graph = csr_matrix((dist.ravel() ** 2 + 1e-12, (rows, idx.ravel())), shape=(len(a), len(b)))
             try:
-                ia, ib = min_weight_full_bipartite_matching(graph)
+                # +1e-12 keeps exact zero distances as stored edges of the sparse graph.
+                ia, ib = _sparse_matching((dist ** 2 + 1e-12).reshape(len(a), k), idx.reshape(len(a), k), len(b))
                 break
             except ValueError:
                 continue

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import ConvexHull, cKDTree
 from scipy.spatial import QhullError
+from scipy.spatial.distance import cdist
 
 from c2np.errors import C2NPError
 from c2np.metrics.alignment import align, objective, pair_counts
@@ -105,10 +106,40 @@ def _pair_distances(positions: np.ndarray, r_max: float, max_pairs: int = MAX_PA
         return PairDistances(i, j, _distances(positions, i, j))
     m = int(np.clip(max_pairs / max(per_atom, 1.0), 1, n))
     centres = np.sort(rng.choice(n, m, replace=False))
+    if n <= 2 * per_atom:
+        # Most atoms within r_max of each other (a collapsed particle): the centres'
+        # distance tables cost a third of the tree's pair search, and give the same
+        # pairs and distances bit for bit.
+        return _centre_tables(positions, centres, r_max)
     found = cKDTree(positions[centres]).sparse_distance_matrix(tree, r_max, output_type="ndarray")
     i, j = centres[found["i"]], found["j"]
     keep = i != j
     return PairDistances(i[keep], j[keep], found["v"][keep], centres)
+
+
+#: Centre atoms per distance table of :func:`_centre_tables` (tables stay in cache).
+TABLE_CENTRES = 32
+
+
+def _centre_tables(positions: np.ndarray, centres: np.ndarray, r_max: float) -> PairDistances:
+    """The bounded pairs of :func:`_pair_distances` from the distance tables of
+    ``TABLE_CENTRES`` centres at a time against every atom, summed per coordinate as
+    :func:`_distances` does."""
+    columns = np.ascontiguousarray(positions.T)
+    i, j, d = [], [], []
+    for start in range(0, len(centres), TABLE_CENTRES):
+        c = centres[start:start + TABLE_CENTRES]
+        d2 = np.zeros((len(c), len(positions)))
+        for x in columns:
+            dx = x[c][:, None] - x
+            d2 += dx * dx
+        table = np.sqrt(d2)
+        table[np.arange(len(c)), c] = np.inf  # an atom is no pair with itself
+        rows, cols = np.nonzero(table <= r_max)
+        i.append(c[rows])
+        j.append(cols)
+        d.append(table[rows, cols])
+    return PairDistances(np.concatenate(i), np.concatenate(j), np.concatenate(d), centres)
 
 
 def rdf(positions: np.ndarray, r_max: float = RDF_R_MAX, dr: float = RDF_DR,
@@ -168,7 +199,33 @@ def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric Hausdorff distance between two point sets (A), species ignored."""
     if len(a) == 0 or len(b) == 0:
         return float("inf")
-    return float(max(cKDTree(b).query(a)[0].max(), cKDTree(a).query(b)[0].max()))
+    return float(max(_directed_hausdorff(a, b), _directed_hausdorff(b, a)))
+
+
+#: Points of the inner set whose distances bound the outer set's from above, and the
+#: outer points queried first for a lower bound, in :func:`_directed_hausdorff`.
+HAUSDORFF_SAMPLE, HAUSDORFF_FIRST = 64, 32
+
+
+def _directed_hausdorff(x: np.ndarray, y: np.ndarray) -> float:
+    """Largest distance from a point of ``x`` to its nearest point of ``y``."""
+    tree = cKDTree(y)
+    spread_x = ((x - x.mean(0)) ** 2).sum(1).max()
+    spread_y = ((y - y.mean(0)) ** 2).sum(1).max()
+    if spread_x <= 4 * spread_y or len(x) <= HAUSDORFF_FIRST:
+        return float(tree.query(x)[0].max())
+    # x reaches more than twice as far out as y (a collapsed or stretched prediction), and
+    # a nearest-point query from far outside a dense set visits much of its tree. The
+    # distance to the nearest of a seeded sample of y bounds each point's from above;
+    # the exact distances of the points with the largest bounds bound the maximum from
+    # below, and only the points whose upper bound reaches that are queried: the same
+    # maximum from far fewer queries (a third of the time on the benchmark's collapsed
+    # prediction).
+    sample = y[np.random.default_rng(0).choice(len(y), min(len(y), HAUSDORFF_SAMPLE), replace=False)]
+    upper = cdist(x, sample).min(1)
+    low = tree.query(x[np.argsort(upper)[-HAUSDORFF_FIRST:]])[0].max()
+    rest = np.flatnonzero(upper >= low * (1 - 1e-9))  # margin: two distance routines' rounding
+    return float(max(low, tree.query(x[rest])[0].max())) if len(rest) else float(low)
 
 
 def task1_metrics(pred_pos: np.ndarray, pred_z: np.ndarray, ref_pos: np.ndarray, ref_z: np.ndarray,
