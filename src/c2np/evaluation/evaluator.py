@@ -164,7 +164,7 @@ class Evaluator:
                     "is larger, are scored (the assignment is quadratic in the atom count)")
             work.append((int(row.config_id), z, pos, ref.numbers, ref.positions))
         # Largest particles first, one at a time: a worker that draws a slow sample last
-        # no longer leaves the other idle (a 4-sample chunk of R = 26 took seconds). The
+        # no longer leaves the other idle (a 4-sample chunk of R = 26 took 2-3 s). The
         # rows go back to target order, so every mean sums in the same order as before.
         order = sorted(range(len(work)), key=lambda i: -(len(work[i][1]) + len(work[i][3])))
         done = map_with_progress(_score_task1, [work[i] for i in order], len(work), "scoring task 1",
