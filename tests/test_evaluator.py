@@ -194,3 +194,26 @@ def test_a_source_checkout_still_records_its_release():
     with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
         release = tomllib.load(f)["project"]["version"]
     assert c2np._source_version() == f"{release}+src"
+
+
+def test_task1_means_follow_target_order_whatever_the_dispatch(ds):
+    """Samples are scored largest first, in one or two processes; the means still sum
+    the per-sample values in target order, so the result does not depend on the dispatch."""
+    from c2np.metrics.structure import task1_metrics
+
+    ev = Evaluator(1, "id", ds)
+    preds = _t1_predictions(ds, "id")
+    rng = np.random.default_rng(0)
+    for a in preds.values():
+        a.positions = a.positions + rng.normal(0, 0.1, a.positions.shape)
+    one, two = ev.evaluate(preds, jobs=1), ev.evaluate(preds, jobs=2)
+    for res in (one, two):
+        res.pop("seconds")
+    assert one == two
+    rows = []
+    for r in ev.targets().itertuples():
+        ref, pred = ds.canonical(r.material, int(r.radius)), preds[int(r.config_id)]
+        rows.append(task1_metrics(pred.positions, pred.numbers, ref.positions, ref.numbers))
+    for key in ("rmsd", "hausdorff", "rdf_error"):
+        assert one["metrics"][key] == float(pd.Series([m[key] for m in rows]).mean())
+    assert one["metrics"]["rmsd"] > 0.01

@@ -538,3 +538,16 @@ def test_batched_icp_follows_each_start_as_alone(particles):
         assert np.allclose(r, r1, atol=1e-12) and np.allclose(t, t1, atol=1e-12)
         assert score == pytest.approx(score1, rel=1e-12)
     assert len({round(c[2], 6) for c in together}) > 1  # the starts do not all end alike
+
+
+def test_distinct_matches_unique():
+    from c2np.metrics.alignment import _distinct
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 300):
+        perm = rng.permutation(n)
+        assert _distinct(perm, n) and _distinct(perm[: n // 2], n)
+        draws = rng.integers(0, n, size=n)
+        assert _distinct(draws, n) == (len(np.unique(draws)) == n)
+    assert not _distinct(np.array([3, 1, 3]), 5)
+    assert _distinct(np.empty(0, int), 4)
