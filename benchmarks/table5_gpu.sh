@@ -12,6 +12,7 @@
 # removed. So a call copies every carried gpu-work/NAME that /tmp/gw does not hold yet and
 # leaves the others alone: the first call on a fresh machine carries what it needs (at most
 # 64 MiB with the wheels and the store), a later call may carry more folders, or nothing.
+# A layout line runs only once its folder is on the machine (an empty one for a new runner).
 # Runs resume from their last checkpoint.
 # Runs share a GPU three at a time on 141 GB cards (H200) and two at a time on 80 GB cards
 # (H100), where three Task 2 runs (about 22 GB each at peak) do not fit beside a Task 1 run.
@@ -53,6 +54,9 @@ runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN
 pids=()
 while IFS='|' read -r name store plan seeds gpus first per group; do
     name=$(echo $name); [[ -z $name || $name == \#* ]] && continue
+    # only a work folder carried now or earlier: a runner of a folder left at home would
+    # start its runs from scratch here (carry an empty gpu-work/NAME for a new runner)
+    [ -d "$W/$name" ] || { echo "runner $name: skipped, gpu-work/$name not carried"; continue; }
     per=$(echo $per); [ "$per" = P ] && per=$P
     group=$(echo ${group:-1})
     runner "$name" $store "$(echo $plan)" "$(echo $seeds)" $gpus $first "$per" "$group" & pids+=($!)
