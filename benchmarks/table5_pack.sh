@@ -7,21 +7,22 @@
 #   2-ckpt-task2.tgz.part-*  checkpoints of Task 2 runs not scored yet     } file by file, in
 #   3-ckpt-task1.tgz.part-*  checkpoints of Task 1 runs not scored yet     } this order, while
 #   4-preds.tgz.part-*       predictions (and their chunks) of those runs  } MIB lasts
-# A run counts as scored once it has a result JSON. What did not fit is listed in
-# W/left-out.txt (also inside 1-small.tgz). benchmarks/table5_unpack.sh OUT unpacks it.
+# A run counts as scored when its runner listed it in W/NAME/scored.txt (all its test splits
+# scored; train_baselines.py writes it at the end of every call). What did not fit is listed
+# in W/left-out.txt (also inside 1-small.tgz). benchmarks/table5_unpack.sh OUT unpacks it.
 #
 #   bash benchmarks/table5_pack.sh W OUT [MIB]     (MIB default 60)
 set -uo pipefail
 W=${1:?work root}; OUT=${2:?out folder}; RETURN_MIB=${3:-60}
 mkdir -p "$OUT"
 
-unscored() {  # ckpt1 | ckpt2 | preds: files (relative to W) of runs without a result JSON, one
+unscored() {  # ckpt1 | ckpt2 | preds: files (relative to W) of runs not all scored, one
               # item per line; a run's checkpoints are one item (a:b), as resuming needs both
     local r w n
     for r in "$W"/*/runs/*/; do
         [ -d "$r" ] || continue
         w=$(dirname "$(dirname "$r")"); n=$(basename "$r")
-        compgen -G "$w/results/${n%-seed*}-*-seed${n##*-seed}.json" > /dev/null && continue
+        grep -qxF "$n" "$w/scored.txt" 2> /dev/null && continue
         case $1 in
             ckpt1) [[ $n == *task1* ]] && compgen -G "$r*.ckpt" | paste -sd: ;;
             ckpt2) [[ $n == *task2* ]] && compgen -G "$r*.ckpt" | paste -sd: ;;

@@ -96,6 +96,25 @@ class Pipeline:
     def log(self, job: Job, phase: str) -> Path:
         return self.work / "logs" / f"{phase}-{job.name}.log"
 
+    def runs(self) -> list[Job]:
+        """Every run under W/runs, whichever plan started it."""
+        jobs = []
+        for d in sorted((self.work / "runs").iterdir()):
+            model, _, rest = d.name.partition("-task")
+            task, _, seed = rest.partition("-seed")
+            if d.is_dir() and task in ("1", "2") and seed.isdigit():
+                jobs.append(Job(model, int(task), int(seed)))
+        return jobs
+
+    def write_status(self, jobs: list[Job]) -> str:
+        """W/status.md, the table of ``jobs``, and W/scored.txt, the names of every run
+        whose splits are all scored: what may travel without its checkpoints and
+        predictions (benchmarks/table5_pack.sh reads it). Returns the table."""
+        table = status_table(self, jobs)
+        (self.work / "status.md").write_text(table + "\n")
+        (self.work / "scored.txt").write_text("".join(f"{j.name}\n" for j in self.runs() if self.scored(j)))
+        return table
+
 
 class Runner:
     """Runs pipelines on GPU slots until they are done or the deadline passes."""
@@ -319,9 +338,7 @@ def main() -> None:
                + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")
                + f" x {a.per_gpu}; splits {pipe.splits}")
     runner.run(todo)
-    table = status_table(pipe, jobs)
-    (a.work / "status.md").write_text(table + "\n")
-    print(table)
+    print(pipe.write_status(jobs))
     results = sorted((a.work / "results").glob("*.json"))
     if results:
         subprocess.run(c2np + ["report", *map(str, results), "--out", str(a.work / "report")],

@@ -32,7 +32,12 @@ def _work(root: Path) -> Path:
     for name, mib in (("cdvae-task2-seed0", 1.5), ("cdvae-task2-seed1", 1.5), ("symat-task1-seed0", 3.0)):
         _file(runs / name / "best.ckpt", mib)
         _file(runs / name / "last.ckpt", mib)
-    _file(w / "t5" / "results" / "cdvae-task2-id-seed1.json", text="{}")  # seed 1 is scored
+    # seed 1 is scored on every split (its runner's scored.txt); seed 0 only on ID, so its
+    # checkpoints and OOD predictions must still travel
+    _file(w / "t5" / "results" / "cdvae-task2-id-seed1.json", text="{}")
+    _file(w / "t5" / "results" / "cdvae-task2-ood-seed1.json", text="{}")
+    _file(w / "t5" / "results" / "cdvae-task2-id-seed0.json", text="{}")
+    _file(w / "t5" / "scored.txt", text="cdvae-task2-seed1\n")
     _file(w / "t5" / "preds" / "cdvae-task2-id-seed0.parquet", 0.1)
     _file(w / "t5" / "preds" / "cdvae-task2-id-seed1.parquet", 0.1)
     _file(w / "t5" / "status.md", text="| run |")

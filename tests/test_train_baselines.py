@@ -119,6 +119,20 @@ def test_gpu_groups_train_with_ddp_and_predict_on_their_first_gpu(tb, tmp_path, 
                   overrides=[], gpus_per_run=2)
 
 
+def test_scored_txt_lists_the_runs_scored_on_every_split(tb, tmp_path, monkeypatch):
+    pipe, _ = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    whole, half, other = tb.Job("cdvae", 2, 0), tb.Job("cdvae", 1, 0), tb.Job("adit", 2, 1)
+    for job in (whole, half, other):
+        pipe.run_dir(job).mkdir(parents=True)
+    for job, splits in ((whole, ["id", "ood"]), (half, ["id"]), (other, ["id", "ood"])):
+        for split in splits:
+            pipe.result(job, split).write_text("{}")
+    (pipe.work / "runs" / "notes").mkdir()  # not a run
+    table = pipe.write_status([whole, half])  # `other` came from another plan: listed all the same
+    assert (pipe.work / "scored.txt").read_text().split() == ["adit-task2-seed1", "cdvae-task2-seed0"]
+    assert (pipe.work / "status.md").read_text() == table + "\n" and "cdvae-task1-seed0" in table
+
+
 def test_no_phase_starts_past_the_deadline(tb, tmp_path, monkeypatch):
     pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
     runner.deadline = time.time() + 30  # less than a training slice needs
