@@ -53,14 +53,16 @@ runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN
 }
 pids=()
 while IFS='|' read -r name store plan seeds gpus first per group; do
-    name=$(echo $name); [[ -z $name || $name == \#* ]] && continue
+    for v in name store plan seeds gpus first per group; do  # trim the padding of the columns
+        read -r "$v" <<< "$(echo ${!v})"
+    done
+    [[ -z $name || $name == \#* ]] && continue
     # only a work folder carried now or earlier: a runner of a folder left at home would
     # start its runs from scratch here (carry an empty gpu-work/NAME for a new runner)
     [ -d "$W/$name" ] || { echo "runner $name: skipped, gpu-work/$name not carried"; continue; }
-    per=$(echo $per); [ "$per" = P ] && per=$P
-    group=$(echo ${group:-1})
-    runner "$name" $store "$(echo $plan)" "$(echo $seeds)" $gpus $first "$per" "$group" & pids+=($!)
-    echo "runner $name: $(echo $plan) | seeds $(echo $seeds) | GPUs $(echo $first)+$(echo $gpus) x $per, $group per run"
+    [ "$per" = P ] && per=$P
+    runner "$name" "$store" "$plan" "$seeds" "$gpus" "$first" "$per" "${group:-1}" & pids+=($!)
+    echo "runner $name: $plan | seeds $seeds | GPUs $first+$gpus x $per, ${group:-1} per run"
 done < "$LAYOUT"
 cp "$LAYOUT" "$W/layout.txt"
 wait "${pids[@]}"
