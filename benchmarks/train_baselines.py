@@ -179,7 +179,8 @@ class Runner:
                 return
         for split in p.splits:
             out = p.pred(job, split)
-            if out.exists() or self.left() < self.start_s:
+            # a scored split's predictions may have stayed behind on a return trip: not redone
+            if out.exists() or p.result(job, split).exists() or self.left() < self.start_s:
                 continue
             kept = chunk_progress(out)
             self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))

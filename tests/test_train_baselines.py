@@ -199,3 +199,21 @@ def test_a_prediction_cut_off_at_the_deadline_continues_in_the_next_call(tb, tmp
     stale.mkdir()
     (stale / "batch-00000.parquet").write_text("ood batch 0")
     assert not any(".chunks" in name for name in _packed(tb, pipe, [job], tmp_path / "pack2"))
+
+
+def test_a_scored_split_whose_predictions_stayed_behind_is_not_predicted_again(tb, tmp_path, monkeypatch):
+    # the return trip brings results but may leave predictions on the GPU machine
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    job = tb.Job("cdvae", 1, 0)
+    for _ in range(2):
+        runner.run([job])
+    assert pipe.scored(job)
+    pipe.pred(job, "id").unlink()
+    pipe.result(job, "ood").unlink()
+    pipe.pred(job, "ood").unlink()
+    (tmp_path / "calls.log").write_text("")
+    runner.run([job])
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert [c for c in calls if not c.startswith("batch")] == ["predict cdvae", "evaluate cdvae"]
+    assert {c for c in calls if c.startswith("batch")} == {f"batch ood {b}" for b in range(4)}
+    assert pipe.scored(job) and not pipe.pred(job, "id").exists()
