@@ -11,7 +11,7 @@
 # calls, /tmp survives but an ignored folder of the checkout that a call does not carry is
 # removed. So a call copies every carried gpu-work/NAME that /tmp/gw does not hold yet and
 # leaves the others alone: the first call on a fresh machine carries what it needs (at most
-# 64 MiB with the wheels and the store), a later call may carry more folders, or nothing.
+# 64 MiB with the wheels and the stores), a later call may carry more folders, or nothing.
 # A layout line runs only once its folder is on the machine (an empty one for a new runner).
 # Runs resume from their last checkpoint.
 # Runs share a GPU three at a time on 141 GB cards (H200) and two at a time on 80 GB cards
@@ -27,12 +27,25 @@ LAYOUT=${3:-$(ls benchmarks/table5/layout-*.txt | sort | tail -1)}
 [ -f "$LAYOUT" ] || { echo "no layout file: $LAYOUT" >&2; exit 2; }
 source benchmarks/gpu_env.sh
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+W=/tmp/gw
+# The stores and the wheels travel in the first call only: gpu_env.sh installs the wheels into
+# /tmp/site once, and the stores are kept in /tmp/gw/stores, so that a later call on the warm
+# machine can spend its ~64 MiB of carry on work folders.
+mkdir -p "$W/stores"
+for s in c2np-store c2np-store-materials; do
+    [ ! -f "$s/manifest.json" ] && [ -d "$W/stores/$s" ] && rm -rf "$s" && cp -a "$W/stores/$s" .
+done
+[ -f c2np-store/manifest.json ] || { echo "no c2np-store: carry it in the first call" >&2; exit 2; }
 # The held-out store differs from the standard one only in its split index, config and manifest:
 # carry those three files and take the rest (particles, CIFs, rotations) from c2np-store.
-for f in cifs particles rotations.parquet materials.csv; do
-    [ -e "c2np-store-materials/$f" ] || cp -r "c2np-store/$f" c2np-store-materials/
+if [ -f c2np-store-materials/manifest.json ]; then
+    for f in cifs particles rotations.parquet materials.csv; do
+        [ -e "c2np-store-materials/$f" ] || cp -r "c2np-store/$f" c2np-store-materials/
+    done
+fi
+for s in c2np-store c2np-store-materials; do
+    [ -f "$s/manifest.json" ] && [ ! -d "$W/stores/$s" ] && cp -a "$s" "$W/stores/"
 done
-W=/tmp/gw
 mkdir -p "$OUT" "$W"
 for d in gpu-work/*/; do  # a carried work folder the machine does not hold yet (never an older copy)
     [ -d "$d" ] && [ ! -d "$W/$(basename "$d")" ] && cp -a "$d" "$W/"
