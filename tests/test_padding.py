@@ -6,6 +6,7 @@ Also the bf16 edge pipeline (train.bf16_edges): close to fp32, and opt-in."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
@@ -13,11 +14,11 @@ import torch
 
 pytest.importorskip("pytorch_lightning")
 
-from c2np.models.graph import radius_edges, radius_edges_static  # noqa: E402
-from c2np.models.padding import PadSpec, PaddedCollate, pad_spec, pad_task1  # noqa: E402
-from c2np.models.registry import build_model  # noqa: E402
-from c2np.training.configs import load_training_config  # noqa: E402
-from c2np.training.data import COLLATE, make_collate  # noqa: E402
+from c2np.models.graph import radius_edges, radius_edges_static
+from c2np.models.padding import PaddedCollate, PadSpec, pad_spec, pad_task1
+from c2np.models.registry import build_model
+from c2np.training.configs import load_training_config
+from c2np.training.data import COLLATE, make_collate
 
 TINY = {"hidden": 16, "interactions": 2, "gaussians": 8}
 TERMS = ("loss", "coords", "size", "composition", "kl")
@@ -80,7 +81,7 @@ def test_bucket_ladder():
     # four sizes per doubling over 64 .. 70,000 (10 doublings; multiples of 64 merge a few small ones)
     assert 30 <= len(ladder) <= 4 * 11
     large = [s for s in ladder if s >= 1024]
-    assert max(b / a for a, b in zip(large, large[1:])) < 1.3  # 2^(1/4), rounded up to 64
+    assert max(b / a for a, b in itertools.pairwise(large)) < 1.3  # 2^(1/4), rounded up to 64
 
 
 def test_padded_loss_and_gradients_are_the_unpadded_ones(records, monkeypatch):
@@ -134,7 +135,7 @@ def test_a_padded_step_waits_for_nothing_and_overflow_is_loud(records):
         out["loss"].backward()
     assert not [e.name for e in prof.events() if e.name in waits]
     assert torch.isfinite(out["loss"])
-    cand, edges = batch.graph_capacity
+    cand, _ = batch.graph_capacity
     tight = dataclasses.replace(batch, graph_capacity=(cand, 8))
     assert torch.isnan(model.loss(tight)["loss"])
 
@@ -241,4 +242,6 @@ def test_pad_buckets_needs_a_model_that_pads(records):
     with pytest.raises(ConfigError, match="SyMatTask1 does not take padded batches"):
         _pad_spec(model, {"pad_buckets": 2, "batch_size": 8}, records)
     assert _pad_spec(tiny_cdvae(), {"pad_buckets": 0, "batch_size": 8}, records) is None
+    with pytest.raises(ConfigError, match="needs train.pad_buckets"):
+        _pad_spec(tiny_cdvae(), {"pad_buckets": 0, "batch_size": 8, "compile": "static"}, records)
     assert _pad_spec(tiny_cdvae(), {"pad_buckets": 2, "batch_size": 8}, records).graphs == 9

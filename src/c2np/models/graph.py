@@ -52,7 +52,14 @@ def _candidates(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float):
     per_graph = dims.prod()
     key = graph * per_graph + (vox * stride).sum(1)
     sorted_key, order = torch.sort(key, stable=True)
-    nbr = vox.unsqueeze(1) + _offsets(device).unsqueeze(0)  # (n, 27, 3)
+    if torch.compiler.is_compiling():
+        # built on the device: a cached CPU tensor would be a copy inside a compiled step
+        # (and a CPU input keeps CUDA graphs off); the same order as _OFFSETS
+        k = torch.arange(27, device=device)
+        offsets = torch.stack([k // 9, k // 3 % 3, k % 3], -1) - 1
+    else:
+        offsets = _offsets(device)
+    nbr = vox.unsqueeze(1) + offsets.unsqueeze(0)  # (n, 27, 3)
     inside = ((nbr >= 0) & (nbr < dims)).all(-1)
     nbr_key = graph.view(-1, 1) * per_graph + (nbr * stride).sum(-1)
     start = torch.searchsorted(sorted_key, nbr_key)

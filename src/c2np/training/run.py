@@ -143,6 +143,9 @@ def _pad_spec(model, t: dict, records):
 
     per_octave = int(t.get("pad_buckets") or 0)
     if not per_octave:
+        if t.get("compile") == "static":
+            raise ConfigError("train.compile = \"static\" needs train.pad_buckets (without it every batch "
+                              "has new shapes and compiles again)")
         return None
     if not getattr(model, "pads", False) or t.get("host_work"):
         raise ConfigError(f"train.pad_buckets: {type(model).__name__} does not take padded batches"
