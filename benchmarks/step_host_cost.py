@@ -19,8 +19,10 @@ it can be counted without a GPU, with ``torch.profiler`` over the timed steps:
   function's CPU time per batch (what a DataLoader worker spends on the host work).
 
 Variants: ``device`` (plain batches: the model builds its graphs and draws its noise),
-``host`` (batches prepared by ``c2np.models.host_work``), each with Adam ``foreach``
-(the CUDA default) or ``fused``. The batches are realistic: CDVAE/SyMat Task 1 batch 8
+``host`` (batches prepared by ``c2np.models.host_work``), ``pad`` (plain batches padded to
+static shapes, ``c2np.models.padding``, 2 sizes per doubling; CDVAE Task 1), each with
+Adam ``foreach`` (the CUDA default) or ``fused``, and optionally ``+bf16`` (the SchNet edge
+pipeline in bf16, ``train.bf16_edges``). The batches are realistic: CDVAE/SyMat Task 1 batch 8
 and Task 2 batch 16 from the size-bucketed sampler (seed 0), the batch nearest the
 epoch's mean atom count.
 """
@@ -35,6 +37,8 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from c2np.models.components import SchNetEncoder
+from c2np.models.padding import PaddedCollate, pad_spec
 from c2np.models.registry import build_model
 from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
@@ -68,16 +72,21 @@ def model_for(name: str, task: int, records):
 def measure(name: str, task: int, records, variant: str, steps: int) -> dict:
     model, batch_size = model_for(name, task, records)
     items = typical_batch(records, task, batch_size)
-    where, _, adam = variant.partition("+")
-    plan = model.host_plan() if where == "host" else None
+    tokens = set(variant.split("+"))
+    plan = model.host_plan() if "host" in tokens else None
     collate = tdata.make_collate(task, plan, 0) if plan is not None else tdata.COLLATE[task]
+    if "pad" in tokens:
+        collate = PaddedCollate(collate, pad_spec(records, batch_size, 2))
+    for module in model.modules():
+        if "bf16" in tokens and isinstance(module, SchNetEncoder):
+            module.edge_dtype = torch.bfloat16
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker
     cpu = time.process_time()
     batch = collate(items)
     prep = time.process_time() - cpu
     torch.set_num_threads(threads)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **({"fused": True} if adam == "fused" else {"foreach": True}))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, **({"fused": True} if "fused" in tokens else {"foreach": True}))
 
     def forward_backward():
         loss = model.loss(batch)["loss"]
@@ -103,7 +112,8 @@ def measure(name: str, task: int, records, variant: str, steps: int) -> dict:
         update()
         walls.append(time.perf_counter() - w)
         cpus.append(time.process_time() - c)
-    return {"model": name, "task": task, "variant": variant, "graphs": batch.n_graphs, "atoms": len(batch.pos),
+    graphs = batch.real_graphs or batch.n_graphs if task == 1 else batch.n_graphs
+    return {"model": name, "task": task, "variant": variant, "graphs": graphs, "atoms": int(batch.ptr[graphs]),
             "counts": counts, "wall": statistics.median(walls), "cpu": statistics.median(cpus),
             "prep_cpu": prep if plan else 0.0}
 

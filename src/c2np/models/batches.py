@@ -63,6 +63,11 @@ class Task1Batch(ParticleBatch):
     noise: torch.Tensor | None = None  # (n, 3) standard normal perturbation of ``pos``
     score_edges: torch.Tensor | None = None  # (2, E') radius graph of the perturbed ``pos``
     score_cutoff: float | None = None  # the cutoff ``score_edges`` was built with
+    # static shapes (``c2np.models.padding``): None for an unpadded batch
+    atom_mask: torch.Tensor | None = None  # (n,) 1 for a real atom, 0 for padding
+    graph_mask: torch.Tensor | None = None  # (G,) 1 for a real graph, 0 for an empty slot
+    graph_capacity: tuple[int, int] | None = None  # (candidate pairs, edges) of each radius graph
+    real_graphs: int | None = None  # the real graphs' count (logging weights)
 
 
 @dataclass

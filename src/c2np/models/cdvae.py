@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from c2np.models.batches import Task1Batch, Task2Batch
-from c2np.models.components import SchNetEncoder, edge_mlp, mean_pool, mlp
+from c2np.models.components import SchNetEncoder, edge_mlp, masked_mean, mean_pool, mlp
 from c2np.models.generation import equivariant_vectors
 from c2np.models.host_work import HostPlan, prepared_edges, prepared_score_edges
 from c2np.models.task1_base import LangevinGenerator
@@ -26,6 +26,8 @@ from c2np.models.task2_base import LatticePredictor
 
 class CDVAETask1(LangevinGenerator):
     """Conditional VAE + denoising score network over coordinates."""
+
+    pads = True
 
     def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
                  gaussians: int = 32, latent: int = 4, **kw):
@@ -39,13 +41,13 @@ class CDVAETask1(LangevinGenerator):
         return dataclasses.replace(super().host_plan(), graph_cutoff=self.encoder.cutoff)
 
     def encode(self, batch: Task1Batch, cond: torch.Tensor):
-        graph = self.encoder.edges(batch.pos, batch.ptr, prepared_edges(batch, self.encoder.cutoff))
+        graph = self.encoder.edges(batch.pos, batch.ptr, prepared_edges(batch, self.encoder.cutoff), batch)
         h = mean_pool(self.encoder(batch.z, batch.pos, batch.ptr, graph=graph), batch.batch, batch.n_graphs)
         return self.posterior(torch.cat([h, cond], -1)).chunk(2, -1)
 
     def score(self, batch: Task1Batch, pos, node_cond, sigma_node, edges: torch.Tensor | None = None):
         """``edges``: the radius graph of ``pos`` when prepared on the host."""
-        graph = self.score_net.edges(pos, batch.ptr, edges)
+        graph = self.score_net.edges(pos, batch.ptr, edges, batch)
         node_cond = node_cond + self.site_condition(batch, pos)
         (src, tgt), length = graph
         attr = self.score_net.distance(length)
@@ -58,7 +60,7 @@ class CDVAETask1(LangevinGenerator):
         noisy = batch.pos + sigma_node * noise
         s = self.score(batch, noisy, node_cond, sigma_node, prepared_score_edges(batch, self.score_net.cutoff))
         # the score of the Gaussian perturbation is -noise / sigma; weight sigma^2
-        return torch.mean(torch.sum((sigma_node * s + noise) ** 2, -1))
+        return masked_mean(torch.sum((sigma_node * s + noise) ** 2, -1), batch.atom_mask)
 
 
 class CDVAETask2(LatticePredictor):

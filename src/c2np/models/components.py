@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 from torch_geometric.utils import scatter
 
-from c2np.models.graph import radius_edges
+from c2np.models.graph import radius_edges, radius_edges_static
 
 #: Atomic numbers up to this value have an embedding row.
 MAX_Z = 100
@@ -53,11 +53,20 @@ class SchNetEncoder(nn.Module):
         self.blocks = nn.ModuleList(InteractionBlock(hidden, gaussians, filters or hidden, cutoff)
                                     for _ in range(interactions))
         self.norm = nn.LayerNorm(hidden)
+        #: dtype of the edge pipeline in :meth:`interact` (``train.bf16_edges``); None: fp32
+        self.edge_dtype: torch.dtype | None = None
 
-    def edges(self, pos: torch.Tensor, ptr: torch.Tensor,
-              edge_index: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def edges(self, pos: torch.Tensor, ptr: torch.Tensor, edge_index: torch.Tensor | None = None,
+              padded=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Radius-graph edges and their lengths; ``edge_index``, when given, is the graph
-        prepared on the host (``c2np.models.host_work``) and only the lengths are computed."""
+        prepared on the host (``c2np.models.host_work``) and only the lengths are computed.
+        ``padded``: a padded batch (``c2np.models.padding``), whose graph goes into its
+        fixed-capacity buffer; an overflowing buffer makes every length NaN."""
+        if edge_index is None and padded is not None and padded.atom_mask is not None:
+            edge_index, overflow = radius_edges_static(pos, ptr, self.cutoff, padded.atom_mask,
+                                                       *padded.graph_capacity)
+            length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
+            return edge_index, torch.where(overflow, torch.nan, length)
         if edge_index is None:
             edge_index = radius_edges(pos, ptr, self.cutoff)
         length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
@@ -87,17 +96,27 @@ class SchNetEncoder(nn.Module):
           (E, filters), whose backward is a ``gather`` of that size).
 
         ``train.compile = "edges"`` compiles this method (``compile_interactions``).
+        With ``edge_dtype`` (``train.bf16_edges``) the per-edge chain (envelope, filter
+        network, gathered features, their product) runs in that dtype, the scatter-add
+        accumulates in fp32 and the node updates stay fp32.
         """
+        low = self.edge_dtype
         envelope = (0.5 * (torch.cos(length * math.pi / self.cutoff) + 1.0)).view(-1, 1)
+        if low is not None:
+            attr, envelope = attr.to(low), envelope.to(low)
         for block in self.blocks:
             # ShiftedSoftplus(x) = softplus(x) - log 2: the shift goes into the next layer's
             # bias (W (s - c) + b = W s + (b - c W 1)), one (E, filters) pass fewer each way
-            act = F.softplus(block.mlp[0](attr))
-            conv, second = block.conv, block.mlp[2]
+            first, conv, second = block.mlp[0], block.conv, block.mlp[2]
             bias = second.bias - block.mlp[1].shift * second.weight.sum(1)
-            w = F.linear(act, second.weight, bias) * envelope
             x = conv.lin1(h)
-            msg = torch.zeros_like(x).index_add_(0, tgt, x.index_select(0, src) * w)
+            if low is None:
+                w = F.linear(F.softplus(first(attr)), second.weight, bias) * envelope
+                msg = torch.zeros_like(x).index_add_(0, tgt, x.index_select(0, src) * w)
+            else:
+                act = F.softplus(F.linear(attr, first.weight.to(low), first.bias.to(low)))
+                w = F.linear(act, second.weight.to(low), bias.to(low)) * envelope
+                msg = torch.zeros_like(x).index_add_(0, tgt, (x.to(low).index_select(0, src) * w).float())
             h = h + block.lin(block.act(conv.lin2(msg)))
         return h
 
@@ -122,13 +141,21 @@ def edge_mlp(net: nn.Sequential, h: torch.Tensor, src: torch.Tensor, tgt: torch.
     return net[1:](pre)
 
 
-def gaussian_latent(mu: torch.Tensor, logvar: torch.Tensor, sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_latent(mu: torch.Tensor, logvar: torch.Tensor, sample: bool,
+                    mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """A VAE latent: reparameterised draw (or the mean when ``sample`` is False) and the
-    KL divergence to N(0, I), averaged over graphs. ``logvar`` is clamped for stability."""
+    KL divergence to N(0, I), averaged over graphs (the real ones of a padded batch:
+    ``mask``). ``logvar`` is clamped for stability."""
     logvar = logvar.clamp(-10, 10)
     lat = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-    kl = -0.5 * torch.mean(torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1))
-    return lat, kl
+    kl = -0.5 * torch.sum(1 + logvar - mu ** 2 - logvar.exp(), -1)
+    return lat, masked_mean(kl, mask)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x.mean()`` over the real entries of a padded batch (``c2np.models.padding``):
+    ``mask`` (same length, 1 real / 0 padding), or ``None`` for an unpadded batch."""
+    return x.mean() if mask is None else (x * mask).sum() / mask.sum()
 
 
 def fourier_features(frac: torch.Tensor, n_freq: int) -> torch.Tensor:

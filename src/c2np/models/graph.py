@@ -35,16 +35,11 @@ def graph_index(ptr: torch.Tensor, n: int) -> torch.Tensor:
                                    output_size=n)
 
 
-def radius_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> torch.Tensor:
-    """Directed edges (2, E) ``[source, target]`` between atoms of one graph within ``cutoff``.
-
-    ``ptr`` holds the graph boundaries (PyG's ``Batch.ptr``): graph g owns nodes
-    ``ptr[g]:ptr[g+1]``. Self-loops are excluded. Edges come grouped by target in node
-    order (deterministic), which also keeps the scatter of message passing local.
-    """
+def _candidates(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float):
+    """The cell list's candidate pairs: float32 positions, the atoms in voxel-key order,
+    and for every (target atom, neighbouring voxel) (n * 27 entries, target-major) the
+    first index into that order and the number of atoms of the voxel."""
     n, device = len(pos), pos.device
-    if n == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
     ptr = ptr.to(device)
     graph = graph_index(ptr, n)
     n_graphs = len(ptr) - 1
@@ -57,12 +52,33 @@ def radius_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> torch.T
     per_graph = dims.prod()
     key = graph * per_graph + (vox * stride).sum(1)
     sorted_key, order = torch.sort(key, stable=True)
-    nbr = vox.unsqueeze(1) + _offsets(device).unsqueeze(0)  # (n, 27, 3)
+    if torch.compiler.is_compiling():
+        # built on the device: a cached CPU tensor would be a copy inside a compiled step
+        # (and a CPU input keeps CUDA graphs off); the same order as _OFFSETS
+        k = torch.arange(27, device=device)
+        offsets = torch.stack([k // 9, k // 3 % 3, k % 3], -1) - 1
+    else:
+        offsets = _offsets(device)
+    nbr = vox.unsqueeze(1) + offsets.unsqueeze(0)  # (n, 27, 3)
     inside = ((nbr >= 0) & (nbr < dims)).all(-1)
     nbr_key = graph.view(-1, 1) * per_graph + (nbr * stride).sum(-1)
     start = torch.searchsorted(sorted_key, nbr_key)
     count = torch.where(inside, torch.searchsorted(sorted_key, nbr_key, right=True) - start, 0)
     count, start = count.view(-1), start.view(-1)
+    return p, order, start, count
+
+
+def radius_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """Directed edges (2, E) ``[source, target]`` between atoms of one graph within ``cutoff``.
+
+    ``ptr`` holds the graph boundaries (PyG's ``Batch.ptr``): graph g owns nodes
+    ``ptr[g]:ptr[g+1]``. Self-loops are excluded. Edges come grouped by target in node
+    order (deterministic), which also keeps the scatter of message passing local.
+    """
+    n, device = len(pos), pos.device
+    if n == 0:
+        return torch.empty(2, 0, dtype=torch.long, device=device)
+    p, order, start, count = _candidates(pos, ptr, cutoff)
     total = int(count.sum())
     if total == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
@@ -75,6 +91,38 @@ def radius_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> torch.T
     keep = (d2 < cutoff * cutoff) & (src != tgt)
     # one boolean selection of both rows: one host wait, not one per row
     return torch.stack([src, tgt])[:, keep]
+
+
+def radius_edges_static(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, active: torch.Tensor,
+                        candidates: int, edges: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`radius_edges` into a fixed-capacity buffer, without a host wait: the shapes
+    depend on ``candidates`` and ``edges`` only, so a padded step (``c2np.models.padding``)
+    compiles and captures once per bucket.
+
+    Atoms with ``active`` 0 (padding) get no edges. Returns ``(edge_index, overflow)``:
+    the first slots of ``edge_index`` (2, ``edges``) are :func:`radius_edges`'s edges in its
+    order, the rest are self-loops on the last atom (which must be padding, so that they
+    touch no real atom); ``overflow`` (0-d bool) is true when the candidate pairs or the
+    edges did not fit, and some edges are then missing.
+    """
+    n = len(pos)
+    p, order, start, count = _candidates(pos, ptr, cutoff)
+    count = count * active.view(-1, 1).to(count.dtype).expand(-1, 27).reshape(-1)
+    ends = torch.cumsum(count, 0)
+    # slot j of the candidate buffer is the (target, voxel) entry whose range holds j
+    slot = torch.arange(candidates, device=pos.device)
+    entry = torch.searchsorted(ends, slot, right=True).clamp_max(len(count) - 1)
+    src = order[(start[entry] + slot - (ends[entry] - count[entry])).clamp(0, n - 1)]
+    tgt = entry // 27
+    d2 = (p[src] - p[tgt]).square().sum(1)
+    keep = (slot < ends[-1]) & (d2 < cutoff * cutoff) & (src != tgt)
+    # compaction in order: a kept pair goes to its rank among kept pairs, the rest (and any
+    # pair past the capacity) to a dump slot that is cut off
+    rank = torch.cumsum(keep, 0)
+    dest = torch.where(keep, rank - 1, edges).clamp_max(edges)
+    out = torch.full((2, edges + 1), n - 1, dtype=torch.long, device=pos.device)
+    out.scatter_(1, dest.view(1, -1).expand(2, -1), torch.stack([src, tgt]))
+    return out[:, :edges], (ends[-1] > candidates) | (rank[-1] > edges)
 
 
 def radius_edges_host(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> torch.Tensor:

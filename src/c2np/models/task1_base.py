@@ -30,6 +30,7 @@ from c2np.models.components import (
     UnitCellEncoder,
     fourier_features,
     gaussian_latent,
+    masked_mean,
     mlp,
     site_fractions,
     sinusoidal,
@@ -54,6 +55,8 @@ class Task1Generator(nn.Module):
     """Condition encoder, size/composition head, loss skeleton and the start of sampling."""
 
     task = 1
+    #: whether :meth:`loss` takes padded batches (``c2np.models.padding``, ``train.pad_buckets``)
+    pads = False
 
     def __init__(self, hidden: int = 64, latent: int = 0, beta_kl: float = 0.01,
                  max_atoms: int = 20000, n_freq: int = 4, **_):
@@ -111,15 +114,16 @@ class Task1Generator(nn.Module):
         """Training latent (reparameterised draw) and its KL; empty and 0 without a latent."""
         if self.latent == 0:
             return cond.new_zeros(len(cond), 0), cond.new_zeros(())
-        return gaussian_latent(*self.encode(batch, cond), sample=True)
+        return gaussian_latent(*self.encode(batch, cond), sample=True, mask=batch.graph_mask)
 
     def loss(self, batch: Task1Batch) -> dict[str, torch.Tensor]:
         cond = self.cell_condition(batch)
         lat, kl = self.posterior_latent(batch, cond)
         log_n, logits = self.size_and_species(batch, cond, lat)
-        size = torch.mean((log_n - batch.log_n) ** 2)
-        comp = -torch.mean(torch.sum(batch.target_frac * torch.log_softmax(logits, -1)
-                                     .masked_fill(batch.species == 0, 0.0), -1))
+        # means over the real graphs of a padded batch (graph_mask; None: every graph)
+        size = masked_mean((log_n - batch.log_n) ** 2, batch.graph_mask)
+        comp = -masked_mean(torch.sum(batch.target_frac * torch.log_softmax(logits, -1)
+                                      .masked_fill(batch.species == 0, 0.0), -1), batch.graph_mask)
         coords = self.coordinate_loss(batch, cond, lat)
         total = coords["coords"] + size + comp + self.beta_kl * kl
         return {"loss": total, **coords, "size": size, "composition": comp, "kl": kl}

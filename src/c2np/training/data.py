@@ -27,6 +27,7 @@ from torch.utils.data import Dataset as TorchDataset
 from c2np.models.batches import Task1Batch, Task2Batch
 from c2np.models.components import UnitCellEncoder
 from c2np.models.host_work import HostPlan, prepare
+from c2np.models.padding import PaddedCollate, PadSpec
 from c2np.rotations import rotation_matrices
 from c2np.store.dataset import Dataset
 from c2np.tasks.targets import LATTICE_COLUMNS, lattice_targets, task1_samples
@@ -285,11 +286,14 @@ def task1_ids(ds: Dataset, split: str, records: list[ParticleRecord]) -> list[in
 
 def record_loader(task: int, dataset, sizes: list[int], batch_size: int, shuffle: bool, seed: int,
                   rank: int = 0, world: int = 1, workers: int = 0, epoch_in_index: bool = False,
-                  plan: HostPlan | None = None) -> DataLoader:
+                  plan: HostPlan | None = None, pad: PadSpec | None = None) -> DataLoader:
     """A size-bucketed DataLoader over ``dataset`` (records or (record, rotation) items);
-    ``plan``: host work prepared in the collate function (``c2np.models.host_work``)."""
+    ``plan``: host work prepared in the collate function (``c2np.models.host_work``);
+    ``pad``: Task 1 batches padded to static shapes (``c2np.models.padding``)."""
     sampler = BucketBatchSampler(sizes, batch_size, shuffle, seed, rank, world, epoch_in_index=epoch_in_index)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=make_collate(task, plan, seed), num_workers=workers,
+    collate = make_collate(task, plan, seed)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=PaddedCollate(collate, pad) if pad else collate,
+                      num_workers=workers,
                       persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
@@ -298,10 +302,10 @@ class RecordsData(pl.LightningDataModule):
     knows this process's rank (DDP deals every global batch out to the ranks)."""
 
     def __init__(self, task: int, split: ValidationSplit, batch_size: int, seed: int, workers: int = 0,
-                 plan: HostPlan | None = None):
+                 plan: HostPlan | None = None, pad: PadSpec | None = None):
         super().__init__()
         self.task, self.split, self.batch_size, self.seed, self.workers = task, split, batch_size, seed, workers
-        self.plan = plan
+        self.plan, self.pad = plan, pad
 
     def _where(self) -> tuple[int, int]:
         return self.trainer.global_rank, self.trainer.world_size
@@ -311,8 +315,9 @@ class RecordsData(pl.LightningDataModule):
                                 rotations=self.split.rotations)
         return record_loader(self.task, dataset, [len(r.numbers) for r in self.split.train], self.batch_size,
                              True, self.seed, *self._where(), self.workers, epoch_in_index=True,
-                             plan=self.plan)
+                             plan=self.plan, pad=self.pad)
 
     def val_dataloader(self) -> DataLoader:
         return record_loader(self.task, self.split.val, [len(r.numbers) for r, _ in self.split.val],
-                             self.batch_size, False, self.seed, *self._where(), self.workers, plan=self.plan)
+                             self.batch_size, False, self.seed, *self._where(), self.workers, plan=self.plan,
+                             pad=self.pad)

@@ -11,12 +11,14 @@ safety net ``max_time_s`` before that is recorded as NOT converged.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
+from c2np.errors import ConfigError
 from c2np.models.registry import build_model
 
 
@@ -62,16 +64,25 @@ class BaselineModule(pl.LightningModule):
         return (self.device.type == "cuda") if value == "gpu" else value
 
     def on_fit_start(self) -> None:
+        from c2np.models.components import SchNetEncoder
+
         mode = self._setting("compile")
-        if mode == "loss":
-            compile_loss(self.model)
+        graphs = "reduce-overhead" if self.hparams.train.get("cuda_graphs") else None
+        if mode in ("loss", "static"):
+            compile_loss(self.model, dynamic=mode == "loss", mode=graphs)
         elif mode:  # true or "edges"
             compile_interactions(self.model)
+        if self.hparams.train.get("bf16_edges"):
+            for module in self.model.modules():
+                if isinstance(module, SchNetEncoder):
+                    module.edge_dtype = torch.bfloat16
 
     def training_step(self, batch, batch_idx):
+        if self.hparams.train.get("cuda_graphs"):
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are free to reuse
         out = self.model.loss(batch)
         for k, v in out.items():
-            self.log(f"train_{k}", v.detach(), on_step=False, on_epoch=True, batch_size=batch.n_graphs,
+            self.log(f"train_{k}", v.detach(), on_step=False, on_epoch=True, batch_size=_graphs(batch),
                      sync_dist=True, prog_bar=k == "loss")
         return out["loss"]
 
@@ -79,7 +90,7 @@ class BaselineModule(pl.LightningModule):
         # the same noise draws every epoch, so epochs differ only by the weights
         out = seeded_loss(self.model, batch, self.hparams.seed * 1000003 + batch_idx)
         for k, v in out.items():
-            self.log(f"val_{k}", v, on_step=False, on_epoch=True, batch_size=batch.n_graphs,
+            self.log(f"val_{k}", v, on_step=False, on_epoch=True, batch_size=_graphs(batch),
                      sync_dist=True, prog_bar=k == "loss")
 
     def configure_optimizers(self):
@@ -91,6 +102,11 @@ class BaselineModule(pl.LightningModule):
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch.to(device, non_blocking=True)
+
+
+def _graphs(batch) -> int:
+    """The real graphs of a batch (a padded one has empty slots): the logging weight."""
+    return getattr(batch, "real_graphs", None) or batch.n_graphs
 
 
 def compile_interactions(model: torch.nn.Module, backend: str = "inductor") -> None:
@@ -112,17 +128,29 @@ def compile_interactions(model: torch.nn.Module, backend: str = "inductor") -> N
             module.interact = torch.compile(module.interact, backend=backend, dynamic=True)
 
 
-def compile_loss(model: torch.nn.Module, backend: str = "inductor") -> None:
+def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: bool = True,
+                 mode: str | None = None) -> None:
     """``torch.compile`` the whole ``model.loss`` in place (``train.compile = "loss"``),
     with dynamic shapes. With ``train.host_work`` the loss has no data-dependent shape and
     traces to one graph for every batch. Duck shaping is turned off (process-wide): it
     ties equal sizes to one symbol, so a first batch of 2 or 3 graphs (``ptr`` of length 3,
     like the xyz axis) would compile a graph that every later batch fails.
+
+    ``dynamic=False`` (``train.compile = "static"``, padded batches: ``train.pad_buckets``)
+    compiles one graph per bucket; dynamo's cache then holds one entry per bucket, so its
+    limit is raised to 64. ``mode="reduce-overhead"`` (``train.cuda_graphs``) replays each
+    graph as a CUDA graph.
     """
+    from torch._dynamo import config as dynamo_config
     from torch.fx.experimental import _config as fx_config
 
     fx_config.use_duck_shape = False
-    model.loss = torch.compile(model.loss, backend=backend, dynamic=True)
+    if not dynamic:
+        for key in ("recompile_limit", "cache_size_limit"):  # the name changed across versions
+            if hasattr(dynamo_config, key):
+                setattr(dynamo_config, key, max(64, getattr(dynamo_config, key)))
+    options = {"mode": mode} if mode else {}
+    model.loss = torch.compile(model.loss, backend=backend, dynamic=dynamic, **options)
 
 
 class RunMonitor(pl.Callback):
@@ -182,6 +210,10 @@ class RunMonitor(pl.Callback):
         epoch, s = trainer.current_epoch, self.state
         s["elapsed_s"] += self._now() - self._epoch_start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        if module.hparams.train.get("pad_buckets") and not math.isfinite(metrics.get("train_loss", 0.0)):
+            # before any checkpoint of this epoch is written
+            raise ConfigError(f"epoch {epoch}: training loss {metrics['train_loss']}: with train.pad_buckets "
+                              "a radius graph may have overflowed its fixed edge buffer (c2np.models.padding)")
         val = metrics.get("val_loss")
         if val is not None and (s["best_val_loss"] is None
                                 or s["best_val_loss"] - val > self.rel_tol * abs(s["best_val_loss"])):

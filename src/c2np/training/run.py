@@ -85,7 +85,8 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         module.model.fit_targets(torch.tensor(np.stack([r.lattice for r in split.train]), dtype=torch.float32),
                                  torch.tensor([r.spacegroup for r in split.train]))
     plan = module.model.host_plan() if t.get("host_work") else None
-    data = RecordsData(task, split, int(t["batch_size"]), seed, int(t["workers"]), plan)
+    data = RecordsData(task, split, int(t["batch_size"]), seed, int(t["workers"]), plan,
+                       _pad_spec(module.model, t, records))
     if not resume:
         if where.exists():
             shutil.rmtree(where)  # a run directory describes exactly one fit
@@ -133,6 +134,24 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     (where / "run.json").write_text(json.dumps(info, indent=1) + "\n")
     plot_run(where)
     return info
+
+
+def _pad_spec(model, t: dict, records):
+    """The static shapes of ``train.pad_buckets`` (sizes per doubling; 0: unpadded)."""
+    from c2np.errors import ConfigError
+    from c2np.models.padding import pad_spec
+
+    per_octave = int(t.get("pad_buckets") or 0)
+    if not per_octave:
+        if t.get("compile") == "static":
+            raise ConfigError("train.compile = \"static\" needs train.pad_buckets (without it every batch "
+                              "has new shapes and compiles again)")
+        return None
+    if not getattr(model, "pads", False) or t.get("host_work"):
+        raise ConfigError(f"train.pad_buckets: {type(model).__name__} does not take padded batches"
+                          + (" with train.host_work" if t.get("host_work") else "") + " (CDVAE Task 1 does)")
+    # a DDP rank's share of a batch is smaller: its extra empty graph slots cost little
+    return pad_spec(records, int(t["batch_size"]), per_octave)
 
 
 def _last(where: Path, column: str) -> float | None:
