@@ -19,7 +19,7 @@ Variants (``--variants``):
   cannot be turned off, so "before" is faster than the earlier code;
 - ``verlet``: the default, neighbour lists kept across steps with a 1 A skin
   (``c2np.models.graph.NeighbourList``; the same particles, bit for bit). The row
-  reports the cell-list builds per graph asked for;
+  reports the plain graphs (atoms moving fast) and lists built per graph asked for;
 - ``compile``: ``verlet`` + ``c2np predict --compile`` (the network after the radius
   graph compiled, ``dynamic=True``). Compiled before the timed rows, on two warm-up
   batches of different sizes ("setup s"); "graphs" counts what dynamo compiled during
@@ -65,7 +65,7 @@ from c2np.training.configs import load_training_config
 from c2np.training.predict import compile_sampler
 
 sys.path.insert(0, str(Path(__file__).parent))
-from train_throughput import GpuSampler  # noqa: E402
+from train_throughput import GpuSampler
 
 #: the costliest samplers of the Table 5 runs first
 FAMILIES = ["mattergen", "diffcsp", "flowmm", "cdvae", "symat", "adit"]
@@ -121,27 +121,27 @@ def pin_sizes(model, batch) -> None:
     model.size_and_species = pinned
 
 
-def cases(ds, radii: list[int], batch_size: int, dry: bool):
+def cases(ds, radii: list[int], batch_size: int, id_batch: bool):
     """(label, records) of every row: one material at each radius, and the first ID batch."""
     out = []
     for r in radii:
         split = ds.index.loc[ds.index["radius"] == r, "split"].iloc[0]
         rec = tdata.load_records(ds, split, radii=[r], limit=1)[0]
         out.append((f"R={r}", [rec] * batch_size))
-    if not dry:
+    if id_batch:
         out.append(("id", tdata.load_records(ds, "id", limit=batch_size)))
     return out
 
 
 def sample(model, records, seed: int, skin, device):
-    """Generated positions and the neighbour lists' (calls, builds) of one batch."""
+    """Generated positions and the neighbour lists' (calls, builds, plain graphs) of one batch."""
     batch = tdata.COLLATE[1]([(r, -1) for r in records]).to(device)
     pin_sizes(model, batch)
     with torch.no_grad():
         start = model.start_sampling(batch, seed)
         with reused_neighbours(model, skin) as lists:
             x = model.sample_positions(start)
-    return x.cpu(), sum(nl.calls for nl in lists), sum(nl.builds for nl in lists)
+    return x.cpu(), *(sum(getattr(nl, k) for nl in lists) for k in ("calls", "builds", "plain"))
 
 
 def compiled_graphs() -> int:
@@ -157,7 +157,7 @@ def run_family(name, variant, ds, args, device, emit, reference: dict) -> None:
     model, scale, default_batch = make_model(name, args.steps, device)
     size = args.batch or default_batch
     skin = None if variant == "before" else 1.0
-    setup, warm = 0.0, cases(ds, [min(args.radii)], 2, True)[0][1]
+    setup, warm = 0.0, cases(ds, [min(args.radii)], 2, False)[0][1]
     t0 = time.perf_counter()
     if variant == "compile":
         torch._dynamo.reset()
@@ -168,7 +168,7 @@ def run_family(name, variant, ds, args, device, emit, reference: dict) -> None:
     sync(device)
     if variant == "compile":
         setup = time.perf_counter() - t0
-    for label, records in cases(ds, args.radii, size, args.cpu_dry_run):
+    for label, records in cases(ds, args.radii, size, not (args.cpu_dry_run or args.no_id_batch)):
         if time.perf_counter() - START > args.total_s:
             emit({"model": name, "variant": variant, "case": label, "error": "skipped: --total-s spent"})
             continue
@@ -179,14 +179,14 @@ def run_family(name, variant, ds, args, device, emit, reference: dict) -> None:
                 graphs0 = compiled_graphs()
                 sync(device)
                 t0, c0 = time.perf_counter(), time.process_time()
-                x, calls, builds = sample(model, records, 1, skin, device)
+                x, calls, builds, plain = sample(model, records, 1, skin, device)
                 sync(device)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             atoms = len(x)
             ref = reference.setdefault((name, label), x) if variant == "before" else reference.get((name, label))
             row |= {"atoms": atoms, "timed_s": wall, "timed_cpu_s": cpu, "s_per_batch": wall * scale,
                     "particles_per_s": len(records) / (wall * scale), "atoms_per_s": atoms / (wall * scale),
-                    "graph_calls": calls, "graph_builds": builds,
+                    "graph_calls": calls, "graph_builds": builds, "graph_plain": plain,
                     "dev_from_before": (float((x - ref).abs().max()) if ref is not None and ref.shape == x.shape
                                         else None),
                     "graphs_compiled": compiled_graphs() - graphs0,
@@ -206,7 +206,7 @@ def profile(ds, args, device) -> None:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for name in args.families.split(","):
         model, _, default_batch = make_model(name, args.steps, device)
-        records = cases(ds, [min(args.radii)], args.batch or default_batch, True)[0][1]
+        records = cases(ds, [min(args.radii)], args.batch or default_batch, False)[0][1]
         sample(model, records, 0, 1.0, device)
         with prof(activities=acts) as p:
             sample(model, records, 1, 1.0, device)
@@ -218,7 +218,7 @@ def profile(ds, args, device) -> None:
 
 def table(rows: list[dict]) -> str:
     head = ["model", "variant", "case", "atoms", "s/batch", "particles/s", "atoms/s", "CPU s / wall s",
-            "graph builds / calls", "dev (A)", "setup s", "graphs", "GPU busy", "peak GB"]
+            "graphs plain / lists / calls", "dev (A)", "setup s", "graphs", "GPU busy", "peak GB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def f(v, fmt="{:.3g}"):
@@ -231,7 +231,7 @@ def table(rows: list[dict]) -> str:
         lines.append("| " + " | ".join([
             r["model"], r["variant"], r["case"], str(r["atoms"]), f(r["s_per_batch"]), f(r["particles_per_s"]),
             f(r["atoms_per_s"]), f(r["timed_cpu_s"] / r["timed_s"], "{:.2f}"),
-            f"{r['graph_builds']} / {r['graph_calls']}" if r["graph_calls"] else "",
+            f"{r['graph_plain']} / {r['graph_builds']} / {r['graph_calls']}" if r["graph_calls"] else "",
             f(r["dev_from_before"]), f(r["setup_s"], "{:.1f}") if r["setup_s"] else "", str(r["graphs_compiled"]),
             f(r["gpu_util"], "{:.0f} %"), f(r["peak_mem_gb"], "{:.1f}")]) + " |")
     return "\n".join(lines)
@@ -247,6 +247,7 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma list, in the order they run")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--radii", default="10,20,30")
+    ap.add_argument("--no-id-batch", action="store_true", help="only the --radii rows, not the first ID batch")
     ap.add_argument("--batch", type=int, default=0, help="particles per batch (default: the config's predict batch)")
     ap.add_argument("--steps", type=int, default=10,
                     help="sampler steps timed (scaled to the config's); 0: the config's whole schedule")

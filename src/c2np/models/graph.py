@@ -137,48 +137,55 @@ class NeighbourList:
     saw. While no atom has moved more than ``skin / 2`` since then, every pair within
     ``cutoff`` now was within ``cutoff + skin`` at the build, so filtering the kept pairs
     with the cell list's own float32 test ``d^2 < cutoff^2`` gives exactly the cell list's
-    edge set; one reduction per call (the largest displacement, one host wait) decides,
-    and a larger move rebuilds. ``ordered`` also puts the edges in the cell list's order
-    (target, neighbouring voxel, source; one sort of the kept pairs), so that a message
-    sum over them adds in the same order and gives the same bits; a caller that puts the
-    edges in its own canonical order (:func:`nearest_edges`) passes False.
+    edge set; one reduction per call (the largest displacement, one host wait) decides.
+    ``ordered`` also puts the edges in the cell list's order (target, neighbouring voxel,
+    source; one sort of the kept pairs), so that a message sum over them adds in the same
+    order and gives the same bits; a caller that puts the edges in its own canonical order
+    (:func:`nearest_edges`) passes False.
 
-    ``calls`` and ``builds`` count the graphs asked for and the cell-list builds.
+    Early in sampling the atoms move more than the skin at every step, and a list would be
+    rebuilt (at the larger cutoff, dearer) at every call; so a list is built only when the
+    atoms moved less than ``skin / 2`` since the previous call, and otherwise the graph is
+    the plain cell list at ``cutoff`` (:func:`radius_edges` itself). ``calls``, ``builds``
+    and ``plain`` count the graphs asked for, the lists built and the plain graphs.
     """
 
     def __init__(self, cutoff: float, skin: float = DEFAULT_SKIN, ordered: bool = True):
         if skin <= 0:
             raise ValueError(f"skin must be positive, got {skin}")
         self.cutoff, self.skin, self.ordered = float(cutoff), float(skin), ordered
-        self.calls = self.builds = 0
-        self._ref: torch.Tensor | None = None
+        self.calls = self.builds = self.plain = 0
+        self._ref: torch.Tensor | None = None  # positions at the list's build
+        self._last: torch.Tensor | None = None  # positions at the previous call
         self._ptr: torch.Tensor | None = None
         self._pairs = torch.empty(2, 0, dtype=torch.long)
 
-    def _stale(self, p: torch.Tensor, ptr: torch.Tensor) -> bool:
-        # the same atoms: a sampler passes its batch's own ``ptr`` at every step (an
-        # identity test, not a comparison of values, which would be a host wait)
-        if self._ref is None or self._ref.shape != p.shape or ptr is not self._ptr:
-            return True
+    def _moved(self, p: torch.Tensor, before: torch.Tensor) -> bool:
         # 2 % under half the skin: float32 rounding of the distances stays far inside it
-        limit = (0.49 * self.skin) ** 2
-        return bool((p - self._ref).square().sum(1).max() > limit)
+        return bool((p - before).square().sum(1).max() > (0.49 * self.skin) ** 2)
 
     def __call__(self, pos: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
         """The edges ``radius_edges(pos, ptr, cutoff)`` (the same set; the same order when ``ordered``)."""
         p = pos.detach().float()
         self.calls += 1
-        if self._stale(p, ptr):
+        # the same atoms: a sampler passes its batch's own ``ptr`` at every step (an
+        # identity test, not a comparison of values, which would be a host wait)
+        same = self._last is not None and self._last.shape == p.shape and ptr is self._ptr
+        last, self._last, self._ptr = self._last, p.clone(), ptr
+        if not (same and self._ref is not None and not self._moved(p, self._ref)):
+            if not same or self._moved(p, last):
+                self._ref = None
+                self.plain += 1
+                return radius_edges(p, ptr, self.cutoff)
             self._pairs = radius_edges(p, ptr, self.cutoff + self.skin)
-            self._ref, self._ptr = p.clone(), ptr
+            self._ref = self._last
             self.builds += 1
-        ptr = ptr.to(p.device)
         src, tgt = self._pairs
         keep = (p[src] - p[tgt]).square().sum(1) < self.cutoff * self.cutoff
         edges = self._pairs[:, keep]
         if not self.ordered or edges.shape[1] == 0:
             return edges
-        return edges[:, cell_list_order(p, ptr, edges, self.cutoff)]
+        return edges[:, cell_list_order(p, ptr.to(p.device), edges, self.cutoff)]
 
 
 def cell_list_order(p: torch.Tensor, ptr: torch.Tensor, edges: torch.Tensor, cutoff: float) -> torch.Tensor:

@@ -22,7 +22,6 @@ from c2np.tasks.targets import LATTICE_COLUMNS
 from c2np.training.chunks import ChunkFolder
 from c2np.training.data import COLLATE, load_records, record_loader, task1_ids
 
-
 #: per network class, its method that ``c2np predict --compile`` compiles: the part after
 #: the radius graph, whose shapes do not depend on the data
 SAMPLER_NETWORKS = {SchNetEncoder: "interact", ParticleCSPNet: "propagate", MatterGenTask1: "network"}
