@@ -4,7 +4,7 @@
     python benchmarks/predict_throughput.py --store c2np-store --out OUT --cpu-dry-run
 
 For each Task 1 family (untrained weights, seed 0, the bundled config's network and
-schedule), one batch per row: ``--batch`` particles (default: the config's
+schedule; with ``--runs``, a trained run's weights where there is one), one batch per row: ``--batch`` particles (default: the config's
 ``[predict] batch_size``) of one material at R = 10, 20, 30, and ``id``, the first
 batch of the ID split in ``c2np predict``'s order (one material's six ID radii and the
 next material's first two). The size head is pinned to the true atom counts, so every
@@ -98,10 +98,28 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def make_model(name: str, steps: int, device: torch.device):
-    """The family's Task 1 model (seed 0) with its schedule shortened to ``steps``; also
-    the config's full step count and predict batch size."""
+def trained(name: str, runs: str | None, device: torch.device):
+    """The model of a ``c2np train`` run of ``name`` under ``runs`` (best.ckpt, else
+    last.ckpt of the first ``NAME-task1-seed*``), or None."""
+    if not runs:
+        return None
+    found = sorted(Path(runs).glob(f"{name}-task1-seed*/best.ckpt")) or sorted(Path(runs).glob(f"{name}-task1-seed*/last.ckpt"))
+    if not found:
+        return None
+    from c2np.training.predict import load_module
+
+    return load_module(found[0], str(device)).model.eval()
+
+
+def make_model(name: str, steps: int, device: torch.device, runs: str | None = None):
+    """The family's Task 1 model (seed 0, or the trained one of ``runs``) with its schedule
+    shortened to ``steps``; also the full schedule's scale and the predict batch size."""
     cfg = load_training_config(name, 1)
+    model = trained(name, runs, device)
+    if model is not None:
+        if steps:
+            raise SystemExit("--runs times the trained models' whole schedules: pass --steps 0")
+        return model, 1.0, int(cfg["predict"]["batch_size"])
     params = {k: v for k, v in cfg["model"].items() if k not in ("name", "task")}
     full = int(params[STEP_KEY[name]]) * int(params.get("langevin_steps", 1))
     params[STEP_KEY[name]] = steps = steps or int(params[STEP_KEY[name]])
@@ -137,7 +155,8 @@ def sample(model, records, seed: int, skin, device):
     """Generated positions and the neighbour lists' (calls, builds, plain graphs) of one batch."""
     batch = tdata.COLLATE[1]([(r, -1) for r in records]).to(device)
     pin_sizes(model, batch)
-    with torch.no_grad():
+    average = getattr(model, "averaged_weights", contextlib.nullcontext)  # FlowMM samples with its EMA
+    with torch.no_grad(), average():
         start = model.start_sampling(batch, seed)
         with reused_neighbours(model, skin) as lists:
             x = model.sample_positions(start)
@@ -154,7 +173,7 @@ def run_family(name, variant, ds, args, device, emit, reference: dict) -> None:
     if time.perf_counter() - START > args.total_s:
         emit({"model": name, "variant": variant, "case": "-", "error": "skipped: --total-s spent"})
         return
-    model, scale, default_batch = make_model(name, args.steps, device)
+    model, scale, default_batch = make_model(name, args.steps, device, args.runs)
     size = args.batch or default_batch
     skin = None if variant == "before" else 1.0
     setup, warm = 0.0, cases(ds, [min(args.radii)], 2, False)[0][1]
@@ -205,7 +224,7 @@ def profile(ds, args, device) -> None:
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for name in args.families.split(","):
-        model, _, default_batch = make_model(name, args.steps, device)
+        model, _, default_batch = make_model(name, args.steps, device, args.runs)
         records = cases(ds, [min(args.radii)], args.batch or default_batch, False)[0][1]
         sample(model, records, 0, 1.0, device)
         with prof(activities=acts) as p:
@@ -247,6 +266,8 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma list, in the order they run")
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma list of {', '.join(VARIANTS)}")
     ap.add_argument("--radii", default="10,20,30")
+    ap.add_argument("--runs", help="a folder of `c2np train` runs: families with a NAME-task1-seed* run "
+                                   "use its trained weights (whole schedule, --steps 0)")
     ap.add_argument("--no-id-batch", action="store_true", help="only the --radii rows, not the first ID batch")
     ap.add_argument("--batch", type=int, default=0, help="particles per batch (default: the config's predict batch)")
     ap.add_argument("--steps", type=int, default=10,
@@ -282,7 +303,7 @@ def main() -> None:
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"
     meta = {"device": gpu, "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
             "store": ds.fingerprint, "seed": 0, "steps": args.steps, "backend": args.backend,
-            "dry_run": args.cpu_dry_run}
+            "dry_run": args.cpu_dry_run, "runs": args.runs}
     print(json.dumps(meta))
     with (out / "predict_throughput.jsonl").open("w") as sink:
         def emit(row):

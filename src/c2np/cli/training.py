@@ -133,6 +133,9 @@ def predict(
     compile: Annotated[bool, typer.Option(
         "--compile", help="Task 1: torch.compile the sampler's network (dynamic shapes; compiles during the "
                           "first batches). Not bit-identical to eager; --resume never mixes the two.")] = False,
+    skin: Annotated[float, typer.Option(
+        help="Task 1: Angstrom added to the cutoff of the neighbour lists kept across sampler steps; 0 builds "
+             "every radius graph afresh. The same particles either way.", min=0.0)] = 1.0,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a trained model's predictions for the ID or OOD split in the harness's format.
@@ -160,7 +163,7 @@ def predict(
     try:
         path = run_predict(checkpoint, store, split, out, seed=seed, all_rotations=all_rotations,
                            sample=sample, batch_size=batch_size, progress=not quiet, resume=resume,
-                           compile=compile)
+                           compile=compile, skin=skin)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
     console.print(f"wrote {path}")

@@ -14,6 +14,7 @@ from ase import Atoms
 from c2np.evaluation.predictions import write_task1, write_task2
 from c2np.models.components import SchNetEncoder
 from c2np.models.cspnet import ParticleCSPNet
+from c2np.models.graph import DEFAULT_SKIN
 from c2np.models.mattergen import MatterGenTask1
 from c2np.progress import progress_bar
 from c2np.store.dataset import Dataset, open_dataset
@@ -76,10 +77,11 @@ def _batches(records, size: int):
         yield records[i:i + size]
 
 
-def _generate(model, device, chunk, seed: int) -> dict[int, Atoms]:
+def _generate(model, device, chunk, seed: int, skin: float | None = DEFAULT_SKIN) -> dict[int, Atoms]:
     """Task 1: one generated particle per (record, config_id) of ``chunk``."""
     batch = COLLATE[1]([(r, -1) for r, _ in chunk]).to(device)
-    return {cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, model.generate(batch, seed=seed))}
+    made = model.generate(batch, seed=seed, skin=skin)
+    return {cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, made)}
 
 
 def _read_particles(path: Path) -> dict[int, Atoms]:
@@ -132,7 +134,7 @@ def compile_sampler(model: torch.nn.Module, backend: str = "inductor") -> list[s
 def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path, seed: int = 0,
             all_rotations: bool = False, batch_size: int | None = None, limit: int | None = None,
             sample: int | None = None, progress: bool = True, resume: bool = False,
-            compile: bool = False) -> Path:
+            compile: bool = False, skin: float = DEFAULT_SKIN) -> Path:
     """Write the predictions of ``checkpoint`` for ``split`` to ``out``.
 
     Task 1: ``out`` is a long-format Parquet (config_id, Z, x, y, z), one generated
@@ -153,7 +155,9 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     ``compile`` (Task 1): :func:`compile_sampler`. Compiled kernels round differently
     from eager ones, so the particles differ from eager's in the last bits (and more,
     where a nearest-neighbour cap or a species draw flips); the chunk manifest records
-    the setting and ``--resume`` refuses to mix the two.
+    the setting and ``--resume`` refuses to mix the two. ``skin`` (Task 1, Angstrom): the
+    sampler's neighbour lists (``c2np.models.graph.NeighbourList``); 0 builds every radius
+    graph afresh. The particles are the same bits either way.
     """
     checkpoint, out = Path(checkpoint), Path(out)
     module = load_module(checkpoint)
@@ -188,7 +192,7 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
             if b in done:
                 continue
             if task == 1:
-                part = _generate(model, device, chunk, seed * 100003 + b)
+                part = _generate(model, device, chunk, seed * 100003 + b, skin if skin > 0 else None)
             else:
                 part = _predict_lattices(model, device, chunk, size, seed * 100003 + b, all_rotations)
             if resume:  # atomic writes: a kill leaves finished batches only
