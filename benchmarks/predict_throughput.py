@@ -57,7 +57,7 @@ from pathlib import Path
 
 import torch
 
-from c2np.models.graph import reused_neighbours
+from c2np.models.graph import NeighbourList, reused_neighbours
 from c2np.models.registry import build_model
 from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
@@ -223,6 +223,13 @@ def profile(ds, args, device) -> None:
     from torch.profiler import profile as prof
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    real = NeighbourList.__call__
+
+    def labelled(self, pos, ptr):
+        with torch.profiler.record_function("radius graph (NeighbourList)"):
+            return real(self, pos, ptr)
+
+    NeighbourList.__call__ = labelled  # the graph's share of the step, as one row
     for name in args.families.split(","):
         model, _, default_batch = make_model(name, args.steps, device, args.runs)
         records = cases(ds, [min(args.radii)], args.batch or default_batch, False)[0][1]
@@ -233,6 +240,12 @@ def profile(ds, args, device) -> None:
         key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
         print(f"\n## {name}, R = {records[0].radius}, {len(records)} particles, {args.steps} steps\n")
         print(p.key_averages().table(sort_by=key, row_limit=int(args.profile_rows), max_name_column_width=40))
+        events = {e.key: e for e in p.key_averages()}
+        total = sum(e.self_cpu_time_total for e in events.values())
+        graph = events.get("radius graph (NeighbourList)")
+        waits = {k: events[k].count for k in ("aten::_local_scalar_dense", "aten::nonzero") if k in events}
+        print(f"radius graph: {graph.cpu_time_total / total:.1%} of the CPU time" if graph else "no radius graph",
+              f"({graph.count} graphs);" if graph else ";", f"host waits (item, boolean masks): {waits}")
 
 
 def table(rows: list[dict]) -> str:
