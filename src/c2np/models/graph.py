@@ -161,8 +161,9 @@ class NeighbourList:
         self._pairs = torch.empty(2, 0, dtype=torch.long)
 
     def _moved(self, p: torch.Tensor, before: torch.Tensor) -> bool:
-        # 2 % under half the skin: float32 rounding of the distances stays far inside it
-        return bool((p - before).square().sum(1).max() > (0.49 * self.skin) ** 2)
+        # 2 % under half the skin: float32 rounding of the distances stays far inside it;
+        # written so that a NaN position counts as moved
+        return not bool((p - before).square().sum(1).max() <= (0.49 * self.skin) ** 2)
 
     def __call__(self, pos: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
         """The edges ``radius_edges(pos, ptr, cutoff)`` (the same set; the same order when ``ordered``)."""
