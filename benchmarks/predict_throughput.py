@@ -31,7 +31,9 @@ CUDA synchronised at both ends; "s/batch" is the timed seconds scaled to the con
 full step count (linear in the steps; the neighbour lists rebuild more often on a
 shorter schedule, whose steps are larger, so ``verlet`` is if anything understated).
 "dev" is the largest difference of the generated positions from ``before``'s (Angstrom;
-0 means bit-identical). GPU busy is nvidia-smi's utilization.gpu over the row. A row that
+0 means bit-identical). GPU busy is nvidia-smi's utilization.gpu over the row, "peak GB"
+the row's peak of allocated GPU memory; 60 % of the GPU's memory is allocated and freed
+once at the start, so that the first rows do not pay for growing the allocator's pool. A row that
 fails or passes ``--limit-s`` is reported and the others still run; rows stop when
 ``--total-s`` is spent. Results: ``OUT/predict_throughput.jsonl`` (one JSON per row,
 written as it finishes) and the table in ``OUT/predict_throughput.md``.
@@ -197,6 +199,8 @@ def run_family(name, variant, ds, args, device, emit, reference: dict) -> None:
             with time_limit(args.limit_s), GpuSampler(0) if device.type == "cuda" else contextlib.nullcontext() as util:
                 graphs0 = compiled_graphs()
                 sync(device)
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
                 t0, c0 = time.perf_counter(), time.process_time()
                 x, calls, builds, plain = sample(model, records, 1, skin, device)
                 sync(device)
@@ -312,6 +316,10 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cuda":
+        # grow the caching allocator's pool once, so that the first rows do not pay for
+        # device allocations that later rows find cached
+        torch.empty(int(0.6 * torch.cuda.get_device_properties(0).total_memory), dtype=torch.uint8, device=device)
     rows, reference = [], {}
     gpu = torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu"
     meta = {"device": gpu, "torch": torch.__version__, "cpu_threads": torch.get_num_threads(),
