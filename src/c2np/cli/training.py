@@ -130,6 +130,12 @@ def predict(
         "--resume", help="Keep every finished batch in OUT.chunks/ and continue from the batches an earlier, "
                          "killed call left there; OUT is written when all are done, and the folder removed. "
                          "Refused when the folder belongs to another checkpoint, split, seed or batch size.")] = False,
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="Task 1: torch.compile the sampler's network (dynamic shapes; compiles during the "
+                          "first batches). Not bit-identical to eager; --resume never mixes the two.")] = False,
+    skin: Annotated[float, typer.Option(
+        help="Task 1: Angstrom added to the cutoff of the neighbour lists kept across sampler steps; 0 builds "
+             "every radius graph afresh. The same particles either way.", min=0.0)] = 1.0,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a trained model's predictions for the ID or OOD split in the harness's format.
@@ -156,7 +162,8 @@ def predict(
         _fail(C2NPError(f"{checkpoint}: no such checkpoint; train first with `c2np train`"))
     try:
         path = run_predict(checkpoint, store, split, out, seed=seed, all_rotations=all_rotations,
-                           sample=sample, batch_size=batch_size, progress=not quiet, resume=resume)
+                           sample=sample, batch_size=batch_size, progress=not quiet, resume=resume,
+                           compile=compile, skin=skin)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
     console.print(f"wrote {path}")

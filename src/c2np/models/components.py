@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 from torch_geometric.utils import scatter
 
-from c2np.models.graph import radius_edges, radius_edges_static
+from c2np.models.graph import NeighbourList, radius_edges, radius_edges_static
 
 #: Atomic numbers up to this value have an embedding row.
 MAX_Z = 100
@@ -48,6 +48,7 @@ class SchNetEncoder(nn.Module):
                  gaussians: int = 32, filters: int | None = None):
         super().__init__()
         self.cutoff = cutoff
+        self.neighbours: NeighbourList | None = None  # set while sampling (graph.reused_neighbours)
         self.embedding = nn.Embedding(MAX_Z + 1, hidden)
         self.distance = GaussianSmearing(0.0, cutoff, gaussians)
         self.blocks = nn.ModuleList(InteractionBlock(hidden, gaussians, filters or hidden, cutoff)
@@ -67,7 +68,9 @@ class SchNetEncoder(nn.Module):
                                                        *padded.graph_capacity)
             length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
             return edge_index, torch.where(overflow, torch.nan, length)
-        if edge_index is None:
+        if edge_index is None and self.neighbours is not None:
+            edge_index = self.neighbours(pos, ptr)
+        elif edge_index is None:
             edge_index = radius_edges(pos, ptr, self.cutoff)
         length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
         return edge_index, length

@@ -27,7 +27,7 @@ from torch_geometric.utils import scatter
 
 from c2np.models.batches import Task1Batch
 from c2np.models.components import MAX_Z, fourier_features, mlp, sinusoidal
-from c2np.models.graph import nearest_edges, radius_edges
+from c2np.models.graph import NeighbourList, nearest_edges, radius_edges
 
 
 class CSPLayer(nn.Module):
@@ -62,6 +62,7 @@ class ParticleCSPNet(nn.Module):
         super().__init__()
         self.cutoff, self.max_neighbors, self.edge_freq = cutoff, max_neighbors, edge_freq
         self.lattice_dots = lattice_dots
+        self.neighbours: NeighbourList | None = None  # set while sampling (graph.reused_neighbours)
         self.distance = GaussianSmearing(0.0, cutoff, gaussians)
         edge_dim = 6 * edge_freq + gaussians + 9 + (3 if lattice_dots else 0)
         self.layers = nn.ModuleList(CSPLayer(hidden, edge_dim) for _ in range(layers))
@@ -71,7 +72,10 @@ class ParticleCSPNet(nn.Module):
 
     def edges(self, pos: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
         """Radius-graph edges, each target capped at its ``max_neighbors`` nearest atoms."""
-        edge_index = radius_edges(pos, ptr, self.cutoff)
+        if self.neighbours is not None:
+            edge_index = self.neighbours(pos, ptr)
+        else:
+            edge_index = radius_edges(pos, ptr, self.cutoff)
         if self.max_neighbors > 0:
             length = (pos[edge_index[1]] - pos[edge_index[0]]).norm(dim=-1)
             edge_index = edge_index[:, nearest_edges(edge_index, length, len(pos), self.max_neighbors)]
@@ -81,11 +85,17 @@ class ParticleCSPNet(nn.Module):
                 lattice: torch.Tensor) -> torch.Tensor:
         """``h`` (n, hidden) node inputs, ``pos`` (n, 3), ``graph`` (n,) graph of each atom,
         ``ptr`` (G + 1,), ``lattice`` (G, 3, 3) rows of the conditioning cell."""
-        edge_index = self.edges(pos, ptr)
+        return self.propagate(h, pos, graph, self.edges(pos, ptr), lattice)
+
+    def propagate(self, h: torch.Tensor, pos: torch.Tensor, graph: torch.Tensor, edge_index: torch.Tensor,
+                  lattice: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` on a given graph: no data-dependent shapes, so that ``c2np predict
+        --compile`` compiles it once for every batch."""
         src, tgt = edge_index
         g = graph[tgt]
         diff = pos[src] - pos[tgt]
-        frac = torch.einsum("ei,eij->ej", diff, torch.linalg.inv(lattice)[g])
+        # inv_ex: inv's singularity check is a host wait on a GPU; the same values
+        frac = torch.einsum("ei,eij->ej", diff, torch.linalg.inv_ex(lattice).inverse[g])
         lengths = lattice.norm(dim=-1)  # (G, 3)
         scale = lengths.mean(-1).view(-1, 1, 1)
         metric = (lattice @ lattice.transpose(-1, -2) / scale ** 2).flatten(1)  # L L^T, unitless

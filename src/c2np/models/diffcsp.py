@@ -28,7 +28,7 @@ from torch import nn
 from c2np.models.batches import Task1Batch
 from c2np.models.components import mlp, sinusoidal
 from c2np.models.cspnet import Task1CSPNet
-from c2np.models.generation import into_sphere
+from c2np.models.generation import into_sphere, to_device
 from c2np.models.schedules import ddpm_betas, ddpm_posterior, ve_sigma
 from c2np.models.task1_base import SampleStart, Task1Generator
 from c2np.models.task2_base import LatticeGenerator
@@ -65,7 +65,7 @@ class DiffCSPTask1(Task1Generator):
         device = sample.pos.device
 
         def noise() -> torch.Tensor:
-            return torch.randn(sample.pos.shape, generator=gen).to(device)
+            return to_device(torch.randn(sample.pos.shape, generator=gen), device)
 
         times = torch.linspace(1.0, 0.0, self.sample_steps + 1)
         levels = ve_sigma(times, self.sigma_min, self.sigma_max)

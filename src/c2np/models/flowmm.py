@@ -159,9 +159,9 @@ class FlowMMTask1(WeightAverage, Task1Generator):
         return into_sphere(x, radius)
 
     @torch.no_grad()
-    def generate(self, batch: Task1Batch, seed: int):
+    def generate(self, batch: Task1Batch, seed: int, **kw):
         with self.averaged_weights():
-            return super().generate(batch, seed)
+            return super().generate(batch, seed, **kw)
 
 
 class FlowMMTask2(WeightAverage, LatticeGenerator):

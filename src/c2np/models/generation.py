@@ -54,10 +54,20 @@ def annealed_langevin(score: Callable[[torch.Tensor, float], torch.Tensor], pos:
         for t in range(steps):
             s = score(pos, sigma)
             last = k == len(levels) - 1 and t == steps - 1
-            noise = torch.randn(pos.shape, generator=generator).to(pos.device)
+            noise = to_device(torch.randn(pos.shape, generator=generator), pos.device)
             pos = pos + alpha * s + (0.0 if last else (2 * alpha) ** 0.5) * noise
             pos = into_sphere(pos, rmax)
     return pos
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x.to(device)`` without a host wait: the samplers draw their noise from a seeded CPU
+    generator (the same numbers on every machine), and a copy to a GPU from pageable memory
+    blocks the host until the device has run everything queued before it; from
+    page-locked memory it is only queued. The same values either way."""
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 def into_sphere(pos: torch.Tensor, rmax: torch.Tensor) -> torch.Tensor:

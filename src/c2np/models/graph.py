@@ -12,6 +12,7 @@ size of the selection of the pairs inside the cutoff.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 
@@ -170,3 +171,102 @@ def nearest_edges(edge_index: torch.Tensor, length: torch.Tensor, n_nodes: int, 
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(len(order), device=order.device) - starts[tgt]
     return order[rank < k]
+
+
+#: Angstrom added to the cutoff of a reused neighbour list (:class:`NeighbourList`)
+DEFAULT_SKIN = 1.0
+
+
+class NeighbourList:
+    """:func:`radius_edges` of successive positions of the same atoms (a sampler's steps),
+    from candidate pairs kept between builds: a Verlet list.
+
+    A build keeps the pairs within ``cutoff + skin`` (the cell list) and the positions it
+    saw. While no atom has moved more than ``skin / 2`` since then, every pair within
+    ``cutoff`` now was within ``cutoff + skin`` at the build, so filtering the kept pairs
+    with the cell list's own float32 test ``d^2 < cutoff^2`` gives exactly the cell list's
+    edge set; one reduction per call (the largest displacement, one host wait) decides.
+    ``ordered`` also puts the edges in the cell list's order (target, neighbouring voxel,
+    source; one sort of the kept pairs), so that a message sum over them adds in the same
+    order and gives the same bits; a caller that puts the edges in its own canonical order
+    (:func:`nearest_edges`) passes False.
+
+    Early in sampling the atoms move more than the skin at every step, and a list would be
+    rebuilt (at the larger cutoff, dearer) at every call; so a list is built only when the
+    atoms moved less than ``skin / 2`` since the previous call, and otherwise the graph is
+    the plain cell list at ``cutoff`` (:func:`radius_edges` itself). ``calls``, ``builds``
+    and ``plain`` count the graphs asked for, the lists built and the plain graphs.
+    """
+
+    def __init__(self, cutoff: float, skin: float = DEFAULT_SKIN, ordered: bool = True):
+        if skin <= 0:
+            raise ValueError(f"skin must be positive, got {skin}")
+        self.cutoff, self.skin, self.ordered = float(cutoff), float(skin), ordered
+        self.calls = self.builds = self.plain = 0
+        self._ref: torch.Tensor | None = None  # positions at the list's build
+        self._last: torch.Tensor | None = None  # positions at the previous call
+        self._ptr: torch.Tensor | None = None
+        self._pairs = torch.empty(2, 0, dtype=torch.long)
+
+    def _moved(self, p: torch.Tensor, before: torch.Tensor) -> bool:
+        # 2 % under half the skin: float32 rounding of the distances stays far inside it;
+        # written so that a NaN position counts as moved
+        return not bool((p - before).square().sum(1).max() <= (0.49 * self.skin) ** 2)
+
+    def __call__(self, pos: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+        """The edges ``radius_edges(pos, ptr, cutoff)`` (the same set; the same order when ``ordered``)."""
+        p = pos.detach().float()
+        self.calls += 1
+        # the same atoms: a sampler passes its batch's own ``ptr`` at every step (an
+        # identity test, not a comparison of values, which would be a host wait)
+        same = self._last is not None and self._last.shape == p.shape and ptr is self._ptr
+        last, self._last, self._ptr = self._last, p.clone(), ptr
+        if not (same and self._ref is not None and not self._moved(p, self._ref)):
+            if not same or self._moved(p, last):
+                self._ref = None
+                self.plain += 1
+                return radius_edges(p, ptr, self.cutoff)
+            self._pairs = radius_edges(p, ptr, self.cutoff + self.skin)
+            self._ref = self._last
+            self.builds += 1
+        src, tgt = self._pairs
+        keep = (p[src] - p[tgt]).square().sum(1) < self.cutoff * self.cutoff
+        edges = self._pairs[:, keep]
+        if not self.ordered or edges.shape[1] == 0:
+            return edges
+        return edges[:, cell_list_order(p, ptr.to(p.device), edges, self.cutoff)]
+
+
+def cell_list_order(p: torch.Tensor, ptr: torch.Tensor, edges: torch.Tensor, cutoff: float) -> torch.Tensor:
+    """The permutation that puts ``edges`` (within ``cutoff`` of float32 positions ``p``)
+    in :func:`radius_edges`' order: by target, then by the source's voxel among the
+    target's 27 neighbouring voxels (itertools order), then by source index."""
+    n = len(p)
+    graph = graph_index(ptr, n)
+    lo = torch.full((len(ptr) - 1, 3), float("inf"), device=p.device).scatter_reduce(
+        0, graph.view(-1, 1).expand(-1, 3), p, "amin", include_self=True)
+    vox = torch.floor((p - lo[graph]) / cutoff).long()
+    src, tgt = edges
+    weights = torch.tensor([9, 3, 1], device=p.device)
+    offset = ((vox[src] - vox[tgt] + 1) * weights).sum(1)
+    return torch.argsort((tgt * 27 + offset) * n + src)
+
+
+@contextlib.contextmanager
+def reused_neighbours(model: torch.nn.Module, skin: float | None = DEFAULT_SKIN):
+    """Within the block, every module of ``model`` that builds radius graphs (it has a
+    ``neighbours`` attribute, None outside) takes them from its own :class:`NeighbourList`
+    with ``skin``; yields those lists (their counters tell how often they were rebuilt).
+    ``skin=None``: no lists, every graph is built afresh. Graphs capped at the nearest
+    ``max_neighbors`` are put in canonical order by :func:`nearest_edges`, so their lists
+    skip the sort."""
+    owners = [m for m in model.modules() if hasattr(m, "neighbours")] if skin is not None else []
+    lists = []
+    for m in owners:
+        m.neighbours = NeighbourList(m.cutoff, skin, ordered=getattr(m, "max_neighbors", 0) <= 0)
+        lists.append(m.neighbours)
+    try:
+        yield lists
+    finally:
+        for m in owners:
+            m.neighbours = None

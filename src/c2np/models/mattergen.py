@@ -37,7 +37,8 @@ from torch_geometric.nn.models.schnet import GaussianSmearing
 
 from c2np.models.batches import Task1Batch
 from c2np.models.components import MAX_Z, mlp, sinusoidal
-from c2np.models.graph import nearest_edges, radius_edges
+from c2np.models.generation import to_device
+from c2np.models.graph import NeighbourList, nearest_edges, radius_edges
 from c2np.models.schedules import beta_polynomial, ve_sigma, vp_marginal
 from c2np.models.task1_base import SampleStart, Task1Generator
 from c2np.models.task2_base import LatticeGenerator
@@ -46,11 +47,12 @@ from c2np.models.task2_base import LatticeGenerator
 MASK = 0
 
 
-def capped_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, k: int) -> torch.Tensor:
+def capped_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, k: int,
+                 neighbours: NeighbourList | None = None) -> torch.Tensor:
     """Radius-graph edges keeping at most the ``k`` nearest sources of every target atom
     (MatterGen's ``max_neighbors``): memory and work stay linear in the atoms whatever
-    the density of the (noisy) particle."""
-    edges = radius_edges(pos, ptr, cutoff)
+    the density of the (noisy) particle. ``neighbours``: the sampler's reused list."""
+    edges = neighbours(pos, ptr) if neighbours is not None else radius_edges(pos, ptr, cutoff)
     if edges.shape[1] == 0:
         return edges
     length = (pos[edges[0]] - pos[edges[1]]).norm(dim=-1)
@@ -100,6 +102,7 @@ class MatterGenTask1(Task1Generator):
                  snr: float = 0.4, guidance: float = 2.0, **kw):
         super().__init__(hidden=hidden, latent=0, **kw)
         self.cutoff, self.max_neighbors = cutoff, max_neighbors
+        self.neighbours: NeighbourList | None = None  # set while sampling (graph.reused_neighbours)
         self.sigma_min, self.sigma_max_per_r, self.eps_t = sigma_min, sigma_max_per_r, eps_t
         self.p_uncond, self.type_weight = p_uncond, type_weight
         self.steps, self.corrector_steps, self.snr, self.guidance = steps, corrector_steps, snr, guidance
@@ -121,18 +124,27 @@ class MatterGenTask1(Task1Generator):
         return ve_sigma(t, self.sigma_min, self.sigma_max_per_r * radius)
 
     def denoise(self, batch: Task1Batch, pos: torch.Tensor, z: torch.Tensor, t: torch.Tensor,
-                cond: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                cond: torch.Tensor, keep: torch.Tensor,
+                edges: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise prediction (n, 3) and species logits (n, S) over the cell's species slots.
 
         ``cond`` (G, hidden) is the cell + R condition, ``keep`` (G,) says per graph whether
-        it is used (False: the unconditional model of classifier-free guidance).
+        it is used (False: the unconditional model of classifier-free guidance). ``edges``:
+        the capped radius graph of ``pos`` when the caller has it.
         """
+        if edges is None:
+            edges = capped_edges(pos, batch.ptr, self.cutoff, self.max_neighbors, self.neighbours)
+        return self.network(batch, pos, z, t, cond, keep, edges)
+
+    def network(self, batch: Task1Batch, pos: torch.Tensor, z: torch.Tensor, t: torch.Tensor,
+                cond: torch.Tensor, keep: torch.Tensor, edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`denoise` on a given graph: no data-dependent shapes, so that ``c2np predict
+        --compile`` compiles it once for every batch."""
         keep_f = keep.to(pos.dtype)
         graph_cond = torch.where(keep.view(-1, 1), cond, self.null_condition.expand_as(cond))
         site = self.site_condition(batch, pos) * keep_f[batch.batch].unsqueeze(-1)
         s = self.atom_embedding(z) + site + self.time_embedding(sinusoidal(t, self.hidden, 1.0))[batch.batch]
         vec = s.new_zeros(len(s), 3, self.hidden)
-        edges = capped_edges(pos, batch.ptr, self.cutoff, self.max_neighbors)
         diff = pos[edges[1]] - pos[edges[0]]
         length = diff.norm(dim=-1)
         unit = diff / length.clamp_min(1e-6).unsqueeze(-1)
@@ -168,10 +180,12 @@ class MatterGenTask1(Task1Generator):
         on the species log-probabilities; w = 1 is the conditional model alone."""
         graphs = batch.n_graphs
         yes = torch.ones(graphs, dtype=torch.bool, device=pos.device)
-        eps_c, logits_c = self.denoise(batch, pos, z, t, cond, yes)
+        # one graph for both calls: they see the same positions
+        edges = capped_edges(pos, batch.ptr, self.cutoff, self.max_neighbors, self.neighbours)
+        eps_c, logits_c = self.denoise(batch, pos, z, t, cond, yes, edges)
         if self.guidance == 1.0:
             return eps_c, logits_c
-        eps_u, logits_u = self.denoise(batch, pos, z, t, cond, ~yes)
+        eps_u, logits_u = self.denoise(batch, pos, z, t, cond, ~yes, edges)
         w = self.guidance
         lp_c, lp_u = torch.log_softmax(logits_c, -1), torch.log_softmax(logits_u, -1)
         return eps_u + w * (eps_c - eps_u), (lp_u + w * (lp_c - lp_u)).masked_fill(logits_c < -1e8, -1e9)
@@ -182,14 +196,17 @@ class MatterGenTask1(Task1Generator):
         device, n = sample.pos.device, len(sample.z)
 
         def normal() -> torch.Tensor:
-            return torch.randn(n, 3, generator=gen).to(device)
+            return to_device(torch.randn(n, 3, generator=gen), device)
 
         def uniform() -> torch.Tensor:
-            return torch.rand(n, generator=gen).to(device)
+            return to_device(torch.rand(n, generator=gen), device)
+
+        # once, not per step: bincount sizes its output from the data (a host wait)
+        atoms = torch.bincount(sample.batch, minlength=sample.n_graphs).clamp_min(1)
 
         def per_graph_norm(x: torch.Tensor) -> torch.Tensor:
             sq = torch.zeros(sample.n_graphs, device=device).index_add_(0, sample.batch, (x ** 2).sum(-1))
-            return torch.sqrt(sq / torch.bincount(sample.batch, minlength=sample.n_graphs).clamp_min(1))
+            return torch.sqrt(sq / atoms)
 
         times = torch.linspace(1.0, self.eps_t, self.steps + 1).tolist()
         sigma_max = self.sigma(torch.ones_like(sample.radius), sample.radius)[sample.batch].unsqueeze(-1)
@@ -209,7 +226,7 @@ class MatterGenTask1(Task1Generator):
             # D3PM absorbing state: a masked atom is revealed with probability (t - t') / t
             reveal = (z == MASK) & ((uniform() < (t_now - t_next) / t_now) | last)
             gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=gen).clamp(1e-10, 1 - 1e-10)))
-            draw = sample.species[sample.batch].gather(1, (logits + gumbel.to(device)).argmax(-1, keepdim=True))
+            draw = sample.species[sample.batch].gather(1, (logits + to_device(gumbel, device)).argmax(-1, keepdim=True))
             z = torch.where(reveal, draw.squeeze(-1), z)
             if last:
                 break

@@ -36,6 +36,7 @@ from c2np.models.components import (
     sinusoidal,
 )
 from c2np.models.generation import annealed_langevin, sigmas, species_counts, uniform_ball
+from c2np.models.graph import DEFAULT_SKIN, reused_neighbours
 from c2np.models.host_work import HostPlan
 
 
@@ -156,10 +157,17 @@ class Task1Generator(nn.Module):
         return SampleStart(sample, cond, lat, gen)
 
     @torch.no_grad()
-    def generate(self, batch: Task1Batch, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One particle per graph of ``batch`` (its condition fields; targets unused)."""
+    def generate(self, batch: Task1Batch, seed: int,
+                 skin: float | None = DEFAULT_SKIN) -> list[tuple[np.ndarray, np.ndarray]]:
+        """One particle per graph of ``batch`` (its condition fields; targets unused).
+
+        ``skin`` (Angstrom): the sampler's radius graphs come from neighbour lists kept
+        across its steps (:class:`~c2np.models.graph.NeighbourList`; the same edges as a
+        graph built afresh, so the same particles); None builds every graph afresh.
+        """
         start = self.start_sampling(batch, seed)
-        x = self.sample_positions(start)
+        with reused_neighbours(self, skin):
+            x = self.sample_positions(start)
         bounds = start.batch.ptr.tolist()
         return [(start.batch.z[a:b].cpu().numpy(), x[a:b].cpu().numpy().astype(np.float64))
                 for a, b in zip(bounds[:-1], bounds[1:])]

@@ -12,12 +12,20 @@ import torch
 from ase import Atoms
 
 from c2np.evaluation.predictions import write_task1, write_task2
+from c2np.models.components import SchNetEncoder
+from c2np.models.cspnet import ParticleCSPNet
+from c2np.models.graph import DEFAULT_SKIN
+from c2np.models.mattergen import MatterGenTask1
 from c2np.progress import progress_bar
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.store.layout import atomic_write_text, sha256_file
 from c2np.tasks.targets import LATTICE_COLUMNS
 from c2np.training.chunks import ChunkFolder
 from c2np.training.data import COLLATE, load_records, record_loader, task1_ids
+
+#: per network class, its method that ``c2np predict --compile`` compiles: the part after
+#: the radius graph, whose shapes do not depend on the data
+SAMPLER_NETWORKS = {SchNetEncoder: "interact", ParticleCSPNet: "propagate", MatterGenTask1: "network"}
 
 
 def test_loss_path(run: Path, split: str) -> Path:
@@ -69,10 +77,11 @@ def _batches(records, size: int):
         yield records[i:i + size]
 
 
-def _generate(model, device, chunk, seed: int) -> dict[int, Atoms]:
+def _generate(model, device, chunk, seed: int, skin: float | None = DEFAULT_SKIN) -> dict[int, Atoms]:
     """Task 1: one generated particle per (record, config_id) of ``chunk``."""
     batch = COLLATE[1]([(r, -1) for r, _ in chunk]).to(device)
-    return {cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, model.generate(batch, seed=seed))}
+    made = model.generate(batch, seed=seed, skin=skin)
+    return {cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, made)}
 
 
 def _read_particles(path: Path) -> dict[int, Atoms]:
@@ -99,9 +108,33 @@ def _predict_lattices(model, device, chunk, size: int, seed: int, all_rotations:
     return pd.DataFrame(rows, columns=["config_id", *LATTICE_COLUMNS, "spacegroup"])
 
 
+def compile_sampler(model: torch.nn.Module, backend: str = "inductor") -> list[str]:
+    """``torch.compile`` (``dynamic=True``) the network of a Task 1 sampler in place, for
+    ``c2np predict --compile``; returns the compiled methods' names.
+
+    Only the part after the radius graph is compiled (``SAMPLER_NETWORKS``): the graph's
+    size depends on the data, the network's shapes are then symbols, so after the first
+    batches no batch size compiles again (dynamo's counters, tests/test_sampling.py).
+    Duck shaping is turned off (process-wide) as in ``compile_loss``: it would tie a
+    batch of 3 graphs to the xyz axis and recompile for every other batch size. ADiT's
+    transformer splits its attention by the graphs' sizes on the host and stays eager.
+    """
+    from torch.fx.experimental import _config as fx_config
+
+    fx_config.use_duck_shape = False
+    done = []
+    for module in model.modules():
+        name = SAMPLER_NETWORKS.get(type(module))
+        if name is not None:
+            setattr(module, name, torch.compile(getattr(module, name), backend=backend, dynamic=True))
+            done.append(f"{type(module).__name__}.{name}")
+    return done
+
+
 def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path, seed: int = 0,
             all_rotations: bool = False, batch_size: int | None = None, limit: int | None = None,
-            sample: int | None = None, progress: bool = True, resume: bool = False) -> Path:
+            sample: int | None = None, progress: bool = True, resume: bool = False,
+            compile: bool = False, skin: float = DEFAULT_SKIN) -> Path:
     """Write the predictions of ``checkpoint`` for ``split`` to ``out``.
 
     Task 1: ``out`` is a long-format Parquet (config_id, Z, x, y, z), one generated
@@ -118,11 +151,20 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     recomputed when its file holds this checkpoint, seed and batch size. Batch ``b`` is
     always drawn with seed ``seed * 100003 + b``, so ``out`` is byte-identical to that of
     an uninterrupted call, with or without ``resume``.
+
+    ``compile`` (Task 1): :func:`compile_sampler`. Compiled kernels round differently
+    from eager ones, so the particles differ from eager's in the last bits (and more,
+    where a nearest-neighbour cap or a species draw flips); the chunk manifest records
+    the setting and ``--resume`` refuses to mix the two. ``skin`` (Task 1, Angstrom): the
+    sampler's neighbour lists (``c2np.models.graph.NeighbourList``); 0 builds every radius
+    graph afresh. The particles are the same bits either way.
     """
     checkpoint, out = Path(checkpoint), Path(out)
     module = load_module(checkpoint)
     model, device = module.model, module.device
     task = model.task
+    if compile and task == 1:
+        compile_sampler(model)
     size = int(batch_size or module.hparams.train.get("batch_size", 8))
     ds = store if isinstance(store, Dataset) else open_dataset(store)
     every = records = load_records(ds, split, limit=limit)
@@ -137,7 +179,9 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     batches = list(_batches(list(zip(records, task1_ids(ds, split, records))) if task == 1 else records, size))
     chunks = ChunkFolder(out, {"task": task, "split": split, "seed": seed, "batch_size": size,
                                "batches": len(batches), "checkpoint_sha256": digest, "store": ds.fingerprint,
-                               "limit": limit, "sample": sample, "all_rotations": all_rotations})
+                               "limit": limit, "sample": sample, "all_rotations": all_rotations}
+                         # only when on: folders of eager calls from before the option still resume
+                         | ({"compile": True} if compile and task == 1 else {}))
     done = chunks.open() if resume else set()  # before the test loss: a refusal costs nothing
     if not (resume and _test_loss_done(checkpoint, split, digest, seed, len(every), size)):
         write_test_loss(module, every, split, checkpoint, size, seed, digest)  # whole split, also with --sample
@@ -148,7 +192,7 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
             if b in done:
                 continue
             if task == 1:
-                part = _generate(model, device, chunk, seed * 100003 + b)
+                part = _generate(model, device, chunk, seed * 100003 + b, skin if skin > 0 else None)
             else:
                 part = _predict_lattices(model, device, chunk, size, seed * 100003 + b, all_rotations)
             if resume:  # atomic writes: a kill leaves finished batches only
