@@ -240,3 +240,48 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path, nam
             assert result["n_samples"] == 1 and result["metrics"]["rmsd"] > 0
         else:
             assert 0 <= result["metrics"]["spacegroup_accuracy"] <= 1
+
+
+def test_mattergen_corrector_step_is_capped_and_survives_a_zero_score():
+    """MatterGen's Langevin corrector caps its step (max_step_size): without the cap a zero
+    noise prediction (an atom with no neighbour in reach) made the step ~1e23 and the
+    particle fly apart."""
+    from c2np.models.mattergen import capped_langevin_step
+
+    batch = torch.tensor([0, 0, 1, 1])
+    atoms = torch.tensor([2.0, 2.0])
+
+    def norm(v):
+        return torch.sqrt(torch.zeros(2).index_add_(0, batch, (v ** 2).sum(-1)) / atoms)
+
+    x, noise = torch.zeros(4, 3), torch.ones(4, 3)
+    cap = torch.tensor([4.0, 9.0])
+    score = torch.cat([torch.zeros(2, 3), torch.full((2, 3), 10.0)])  # graph 0: zero score
+    out = capped_langevin_step(x, score, noise, norm, batch, 0.4, cap)
+    torch.testing.assert_close(out[:2], torch.full((2, 3), 8.0 ** 0.5))  # the cap, noise only
+    step = 2 * (0.4 * 3 ** 0.5 / 300 ** 0.5) ** 2  # SNR step, below the cap
+    torch.testing.assert_close(out[2:], torch.full((2, 3), step * 10 + (2 * step) ** 0.5))
+    huge = capped_langevin_step(x, torch.full((4, 3), 1e-9), noise, norm, batch, 0.4, cap)
+    # a tiny score: the capped step (sqrt(2 cap) of noise), not an uncapped ~1e17
+    torch.testing.assert_close(huge, torch.cat([torch.full((2, 3), 8.0 ** 0.5), torch.full((2, 3), 18.0 ** 0.5)]))
+
+
+@pytest.mark.parametrize("centre", [False, True])
+def test_mattergen_pulls_an_atom_with_no_neighbours_only_through_the_centre_vector(records, centre):
+    """An atom out of every neighbour's reach has no message: its noise prediction is zero
+    unless the denoiser sees its position from the particle's centre, and then it is radial
+    (rotation equivariance leaves no other direction)."""
+    model = untied(tiny("mattergen", 1, centre_vector=centre)).eval()
+    batch = COLLATE[1]([(records[0], -1)])
+    pos = batch.pos.clone()
+    pos[0] = torch.tensor([30.0, -20.0, 45.0])  # far outside the particle and the cutoff
+    with torch.no_grad():
+        cond = model.cell_condition(batch)
+        t = torch.full((1,), 0.9)
+        eps, _ = model.denoise(batch, pos, batch.z, t, cond, torch.ones(1, dtype=torch.bool))
+    if not centre:
+        assert float(eps[0].abs().max()) == 0.0
+    else:
+        assert float(eps[0].norm()) > 1e-3
+        cos = torch.nn.functional.cosine_similarity(eps[0], pos[0], dim=0)
+        assert abs(float(cos)) > 1 - 1e-5
