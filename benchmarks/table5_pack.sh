@@ -7,6 +7,8 @@
 #   2-ckpt-task2.tgz.part-*  checkpoints of Task 2 runs not scored yet     } file by file, in
 #   3-ckpt-task1.tgz.part-*  checkpoints of Task 1 runs not scored yet     } this order, while
 #   4-preds.tgz.part-*       predictions (and their chunks) of those runs  } MIB lasts
+# A run that stopped for good (converged) sends best.ckpt alone, and the predictions of a
+# split whose result exists stay behind.
 # A run counts as scored when its runner listed it in W/NAME/scored.txt (all its test splits
 # scored; train_baselines.py writes it at the end of every call). What did not fit is listed
 # in W/left-out.txt (also inside 1-small.tgz). benchmarks/table5_unpack.sh OUT unpacks it.
@@ -16,17 +18,32 @@ set -uo pipefail
 W=${1:?work root}; OUT=${2:?out folder}; RETURN_MIB=${3:-60}
 mkdir -p "$OUT"
 
+ckpts() {  # RUN_DIR: the checkpoints a run still needs, as one item (a:b): both while it
+           # trains (resuming needs both), best.ckpt alone once it stopped for good (only
+           # prediction is left; last.ckpt, with Adam's moments, is twice its size)
+    local d=${1%/}
+    if grep -qE '"stop_reason": *"(converged|max_epochs|max_time)"' "$d/run.json" 2> /dev/null \
+            && [ -f "$d/best.ckpt" ]; then
+        echo "$d/best.ckpt"
+    else
+        compgen -G "$d/*.ckpt" | paste -sd:
+    fi
+}
+
 unscored() {  # ckpt1 | ckpt2 | preds: files (relative to W) of runs not all scored, one
-              # item per line; a run's checkpoints are one item (a:b), as resuming needs both
-    local r w n
+              # item per line; predictions of a split already scored stay behind
+    local r w n p stem
     for r in "$W"/*/runs/*/; do
         [ -d "$r" ] || continue
         w=$(dirname "$(dirname "$r")"); n=$(basename "$r")
         grep -qxF "$n" "$w/scored.txt" 2> /dev/null && continue
         case $1 in
-            ckpt1) [[ $n == *task1* ]] && compgen -G "$r*.ckpt" | paste -sd: ;;
-            ckpt2) [[ $n == *task2* ]] && compgen -G "$r*.ckpt" | paste -sd: ;;
-            preds) compgen -G "$w/preds/${n%-seed*}-*-seed${n##*-seed}*" | while read -r p; do find "$p" -type f; done ;;
+            ckpt1) [[ $n == *task1* ]] && ckpts "$r" ;;
+            ckpt2) [[ $n == *task2* ]] && ckpts "$r" ;;
+            preds) compgen -G "$w/preds/${n%-seed*}-*-seed${n##*-seed}*" | while read -r p; do
+                       stem=$(basename "${p%.chunks}"); stem=${stem%.*}
+                       [ -f "$w/results/$stem.json" ] || find "$p" -type f
+                   done ;;
         esac
     done | sed "s|$W/||g"
     return 0

@@ -27,18 +27,21 @@ def _file(path: Path, mib: float = 0.0, text: str | None = None) -> None:
 def _work(root: Path) -> Path:
     w = root / "gw"
     runs = w / "t5" / "runs"
-    for name in ("cdvae-task2-seed0", "cdvae-task2-seed1", "symat-task1-seed0"):
-        _file(runs / name / "run.json", text=json.dumps({"stop_reason": "paused"}))
-    for name, mib in (("cdvae-task2-seed0", 1.5), ("cdvae-task2-seed1", 1.5), ("symat-task1-seed0", 3.0)):
+    for name in ("cdvae-task2-seed0", "cdvae-task2-seed1", "symat-task1-seed0", "cdvae-task1-seed0"):
+        stop = "converged" if name == "cdvae-task1-seed0" else "paused"
+        _file(runs / name / "run.json", text=json.dumps({"stop_reason": stop}))
+    for name, mib in (("cdvae-task2-seed0", 1.5), ("cdvae-task2-seed1", 1.5), ("symat-task1-seed0", 3.0),
+                      ("cdvae-task1-seed0", 1.0)):
         _file(runs / name / "best.ckpt", mib)
         _file(runs / name / "last.ckpt", mib)
     # seed 1 is scored on every split (its runner's scored.txt); seed 0 only on ID, so its
-    # checkpoints and OOD predictions must still travel
+    # checkpoints and OOD predictions must still travel, its ID predictions not
     _file(w / "t5" / "results" / "cdvae-task2-id-seed1.json", text="{}")
     _file(w / "t5" / "results" / "cdvae-task2-ood-seed1.json", text="{}")
     _file(w / "t5" / "results" / "cdvae-task2-id-seed0.json", text="{}")
     _file(w / "t5" / "scored.txt", text="cdvae-task2-seed1\n")
     _file(w / "t5" / "preds" / "cdvae-task2-id-seed0.parquet", 0.1)
+    _file(w / "t5" / "preds" / "cdvae-task2-ood-seed0.parquet.chunks" / "batch-00000.parquet", 0.1)
     _file(w / "t5" / "preds" / "cdvae-task2-id-seed1.parquet", 0.1)
     _file(w / "t5" / "status.md", text="| run |")
     return w
@@ -55,14 +58,16 @@ def _members(out: Path, tier: str) -> set[str]:
 
 def test_pack_returns_by_priority_within_the_budget(tmp_path):
     w, out = _work(tmp_path), tmp_path / "out"
-    # 8 MiB: 2 kept for the small tarball, the Task 2 pair (2 x 1.5 MiB -> 4), the prediction
-    # (1); the Task 1 pair (2 x 3 MiB -> 7) no longer fits and stays behind, both files together
-    subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(out), "8"],
+    # 10 MiB: 2 kept for the small tarball, the Task 2 pair (2 x 1.5 MiB -> 4), the converged
+    # Task 1 run's best.ckpt alone (2), the OOD chunk (1); the paused Task 1 pair (2 x 3 MiB
+    # -> 7) no longer fits and stays behind, both files together
+    subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(out), "10"],
                    check=True, capture_output=True)
     assert _members(out, "2-ckpt-task2") == {"t5/runs/cdvae-task2-seed0/best.ckpt",
                                              "t5/runs/cdvae-task2-seed0/last.ckpt"}
-    assert _members(out, "3-ckpt-task1") == set()
-    assert _members(out, "4-preds") == {"t5/preds/cdvae-task2-id-seed0.parquet"}
+    assert _members(out, "3-ckpt-task1") == {"t5/runs/cdvae-task1-seed0/best.ckpt"}
+    # the ID split is scored: its predictions stay behind
+    assert _members(out, "4-preds") == {"t5/preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet"}
     left = set((w / "left-out.txt").read_text().split())
     assert left == {"t5/runs/symat-task1-seed0/best.ckpt", "t5/runs/symat-task1-seed0/last.ckpt"}
     small = subprocess.run(["tar", "tzf", str(out / "1-small.tgz")], capture_output=True, check=True)
@@ -85,7 +90,7 @@ def test_pack_returns_everything_that_fits(tmp_path):
     w, out = _work(tmp_path), tmp_path / "out"
     subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(out)],
                    check=True, capture_output=True)
-    assert len(_members(out, "3-ckpt-task1")) == 2 and (w / "left-out.txt").read_text() == ""
+    assert len(_members(out, "3-ckpt-task1")) == 3 and (w / "left-out.txt").read_text() == ""
     # a scored run's checkpoints and predictions never travel
     everything = set().union(*(_members(out, t) for t in ("2-ckpt-task2", "3-ckpt-task1", "4-preds")))
     assert not [n for n in everything if "seed1" in n]
