@@ -229,13 +229,19 @@ def _read_extxyz(path: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def write_task1(path: Path, particles: dict[int, Atoms]) -> None:
-    """Write Task 1 predictions as long-format Parquet."""
+def task1_frame(particles: dict[int, Atoms]) -> pd.DataFrame:
+    """Task 1 predictions as the long-format table of the Parquet file (one row per atom,
+    particles in the dict's order)."""
     ids = np.concatenate([np.full(len(a), cid, np.int64) for cid, a in particles.items()])
     z = np.concatenate([a.numbers for a in particles.values()])
     pos = np.concatenate([a.positions for a in particles.values()])
-    frame = pd.DataFrame({"config_id": ids, "Z": z.astype(np.int16), "x": pos[:, 0], "y": pos[:, 1],
-                          "z": pos[:, 2]})
+    return pd.DataFrame({"config_id": ids, "Z": z.astype(np.int16), "x": pos[:, 0], "y": pos[:, 1],
+                         "z": pos[:, 2]})
+
+
+def write_task1(path: Path, particles: dict[int, Atoms] | pd.DataFrame) -> None:
+    """Write Task 1 predictions (particles, or their :func:`task1_frame`) as long-format Parquet."""
+    frame = particles if isinstance(particles, pd.DataFrame) else task1_frame(particles)
     # atomic: a run killed mid-write (a GPU session's time limit) leaves no half file that
     # a resuming script would take for a finished one
     atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))

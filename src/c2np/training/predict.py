@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from ase import Atoms
 
-from c2np.evaluation.predictions import write_task1, write_task2
+from c2np.evaluation.predictions import task1_frame, write_task1, write_task2
 from c2np.models.components import SchNetEncoder
 from c2np.models.cspnet import ParticleCSPNet
 from c2np.models.graph import DEFAULT_SKIN
@@ -77,20 +77,12 @@ def _batches(records, size: int):
         yield records[i:i + size]
 
 
-def _generate(model, device, chunk, seed: int, skin: float | None = DEFAULT_SKIN) -> dict[int, Atoms]:
-    """Task 1: one generated particle per (record, config_id) of ``chunk``."""
+def _generate(model, device, chunk, seed: int, skin: float | None = DEFAULT_SKIN) -> pd.DataFrame:
+    """Task 1: one generated particle per (record, config_id) of ``chunk``, as the rows of
+    the prediction file."""
     batch = COLLATE[1]([(r, -1) for r, _ in chunk]).to(device)
     made = model.generate(batch, seed=seed, skin=skin)
-    return {cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, made)}
-
-
-def _read_particles(path: Path) -> dict[int, Atoms]:
-    """The particles of a Task 1 batch file, in file order (rows of one config_id are contiguous)."""
-    frame = pd.read_parquet(path)
-    ids, z, pos = frame["config_id"].to_numpy(), frame["Z"].to_numpy(), frame[["x", "y", "z"]].to_numpy()
-    cuts = np.flatnonzero(np.diff(ids)) + 1
-    return {int(ids[a]): Atoms(numbers=z[a:b], positions=pos[a:b])
-            for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(ids)]) if b > a}
+    return task1_frame({cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, made)})
 
 
 def _predict_lattices(model, device, chunk, size: int, seed: int, all_rotations: bool) -> pd.DataFrame:
@@ -201,10 +193,9 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
                 parts[b] = part
             advance()
     if resume:
-        parts = {b: (_read_particles if task == 1 else pd.read_parquet)(chunks.path(b)) for b in range(len(batches))}
-    if task == 1:
-        write_task1(out, {cid: atoms for b in range(len(batches)) for cid, atoms in parts[b].items()})
-    else:
-        write_task2(out, pd.concat([parts[b] for b in range(len(batches))], ignore_index=True))
+        parts = {b: pd.read_parquet(chunks.path(b)) for b in range(len(batches))}
+    # both tasks' batches are rows of the final table, joined in batch order
+    (write_task1 if task == 1 else write_task2)(out, pd.concat([parts[b] for b in range(len(batches))],
+                                                               ignore_index=True))
     chunks.remove()  # OUT is complete; an earlier call's batches are obsolete too
     return out
