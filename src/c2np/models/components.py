@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 from torch_geometric.utils import scatter
 
-from c2np.models.graph import NeighbourList, radius_edges, radius_edges_static
+from c2np.models.graph import NeighbourList, radius_edges_static, radius_graph
 
 #: Atomic numbers up to this value have an embedding row.
 MAX_Z = 100
@@ -68,10 +68,8 @@ class SchNetEncoder(nn.Module):
                                                        *padded.graph_capacity)
             length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
             return edge_index, torch.where(overflow, torch.nan, length)
-        if edge_index is None and self.neighbours is not None:
-            edge_index = self.neighbours(pos, ptr)
-        elif edge_index is None:
-            edge_index = radius_edges(pos, ptr, self.cutoff)
+        if edge_index is None:
+            edge_index = radius_graph(pos, ptr, self.cutoff, self.neighbours)
         length = (pos[edge_index[0]] - pos[edge_index[1]]).norm(dim=-1)
         return edge_index, length
 

@@ -27,7 +27,7 @@ from torch_geometric.utils import scatter
 
 from c2np.models.batches import Task1Batch
 from c2np.models.components import MAX_Z, fourier_features, mlp, sinusoidal
-from c2np.models.graph import NeighbourList, nearest_edges, radius_edges
+from c2np.models.graph import NeighbourList, nearest_edges, radius_graph
 
 
 class CSPLayer(nn.Module):
@@ -72,10 +72,7 @@ class ParticleCSPNet(nn.Module):
 
     def edges(self, pos: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
         """Radius-graph edges, each target capped at its ``max_neighbors`` nearest atoms."""
-        if self.neighbours is not None:
-            edge_index = self.neighbours(pos, ptr)
-        else:
-            edge_index = radius_edges(pos, ptr, self.cutoff)
+        edge_index = radius_graph(pos, ptr, self.cutoff, self.neighbours)
         if self.max_neighbors > 0:
             length = (pos[edge_index[1]] - pos[edge_index[0]]).norm(dim=-1)
             edge_index = edge_index[:, nearest_edges(edge_index, length, len(pos), self.max_neighbors)]

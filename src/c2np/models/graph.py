@@ -237,6 +237,13 @@ class NeighbourList:
         return edges[:, cell_list_order(p, ptr.to(p.device), edges, self.cutoff)]
 
 
+def radius_graph(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float,
+                 neighbours: NeighbourList | None = None) -> torch.Tensor:
+    """:func:`radius_edges`, taken from ``neighbours`` (a sampler's reused list, the same
+    edges) when the module that owns it has one set (:func:`reused_neighbours`)."""
+    return neighbours(pos, ptr) if neighbours is not None else radius_edges(pos, ptr, cutoff)
+
+
 def cell_list_order(p: torch.Tensor, ptr: torch.Tensor, edges: torch.Tensor, cutoff: float) -> torch.Tensor:
     """The permutation that puts ``edges`` (within ``cutoff`` of float32 positions ``p``)
     in :func:`radius_edges`' order: by target, then by the source's voxel among the

@@ -38,7 +38,7 @@ from torch_geometric.nn.models.schnet import GaussianSmearing
 from c2np.models.batches import Task1Batch
 from c2np.models.components import MAX_Z, mlp, sinusoidal
 from c2np.models.generation import to_device
-from c2np.models.graph import NeighbourList, nearest_edges, radius_edges
+from c2np.models.graph import NeighbourList, nearest_edges, radius_graph
 from c2np.models.schedules import beta_polynomial, ve_sigma, vp_marginal
 from c2np.models.task1_base import SampleStart, Task1Generator
 from c2np.models.task2_base import LatticeGenerator
@@ -52,7 +52,7 @@ def capped_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, k: int,
     """Radius-graph edges keeping at most the ``k`` nearest sources of every target atom
     (MatterGen's ``max_neighbors``): memory and work stay linear in the atoms whatever
     the density of the (noisy) particle. ``neighbours``: the sampler's reused list."""
-    edges = neighbours(pos, ptr) if neighbours is not None else radius_edges(pos, ptr, cutoff)
+    edges = radius_graph(pos, ptr, cutoff, neighbours)
     if edges.shape[1] == 0:
         return edges
     length = (pos[edges[0]] - pos[edges[1]]).norm(dim=-1)
