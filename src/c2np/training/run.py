@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from c2np.errors import ConfigError
+from c2np.models.padding import pad_spec
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.training.data import RecordsData, load_records, split_validation
 
@@ -138,9 +140,6 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
 
 def _pad_spec(model, t: dict, records):
     """The static shapes of ``train.pad_buckets`` (sizes per doubling; 0: unpadded)."""
-    from c2np.errors import ConfigError
-    from c2np.models.padding import pad_spec
-
     per_octave = int(t.get("pad_buckets") or 0)
     if not per_octave:
         if t.get("compile") == "static":
