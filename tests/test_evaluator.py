@@ -217,3 +217,22 @@ def test_task1_means_follow_target_order_whatever_the_dispatch(ds):
     for key in ("rmsd", "hausdorff", "rdf_error"):
         assert one["metrics"][key] == float(pd.Series([m[key] for m in rows]).mean())
     assert one["metrics"]["rmsd"] > 0.01
+
+
+def _blas_threads(_):
+    from threadpoolctl import threadpool_info
+
+    return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=0)
+
+
+def test_scoring_workers_share_the_cores_instead_of_oversubscribing():
+    """Every pool worker of map_with_progress (the scoring's -j) caps its BLAS threads to
+    its share of the cores; left alone, numpy's OpenBLAS starts one thread per core in each."""
+    import os
+
+    from c2np.progress import map_with_progress, worker_threads
+
+    cores = os.cpu_count() or 1
+    for jobs in (2, max(2, cores)):
+        got = map_with_progress(_blas_threads, range(4), 4, "threads", jobs=jobs, enabled=False, chunksize=1)
+        assert set(got) == {worker_threads(jobs)} and worker_threads(jobs) == max(1, cores // jobs)
