@@ -47,6 +47,11 @@ for s in c2np-store c2np-store-materials; do
     [ -f "$s/manifest.json" ] && [ ! -d "$W/stores/$s" ] && cp -a "$s" "$W/stores/"
 done
 mkdir -p "$OUT" "$W"
+# A call carries at most 8 paths: several work folders travel as one bundle, made at home with
+#   bash benchmarks/table5_bundle.sh 1 t6b t6m t6mg      (-> gpu-work/carry-1.tar)
+for t in gpu-work/carry-*.tar; do
+    [ -f "$t" ] && tar xf "$t" -C gpu-work && rm "$t"
+done
 for d in gpu-work/*/; do  # a carried work folder the machine does not hold yet (never an older copy)
     [ -d "$d" ] && [ ! -d "$W/$(basename "$d")" ] && cp -a "$d" "$W/"
 done

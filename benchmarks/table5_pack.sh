@@ -2,8 +2,8 @@
 # Pack the train_baselines.py work folders under W for the trip back from a lent GPU machine,
 # which returns at most 8 files and about 64 MiB per call (a larger file or the files beyond the
 # total are silently lost). OUT gets:
-#   1-small.tgz              everything but checkpoints and predictions (runs' curves and
-#                            run.json, results, logs, status tables, left-out.txt)
+#   1-small.tgz[.part-*]     everything but checkpoints, predictions and the stores (runs'
+#                            curves and run.json, results, logs, status tables, left-out.txt)
 #   2-ckpt-task2.tgz.part-*  checkpoints of Task 2 runs not scored yet     } file by file, in
 #   3-ckpt-task1.tgz.part-*  checkpoints of Task 1 runs not scored yet     } this order, while
 #   4-preds.tgz.part-*       predictions (and their chunks) of those runs  } MIB lasts
@@ -50,7 +50,19 @@ unscored() {  # ckpt1 | ckpt2 | preds: files (relative to W) of runs not all sco
 }
 
 : > "$W/left-out.txt"
-spent=2  # MiB kept for 1-small.tgz
+# The stores (kept in W/stores between calls) and the other bulky inputs never travel back.
+small_excl=(--exclude='*.ckpt' --exclude='*/preds/*' --exclude=./stores)
+# 1-small.tgz is measured before the tiers take their share (packed once here for its size,
+# again at the end when left-out.txt is complete); a file over 15 MiB goes in parts, since
+# a larger returned file is lost.
+tar czf "$OUT/1-small.tgz" -C "$W" "${small_excl[@]}" .
+spent=$(( ($(stat -c %s "$OUT/1-small.tgz") >> 20) + 2 ))
+small_parts() {
+    if [ "$(stat -c %s "$OUT/1-small.tgz")" -gt $((15 << 20)) ]; then
+        split -b 15M "$OUT/1-small.tgz" "$OUT/1-small.tgz.part-" && rm "$OUT/1-small.tgz"
+    fi
+    ls -l "$OUT"
+}
 tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in order, as fit
     local name=$1 item mib files keep=()
     shift
@@ -67,5 +79,6 @@ tier 2-ckpt-task2 $(unscored ckpt2)
 tier 3-ckpt-task1 $(unscored ckpt1)
 tier 4-preds $(unscored preds)
 [ -s "$W/left-out.txt" ] && { echo "left in $W (not returned):"; cat "$W/left-out.txt"; }
-tar czf "$OUT/1-small.tgz" -C "$W" --exclude='*.ckpt' --exclude='*/preds/*' .
-ls -l "$OUT"
+# left-out.txt is final only now: 1-small.tgz is packed last, into the MiB set aside first
+tar czf "$OUT/1-small.tgz" -C "$W" "${small_excl[@]}" .
+small_parts

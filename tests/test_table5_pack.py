@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +95,84 @@ def test_pack_returns_everything_that_fits(tmp_path):
     # a scored run's checkpoints and predictions never travel
     everything = set().union(*(_members(out, t) for t in ("2-ckpt-task2", "3-ckpt-task1", "4-preds")))
     assert not [n for n in everything if "seed1" in n]
+
+
+def test_large_small_tarball_goes_in_parts_and_counts_against_the_budget(tmp_path):
+    w, out = _work(tmp_path), tmp_path / "out"
+    # the stores kept on the machine between calls never travel back
+    _file(w / "stores" / "c2np-store" / "index.parquet", 1.0)
+    # 17 MiB of incompressible logs: over the 16 MiB a returned file may have
+    (w / "t5" / "logs").mkdir()
+    (w / "t5" / "logs" / "train.log").write_bytes(np.random.default_rng(0).bytes(17 * 2**20))
+    # 24 MiB in all: 17 + 2 for the small tarball leave 5, the Task 2 pair (4) and nothing more
+    subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(out), "24"],
+                   check=True, capture_output=True)
+    assert not (out / "1-small.tgz").exists()
+    parts = sorted(out.glob("1-small.tgz.part-*"))
+    assert len(parts) == 2 and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    assert _members(out, "2-ckpt-task2") == {"t5/runs/cdvae-task2-seed0/best.ckpt",
+                                             "t5/runs/cdvae-task2-seed0/last.ckpt"}
+    assert _members(out, "3-ckpt-task1") == set()
+    home = tmp_path / "home"
+    home.mkdir()
+    subprocess.run(["bash", str(ROOT / "benchmarks/table5_unpack.sh"), str(out)], cwd=home,
+                   check=True, capture_output=True, text=True)
+    assert (home / "gpu-work/t5/logs/train.log").stat().st_size == 17 * 2**20
+    assert not (home / "gpu-work/stores").exists()
+    left = (home / "gpu-work/left-out.txt").read_text().split()
+    assert "t5/runs/cdvae-task1-seed0/best.ckpt" in left
+
+
+def test_bundle_leaves_scored_runs_checkpoints_and_predictions_home(tmp_path):
+    home = tmp_path / "home"
+    w = _work(home)
+    (home / "gw").rename(home / "gpu-work")
+    g = home / "gpu-work" / "t5"
+    _file(g / "preds" / "cdvae-task2-ood-seed1.parquet", 0.1)  # scored: stays home
+    _file(g / "preds" / "cdvae-task2-id-seed0.parquet.chunks" / "batch-00000.parquet", 0.1)  # finished
+    res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "1", "t5", "t9"], cwd=home,
+                         check=True, capture_output=True, text=True)
+    assert "gpu-work/carry-1.tar" in res.stdout
+    names = set(subprocess.run(["tar", "tf", str(home / "gpu-work/carry-1.tar")], capture_output=True,
+                               check=True).stdout.decode().split())
+    assert "t5/runs/cdvae-task2-seed0/last.ckpt" in names and "t5/runs/symat-task1-seed0/best.ckpt" in names
+    assert "t5/preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet" in names  # unfinished
+    assert "t5/preds/cdvae-task2-id-seed0.parquet" in names
+    assert not [n for n in names if "seed1" in n and (n.endswith(".ckpt") or "/preds/" in n)]
+    assert not [n for n in names if "cdvae-task2-id-seed0.parquet.chunks" in n]
+    assert "t5/results/cdvae-task2-id-seed1.json" in names and "t9/README.txt" in names  # t9: a new runner
+    assert not w.exists()
+
+
+def test_return_brings_everything_needed_over_several_calls(tmp_path):
+    w = _work(tmp_path)
+    # a paused run with a 55 MiB checkpoint: 5 parts of 15 MiB in all, so two calls
+    _file(w / "t5" / "runs" / "symat-task1-seed0" / "last.ckpt", 55.0)
+    _file(w / "stores" / "c2np-store" / "index.parquet", 1.0)
+    outs = []
+    for k in range(3):
+        out = tmp_path / f"call{k}"
+        res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_return.sh"), str(out), str(k), str(w)],
+                             check=True, capture_output=True, text=True)
+        outs.append(out)
+        assert "the last part comes with K=1" in res.stdout
+        assert len(list(out.glob("return.tar.part-*"))) <= 4
+    assert not list(outs[2].glob("*"))  # nothing is left for a third call
+    back = tmp_path / "back"
+    back.mkdir()
+    for out in outs:
+        for p in out.glob("return.tar.part-*"):
+            shutil.copy(p, back / p.name)
+    data = b"".join(p.read_bytes() for p in sorted(back.glob("return.tar.part-*")))
+    home = tmp_path / "gpu-work"
+    home.mkdir()
+    subprocess.run(["tar", "xf", "-", "-C", str(home)], input=data, check=True)
+    g = home / "t5"
+    assert (g / "runs/symat-task1-seed0/last.ckpt").stat().st_size == 55 * 2**20
+    assert (g / "runs/cdvae-task2-seed0/last.ckpt").exists() and (g / "status.md").exists()
+    # the converged run: best.ckpt alone; the scored run and the stores stay on the machine
+    assert (g / "runs/cdvae-task1-seed0/best.ckpt").exists()
+    assert not (g / "runs/cdvae-task1-seed0/last.ckpt").exists()
+    assert not list(g.glob("runs/cdvae-task2-seed1/*.ckpt")) and not (home / "stores").exists()
+    assert not (g / "preds/cdvae-task2-id-seed1.parquet").exists()
+    assert (g / "preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet").exists()

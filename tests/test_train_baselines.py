@@ -25,7 +25,8 @@ from c2np.training.chunks import ChunkFolder
 args = sys.argv[1:]
 opt = lambda k: args[args.index(k) + 1]
 with open(os.environ["FAKE_LOG"], "a") as fh:
-    fh.write(" ".join(args[:1] + [m for m in ("adit", "cdvae") if any(m in a for a in args)]) + "\n")
+    fh.write(" ".join(args[:1] + [m for m in ("adit", "cdvae") if any(m in a for a in args)]
+                      + (["compiled"] if "--compile" in args else [])) + "\n")
 if "FAKE_GPU_LOG" in os.environ:  # which GPUs a command saw, and whether it trained with DDP
     with open(os.environ["FAKE_GPU_LOG"], "a") as fh:
         devices = opt("--devices") if "--devices" in args else "1"
@@ -217,3 +218,18 @@ def test_a_scored_split_whose_predictions_stayed_behind_is_not_predicted_again(t
     assert [c for c in calls if not c.startswith("batch")] == ["predict cdvae", "evaluate cdvae"]
     assert {c for c in calls if c.startswith("batch")} == {f"batch ood {b}" for b in range(4)}
     assert pipe.scored(job) and not pipe.pred(job, "id").exists()
+
+
+def test_task1_prediction_is_compiled_for_the_chosen_families_only(tb, tmp_path, monkeypatch):
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id"])
+    runner.compile_predict = frozenset({"cdvae"})
+    jobs = [tb.Job("cdvae", 1, 0), tb.Job("cdvae", 2, 0), tb.Job("adit", 1, 0)]
+    for name in ("cdvae-task1-seed0", "cdvae-task2-seed0", "adit-task1-seed0"):  # trained already
+        run = pipe.work / "runs" / name
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps({"epochs": 3, "stop_reason": "converged"}))
+        (run / "best.ckpt").write_text("w")
+    runner.run(jobs)
+    predicted = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("predict")]
+    # the Task 2 and ADiT predictions stay eager; only CDVAE's Task 1 sampler is compiled
+    assert sorted(predicted) == ["predict adit", "predict cdvae", "predict cdvae compiled"]

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Bundle work folders of gpu-work/ into one file for the trip to a lent GPU machine, whose
+# calls carry at most 8 paths and about 64 MiB: gpu-work/carry-N.tar, which
+# benchmarks/table5_gpu.sh unpacks into gpu-work/ before its runners start.
+# What a runner no longer needs stays home: the checkpoints and predictions of the runs its
+# scored.txt lists (scored on every split), and the batches of finished predictions.
+#
+#   bash benchmarks/table5_bundle.sh N FOLDER...     (from the repository root; FOLDER = t6b ...)
+#
+# A new runner's folder needs a file in it (an empty folder is not carried): the bundle
+# creates FOLDER with a README.txt when gpu-work/FOLDER does not exist yet.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/table5_lib.sh"
+N=${1:?bundle number}; shift
+[ $# -gt 0 ] || { echo "name at least one folder of gpu-work/" >&2; exit 2; }
+out=gpu-work/carry-$N.tar
+excl=()
+for f in "$@"; do
+    w=gpu-work/$f
+    if [ ! -d "$w" ]; then
+        mkdir -p "$w" && echo "work folder of a new train_baselines.py runner" > "$w/README.txt"
+    fi
+    needless_excludes gpu-work "$f" ""
+done
+tar cf "$out" "${excl[@]}" -C gpu-work "$@"
+echo "$out: $(( $(stat -c %s "$out") >> 20 )) MiB"

@@ -1,0 +1,28 @@
+# Sourced by table5_bundle.sh and table5_return.sh: what of a runner's work folder need not
+# travel (to or from a lent GPU machine).
+#
+# needless_excludes W F PREFIX [stopped]: appends to the array `excl` tar --exclude options
+# (member names PREFIX/F/...) for the checkpoints and predictions of the runs W/F/scored.txt
+# lists (scored on every split) and the batches of finished predictions; with "stopped", also
+# the last.ckpt of runs that stopped for good (only prediction is left, from best.ckpt).
+needless_excludes() {
+    local w=$1/$2 f=$2 pre=$3 run p r
+    if [ -f "$w/scored.txt" ]; then
+        while read -r run; do
+            [ -n "$run" ] || continue
+            # predictions are named MODEL-taskT-SPLIT-seedS.parquet
+            excl+=(--exclude="$pre$f/runs/$run/*.ckpt" --exclude="$pre$f/preds/${run%-seed*}-*-seed${run##*-seed}.parquet*")
+        done < "$w/scored.txt"
+    fi
+    for p in "$w"/preds/*.parquet; do
+        [ -f "$p" ] && excl+=(--exclude="$pre$f/preds/$(basename "$p").chunks")
+    done
+    [ "${4:-}" = stopped ] || return 0
+    for r in "$w"/runs/*/; do
+        if grep -qE '"stop_reason": *"(converged|max_epochs|max_time)"' "$r/run.json" 2> /dev/null \
+                && [ -f "$r/best.ckpt" ]; then
+            excl+=(--exclude="$pre$f/runs/$(basename "$r")/last.ckpt")
+        fi
+    done
+    return 0
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Bring everything a session's runners still need home from a lent GPU machine, over as many
+# short calls as it takes (a call returns at most 8 files and about 64 MiB; the machine's /tmp
+# survives between calls while it is kept warm). Run it after the last training call:
+#
+#   bash benchmarks/table5_return.sh OUT 0     # call 1: packs W once, returns parts 1-4
+#   bash benchmarks/table5_return.sh OUT 1     # call 2: parts 5-8, and so on
+#
+# Each call prints how many parts there are and which call brings the last one. The parts are
+# 15 MiB pieces of one tar of W (default /tmp/gw): everything but the stores, the checkpoints
+# and predictions of scored runs and the batches of finished predictions, and the
+# checkpoints of a run that stopped for good but best.ckpt. At home, once every part is there
+# (the part numbers run on across the calls, so one folder puts them in order):
+#
+#   mkdir -p back && cp CALL1/return.tar.part-* CALL2/return.tar.part-* ... back/
+#   cat back/return.tar.part-* | tar xf - -C gpu-work
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/table5_lib.sh"
+OUT=${1:?out folder}; K=${2:?call number, from 0}; W=${3:-/tmp/gw}
+R=$W.return
+mkdir -p "$OUT"
+if [ "$K" -eq 0 ] || [ ! -f "$R/parts.txt" ]; then
+    rm -rf "$R" && mkdir -p "$R"
+    excl=(--exclude=./stores)
+    for w in "$W"/*/; do
+        needless_excludes "$W" "$(basename "$w")" ./ stopped
+    done
+    tar cf - -C "$W" "${excl[@]}" . | split -b 15M -d -a 3 - "$R/return.tar.part-"
+    ls "$R" | grep -c '^return.tar.part-' > "$R/parts.txt"
+fi
+n=$(cat "$R/parts.txt")
+first=$((K * 4)); last=$((first + 3)); [ "$last" -ge "$n" ] && last=$((n - 1))
+for i in $(seq "$first" "$last"); do
+    cp "$R/return.tar.part-$(printf %03d "$i")" "$OUT/"
+done
+echo "return: $n parts of 15 MiB; this call (K=$K) returns parts $((first + 1))-$((last + 1));" \
+     "the last part comes with K=$(( (n - 1) / 4 ))"
