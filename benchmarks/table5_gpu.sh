@@ -49,9 +49,10 @@ done
 mkdir -p "$OUT" "$W"
 # A call carries at most 8 paths: several work folders travel as one bundle, made at home with
 #   bash benchmarks/table5_bundle.sh 1 t6b t6m t6mg      (-> gpu-work/carry-1.tar)
-for t in gpu-work/carry-*.tar; do
-    [ -f "$t" ] && tar xf "$t" -C gpu-work && rm "$t"
-done
+# and a bundle over 55 MiB (ADiT Task 1's checkpoints: about 230 MB) in parts carried over
+# several calls, unpacked once all are here.
+source benchmarks/table5_lib.sh
+unpack_bundles gpu-work "$W.carry"
 for d in gpu-work/*/; do  # a carried work folder the machine does not hold yet (never an older copy)
     [ -d "$d" ] && [ ! -d "$W/$(basename "$d")" ] && cp -a "$d" "$W/"
 done

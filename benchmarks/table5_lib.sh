@@ -26,3 +26,30 @@ needless_excludes() {
     done
     return 0
 }
+
+# unpack_bundles GPUWORK STASH: on the GPU machine, unpack every carried bundle into GPUWORK.
+# A whole bundle (GPUWORK/carry-N.tar) is unpacked at once; the parts of a split one
+# (GPUWORK/carry-N.tar.part-K-of-M, carried over several calls) wait in STASH, which
+# survives between calls on a warm machine, until all M are there.
+unpack_bundles() {
+    local g=$1 stash=$2 t p first base m k have
+    mkdir -p "$stash"
+    for t in "$g"/carry-*.tar; do
+        [ -f "$t" ] && tar xf "$t" -C "$g" && rm "$t"
+    done
+    for p in "$g"/carry-*.tar.part-*-of-*; do
+        [ -f "$p" ] && mv "$p" "$stash/"
+    done
+    for first in "$stash"/carry-*.tar.part-1-of-*; do
+        [ -f "$first" ] || continue
+        base=${first%.part-1-of-*}; m=${first##*-of-}
+        have=$(compgen -G "$base.part-*-of-$m" | wc -l)
+        if [ "$have" -lt "$m" ]; then
+            echo "bundle $(basename "$base"): $have of $m parts on the machine, waiting for the rest"
+            continue
+        fi
+        for k in $(seq 1 "$m"); do cat "$base.part-$k-of-$m"; done | tar xf - -C "$g" \
+            && rm "$base".part-*-of-"$m" && echo "bundle $(basename "$base"): all $m parts, unpacked"
+    done
+    return 0
+}

@@ -5,6 +5,7 @@ halfway, and unpacks into gpu-work/."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -176,3 +177,36 @@ def test_return_brings_everything_needed_over_several_calls(tmp_path):
     assert not list(g.glob("runs/cdvae-task2-seed1/*.ckpt")) and not (home / "stores").exists()
     assert not (g / "preds/cdvae-task2-id-seed1.parquet").exists()
     assert (g / "preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet").exists()
+
+
+def test_a_large_bundle_travels_in_parts_and_unpacks_once_all_are_there(tmp_path):
+    home = tmp_path / "home"
+    _work(home).rename(home / "gpu-work")  # t5: 3 runs to carry, about 7 MiB of checkpoints
+    res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "4", "t5"], cwd=home,
+                         env={**os.environ, "BUNDLE_MIB": "2"}, check=True, capture_output=True, text=True)
+    parts = sorted((home / "gpu-work").glob("carry-4.tar.part-*"), key=lambda p: int(p.name.split("-")[2]))
+    m = len(parts)
+    assert m >= 3 and not (home / "gpu-work/carry-4.tar").exists() and f"in {m} parts" in res.stdout
+    assert [p.name for p in parts] == [f"carry-4.tar.part-{k}-of-{m}" for k in range(1, m + 1)]
+    assert all(p.stat().st_size <= 2 * 2**20 for p in parts)
+
+    # the GPU machine: each call brings one part (and a whole bundle), a warm /tmp keeps them
+    machine, stash = tmp_path / "machine", tmp_path / "stash"
+    lib = ROOT / "benchmarks/table5_lib.sh"
+    for k, part in enumerate(parts, 1):
+        g = machine / f"call{k}" / "gpu-work"  # the checkout's copy is fresh at every call
+        g.mkdir(parents=True)
+        shutil.copy(part, g / part.name)
+        if k == 1:
+            _file(tmp_path / "small" / "t9" / "README.txt", text="new runner")
+            subprocess.run(["tar", "cf", str(g / "carry-1.tar"), "-C", str(tmp_path / "small"), "t9"], check=True)
+        out = subprocess.run(["bash", "-c", f'source "{lib}" && unpack_bundles "{g}" "{stash}"'],
+                             check=True, capture_output=True, text=True).stdout
+        if k < m:
+            assert f"{k} of {m} parts on the machine" in out and not (g / "t5").exists()
+        else:
+            assert f"all {m} parts, unpacked" in out
+    assert (machine / "call1/gpu-work/t9/README.txt").exists() and not (machine / "call1/gpu-work/carry-1.tar").exists()
+    last = machine / f"call{m}" / "gpu-work" / "t5"
+    assert (last / "runs/symat-task1-seed0/last.ckpt").stat().st_size == 3 * 2**20
+    assert not list(stash.glob("*"))  # the parts are gone once unpacked
