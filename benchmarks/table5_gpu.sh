@@ -5,6 +5,9 @@
 #
 #   bash benchmarks/table5_gpu.sh OUT [SECONDS] [LAYOUT]     (from the repository root)
 #
+# SECONDS = 0 only stages: it installs the wheels, keeps the stores, unpacks the carried
+# bundles and copies the work folders into /tmp/gw, then stops (a second or so). A session
+# can so carry everything in short calls first, and every GPU trains from the first long call.
 # LAYOUT defaults to the newest benchmarks/table5/layout-*.txt; each session's layout is kept,
 # so the files say which runner trained which run.
 # The runners' work folders live in /tmp/gw on the GPU machine. On a machine kept warm between
@@ -56,6 +59,11 @@ unpack_bundles gpu-work "$W.carry"
 for d in gpu-work/*/; do  # a carried work folder the machine does not hold yet (never an older copy)
     [ -d "$d" ] && [ ! -d "$W/$(basename "$d")" ] && cp -a "$d" "$W/"
 done
+if [ "$SECONDS_GIVEN" = 0 ]; then
+    echo "staged, nothing trained; the work folders on the machine:"
+    for d in "$W"/*/; do echo "  $(basename "$d"): $(du -sm "$d" | cut -f1) MB"; done
+    exit 0
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$W/gpus.txt"
 n_gpu=$(nvidia-smi -L | wc -l)
 need=$(awk -F'|' '!/^ *#/ && NF >= 7 {n = $5 + $6; if (n > m) m = n} END {print m + 0}' "$LAYOUT")
