@@ -4,7 +4,8 @@
 # benchmarks/table5_gpu.sh unpacks into gpu-work/ before its runners start. A bundle over
 # BUNDLE_MIB (default 55) is split into gpu-work/carry-N.tar.part-K-of-M, one call each.
 # What a runner no longer needs stays home: the checkpoints and predictions of the runs its
-# scored.txt lists (scored on every split), and the batches of finished predictions.
+# scored.txt lists (scored on every split), the batches of finished predictions, and the
+# last.ckpt of a run that stopped for good (its predictions need best.ckpt alone).
 #
 #   bash benchmarks/table5_bundle.sh N FOLDER...     (from the repository root; FOLDER = t6b ...)
 #
@@ -21,7 +22,7 @@ for f in "$@"; do
     if [ ! -d "$w" ]; then
         mkdir -p "$w" && echo "work folder of a new train_baselines.py runner" > "$w/README.txt"
     fi
-    needless_excludes gpu-work "$f" ""
+    needless_excludes gpu-work "$f" "" stopped
 done
 tar cf "$out" "${excl[@]}" -C gpu-work "$@"
 echo "$out: $(( $(stat -c %s "$out") >> 20 )) MiB"

@@ -33,5 +33,9 @@ first=$((K * 4)); last=$((first + 3)); [ "$last" -ge "$n" ] && last=$((n - 1))
 for i in $(seq "$first" "$last"); do
     cp "$R/return.tar.part-$(printf %03d "$i")" "$OUT/"
 done
-echo "return: $n parts of 15 MiB; this call (K=$K) returns parts $((first + 1))-$((last + 1));" \
-     "the last part comes with K=$(( (n - 1) / 4 ))"
+if [ "$first" -ge "$n" ]; then
+    echo "return: $n parts of 15 MiB, all returned by earlier calls (K < $K)"
+else
+    echo "return: $n parts of 15 MiB; this call (K=$K) returns parts $((first + 1))-$((last + 1));" \
+         "the last part comes with K=$(( (n - 1) / 4 ))"
+fi
