@@ -10,10 +10,9 @@
 # 15 MiB pieces of one tar of W (default /tmp/gw): everything but the stores, the checkpoints
 # and predictions of scored runs and the batches of finished predictions, and the
 # checkpoints of a run that stopped for good but best.ckpt. At home, once every part is there
-# (the part numbers run on across the calls, so one folder puts them in order):
+# (after unpacking the training calls' packs, so that the newest files win):
 #
-#   mkdir -p back && cp CALL1/return.tar.part-* CALL2/return.tar.part-* ... back/
-#   cat back/return.tar.part-* | tar xf - -C gpu-work
+#   bash benchmarks/table5_unpack.sh --return CALL1 CALL2 ...
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/table5_lib.sh"
 OUT=${1:?out folder}; K=${2:?call number, from 0}; W=${3:-/tmp/gw}
@@ -29,6 +28,7 @@ if [ "$K" -eq 0 ] || [ ! -f "$R/parts.txt" ]; then
     ls "$R" | grep -c '^return.tar.part-' > "$R/parts.txt"
 fi
 n=$(cat "$R/parts.txt")
+cp "$R/parts.txt" "$OUT/return-parts.txt"  # lets the unpacking at home check that none is missing
 first=$((K * 4)); last=$((first + 3)); [ "$last" -ge "$n" ] && last=$((n - 1))
 for i in $(seq "$first" "$last"); do
     cp "$R/return.tar.part-$(printf %03d "$i")" "$OUT/"

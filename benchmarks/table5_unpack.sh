@@ -4,7 +4,28 @@
 # every runner's status table. Files of the same name are overwritten by the newer ones.
 #
 #   bash benchmarks/table5_unpack.sh FOLDER
+#   bash benchmarks/table5_unpack.sh --return FOLDER...   (the folders of table5_return.sh's calls)
 set -euo pipefail
+if [ "${1:-}" = --return ]; then
+    shift
+    [ $# -gt 0 ] || { echo "name the folders the return calls came back in" >&2; exit 2; }
+    n=
+    for d in "$@"; do [ -f "$d/return-parts.txt" ] && n=$(cat "$d/return-parts.txt"); done
+    [ -n "$n" ] || { echo "no return-parts.txt in $*: not the folders of table5_return.sh calls" >&2; exit 2; }
+    parts=()
+    for i in $(seq 0 $((n - 1))); do
+        p=
+        for d in "$@"; do
+            [ -f "$d/return.tar.part-$(printf %03d "$i")" ] && p=$d/return.tar.part-$(printf %03d "$i")
+        done
+        [ -n "$p" ] || { echo "part $((i + 1)) of $n is missing: call table5_return.sh with K=$((i / 4))" >&2; exit 2; }
+        parts+=("$p")
+    done
+    mkdir -p gpu-work
+    cat "${parts[@]}" | tar xf - -C gpu-work
+    echo "unpacked all $n return parts into gpu-work/"
+    exit 0
+fi
 IN=${1:?folder with 1-small.tgz (or its parts) and the *.tgz.part-* files}
 mkdir -p gpu-work
 if [ -f "$IN/1-small.tgz" ]; then tar xzf "$IN/1-small.tgz" -C gpu-work
