@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Unpack what benchmarks/table5_gpu.sh returned into gpu-work/ (every runner's work folder:
 # runs, results, logs, status.md; the runners' console logs; dmon.txt; left-out.txt) and print
-# every runner's status table. Files of the same name are overwritten by the newer ones.
+# every runner's status table. Files of the same name are overwritten by the newer ones; the
+# call's console logs and dmon.txt are also kept in gpu-work/calls/FOLDER.
 #
 #   bash benchmarks/table5_unpack.sh FOLDER
 #   bash benchmarks/table5_unpack.sh --return FOLDER...   (the folders of table5_return.sh's calls)
@@ -34,5 +35,13 @@ for tier in 2-ckpt-task2 3-ckpt-task1 4-preds; do
     compgen -G "$IN/$tier.tgz.part-*" > /dev/null || continue
     cat "$IN/$tier.tgz.part-"* | tar xzf - -C gpu-work
 done
+# The runners' console logs and dmon.txt have the same names at every call: a copy of this
+# call's stays in gpu-work/calls/FOLDER (FOLDER's name, e.g. the device folder's number).
+keep=gpu-work/calls/$(basename "$IN")
+mkdir -p "$keep"
+for f in gpu-work/*.log gpu-work/dmon.txt gpu-work/gpus.txt gpu-work/layout.txt gpu-work/left-out.txt; do
+    [ -f "$f" ] && cp "$f" "$keep/"
+done
+echo "this call's logs: $keep"
 for s in gpu-work/*/status.md; do echo "== $(dirname "$s")"; cat "$s"; done
 if [ -s gpu-work/left-out.txt ]; then echo "not returned (still on the GPU machine):"; cat gpu-work/left-out.txt; fi

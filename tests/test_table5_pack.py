@@ -86,6 +86,7 @@ def test_pack_returns_by_priority_within_the_budget(tmp_path):
     assert (g / "runs/cdvae-task2-seed0/last.ckpt").stat().st_size == int(1.5 * 2**20)
     assert not (g / "runs/symat-task1-seed0/best.ckpt").exists()
     assert "symat-task1-seed0/best.ckpt" in res.stdout  # named as left on the GPU machine
+    assert (home / "gpu-work/calls/out/left-out.txt").exists()  # this call's logs, kept apart
 
 
 def test_pack_returns_everything_that_fits(tmp_path):
