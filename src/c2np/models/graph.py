@@ -36,18 +36,22 @@ def graph_index(ptr: torch.Tensor, n: int) -> torch.Tensor:
                                    output_size=n)
 
 
+def _voxels(p: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each atom's graph and its voxel (edge ``cutoff``) counted from its graph's lowest
+    corner: the cell list's grid, shared by :func:`_candidates` and :func:`cell_list_order`."""
+    graph = graph_index(ptr, len(p))
+    lo = torch.full((len(ptr) - 1, 3), float("inf"), device=p.device)
+    lo = lo.scatter_reduce(0, graph.view(-1, 1).expand(-1, 3), p, "amin", include_self=True)
+    return graph, torch.floor((p - lo[graph]) / cutoff).long()  # >= 0
+
+
 def _candidates(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float):
     """The cell list's candidate pairs: float32 positions, the atoms in voxel-key order,
     and for every (target atom, neighbouring voxel) (n * 27 entries, target-major) the
     first index into that order and the number of atoms of the voxel."""
-    n, device = len(pos), pos.device
-    ptr = ptr.to(device)
-    graph = graph_index(ptr, n)
-    n_graphs = len(ptr) - 1
+    device = pos.device
     p = pos.detach().float()
-    lo = torch.full((n_graphs, 3), float("inf"), device=device)
-    lo = lo.scatter_reduce(0, graph.view(-1, 1).expand(-1, 3), p, "amin", include_self=True)
-    vox = torch.floor((p - lo[graph]) / cutoff).long()  # >= 0
+    graph, vox = _voxels(p, ptr.to(device), cutoff)
     dims = vox.max(0).values + 1  # the same grid size for every graph of the batch
     stride = torch.stack([dims[1] * dims[2], dims[2], torch.ones_like(dims[2])])
     per_graph = dims.prod()
@@ -137,21 +141,14 @@ def radius_edges_host(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> to
     neighbouring voxels, then by source index.
     """
     p = pos.detach().float().cpu()
-    n = len(p)
     bounds = ptr.tolist()
     found = [cKDTree(p[a:b].numpy()).query_pairs(cutoff * (1 + 1e-4), output_type="ndarray") + a
              for a, b in zip(bounds[:-1], bounds[1:]) if b - a > 1]
     pairs = torch.from_numpy(np.concatenate(found) if found else np.empty((0, 2), np.int64))
     src, tgt = torch.cat([pairs[:, 0], pairs[:, 1]]), torch.cat([pairs[:, 1], pairs[:, 0]])
     keep = (p[src] - p[tgt]).square().sum(1) < cutoff * cutoff
-    src, tgt = src[keep], tgt[keep]
-    graph = graph_index(ptr.cpu(), n)
-    lo = torch.full((len(bounds) - 1, 3), float("inf")).scatter_reduce(
-        0, graph.view(-1, 1).expand(-1, 3), p, "amin", include_self=True)
-    vox = torch.floor((p - lo[graph]) / cutoff).long()
-    offset = ((vox[src] - vox[tgt] + 1) * torch.tensor([9, 3, 1])).sum(1)  # itertools order of _OFFSETS
-    order = torch.argsort((tgt * 27 + offset) * n + src)
-    return torch.stack([src[order], tgt[order]])
+    edges = torch.stack([src[keep], tgt[keep]])
+    return edges[:, cell_list_order(p, ptr.cpu(), edges, cutoff)]
 
 
 def nearest_edges(edge_index: torch.Tensor, length: torch.Tensor, n_nodes: int, k: int) -> torch.Tensor:
@@ -248,15 +245,11 @@ def cell_list_order(p: torch.Tensor, ptr: torch.Tensor, edges: torch.Tensor, cut
     """The permutation that puts ``edges`` (within ``cutoff`` of float32 positions ``p``)
     in :func:`radius_edges`' order: by target, then by the source's voxel among the
     target's 27 neighbouring voxels (itertools order), then by source index."""
-    n = len(p)
-    graph = graph_index(ptr, n)
-    lo = torch.full((len(ptr) - 1, 3), float("inf"), device=p.device).scatter_reduce(
-        0, graph.view(-1, 1).expand(-1, 3), p, "amin", include_self=True)
-    vox = torch.floor((p - lo[graph]) / cutoff).long()
+    _, vox = _voxels(p, ptr, cutoff)
     src, tgt = edges
-    weights = torch.tensor([9, 3, 1], device=p.device)
+    weights = torch.tensor([9, 3, 1], device=p.device)  # itertools order of _OFFSETS
     offset = ((vox[src] - vox[tgt] + 1) * weights).sum(1)
-    return torch.argsort((tgt * 27 + offset) * n + src)
+    return torch.argsort((tgt * 27 + offset) * len(p) + src)
 
 
 @contextlib.contextmanager
