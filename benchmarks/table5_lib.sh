@@ -1,5 +1,12 @@
-# Sourced by table5_bundle.sh and table5_return.sh: what of a runner's work folder need not
-# travel (to or from a lent GPU machine).
+# Sourced by table5_pack.sh, table5_bundle.sh, table5_return.sh and table5_gpu.sh: what of a
+# runner's work folder need not travel (to or from a lent GPU machine), and the bundles.
+
+# stopped_for_good RUN_DIR: true when the run stopped for good (converged, or its epoch or
+# time limit) and has its best.ckpt: only prediction is left, and it needs best.ckpt alone.
+stopped_for_good() {
+    grep -qE '"stop_reason": *"(converged|max_epochs|max_time)"' "$1/run.json" 2> /dev/null \
+        && [ -f "$1/best.ckpt" ]
+}
 #
 # needless_excludes W F PREFIX [stopped]: appends to the array `excl` tar --exclude options
 # (member names PREFIX/F/...) for the checkpoints and predictions of the runs W/F/scored.txt
@@ -19,10 +26,7 @@ needless_excludes() {
     done
     [ "${4:-}" = stopped ] || return 0
     for r in "$w"/runs/*/; do
-        if grep -qE '"stop_reason": *"(converged|max_epochs|max_time)"' "$r/run.json" 2> /dev/null \
-                && [ -f "$r/best.ckpt" ]; then
-            excl+=(--exclude="$pre$f/runs/$(basename "$r")/last.ckpt")
-        fi
+        stopped_for_good "$r" && excl+=(--exclude="$pre$f/runs/$(basename "$r")/last.ckpt")
     done
     return 0
 }

@@ -15,6 +15,7 @@
 #
 #   bash benchmarks/table5_pack.sh W OUT [MIB]     (MIB default 60)
 set -uo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/table5_lib.sh"
 W=${1:?work root}; OUT=${2:?out folder}; RETURN_MIB=${3:-60}
 mkdir -p "$OUT"
 
@@ -22,8 +23,7 @@ ckpts() {  # RUN_DIR: the checkpoints a run still needs, as one item (a:b): both
            # trains (resuming needs both), best.ckpt alone once it stopped for good (only
            # prediction is left; last.ckpt, with Adam's moments, is twice its size)
     local d=${1%/}
-    if grep -qE '"stop_reason": *"(converged|max_epochs|max_time)"' "$d/run.json" 2> /dev/null \
-            && [ -f "$d/best.ckpt" ]; then
+    if stopped_for_good "$d"; then
         echo "$d/best.ckpt"
     else
         compgen -G "$d/*.ckpt" | paste -sd:
