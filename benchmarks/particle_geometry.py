@@ -23,7 +23,7 @@ from scipy.spatial import cKDTree
 
 from c2np.store.dataset import open_dataset
 from c2np.training.data import load_records, task1_ids
-from c2np.training.predict import _generate, load_module
+from c2np.training.predict import generate_particles, load_module
 
 
 def geometry(pos: np.ndarray, radius: float) -> tuple[int, float, float, float, float]:
@@ -56,7 +56,7 @@ def main() -> None:
                              f"{sorted({p[0].radius for p in pairs})}")
         pick += at[:: max(1, len(at) // a.n)][: a.n]
     t0, c0 = time.perf_counter(), time.process_time()
-    made = _generate(module.model, module.device, pick, seed=a.seed, skin=None)
+    made = generate_particles(module.model, module.device, pick, seed=a.seed, skin=None)
     print(f"{len(pick)} particles in {time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} CPU-s "
           f"({module.model.__class__.__name__}, {a.checkpoint})\n")
     print("| material | R | particle | atoms | largest distance from the centroid (A) | within 0.3 A of the sphere | "

@@ -39,7 +39,7 @@ class Killed(Exception):
 def _stop_at(monkeypatch, task: int, k: int) -> list[int]:
     """Make batch ``k`` of the next prediction fail; returns the list of batches started."""
     started: list[int] = []
-    name = "_generate" if task == 1 else "_predict_lattices"
+    name = "generate_particles" if task == 1 else "_predict_lattices"
     real = getattr(predict_mod, name)
 
     def step(*args, **kwargs):

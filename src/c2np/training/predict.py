@@ -77,9 +77,10 @@ def _batches(records, size: int):
         yield records[i:i + size]
 
 
-def _generate(model, device, chunk, seed: int, skin: float | None = DEFAULT_SKIN) -> pd.DataFrame:
-    """Task 1: one generated particle per (record, config_id) of ``chunk``, as the rows of
-    the prediction file."""
+def generate_particles(model, device, chunk, seed: int, skin: float | None = DEFAULT_SKIN) -> pd.DataFrame:
+    """Task 1: one generated particle per (record, config_id) of ``chunk`` (with ``model`` on
+    ``device``, sampler seed ``seed``, neighbour lists of ``skin``; None: none), as the rows
+    of the prediction file (:func:`~c2np.evaluation.predictions.task1_frame`)."""
     batch = COLLATE[1]([(r, -1) for r, _ in chunk]).to(device)
     made = model.generate(batch, seed=seed, skin=skin)
     return task1_frame({cid: Atoms(numbers=z, positions=pos) for (_, cid), (z, pos) in zip(chunk, made)})
@@ -184,7 +185,7 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
             if b in done:
                 continue
             if task == 1:
-                part = _generate(model, device, chunk, seed * 100003 + b, skin if skin > 0 else None)
+                part = generate_particles(model, device, chunk, seed * 100003 + b, skin if skin > 0 else None)
             else:
                 part = _predict_lattices(model, device, chunk, size, seed * 100003 + b, all_rotations)
             if resume:  # atomic writes: a kill leaves finished batches only
