@@ -210,3 +210,43 @@ def test_a_large_bundle_travels_in_parts_and_unpacks_once_all_are_there(tmp_path
     last = machine / f"call{m}" / "gpu-work" / "t5"
     assert (last / "runs/symat-task1-seed0/last.ckpt").stat().st_size == 3 * 2**20
     assert not list(stash.glob("*"))  # the parts are gone once unpacked
+
+
+def _layout_lines(path: Path) -> list[list[str]]:
+    return [[f.strip() for f in line.split("|")] for line in path.read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "table5").glob("layout-*.txt")),
+                         ids=lambda p: p.name)
+def test_every_layout_names_real_models_stores_and_gpus(path):
+    """A typo in a session's layout costs GPU time only on the machine: catch it here."""
+    from c2np.models.registry import MODELS
+
+    lines = _layout_lines(path)
+    assert lines, f"{path.name} has no runner line"
+    folders = [f[0] for f in lines]
+    assert len(folders) == len(set(folders)), f"{path.name}: a work folder runs twice"
+    for f in lines:
+        assert len(f) in (7, 8), f"{path.name}: {f[0]} has {len(f)} fields"
+        folder, store, plan, seeds, gpus, first, per_gpu = f[:7]
+        assert store in ("c2np-store", "c2np-store-materials"), (folder, store)
+        for item in plan.split():
+            model, task = item.split(":")
+            assert model in MODELS and task in ("1", "2"), (folder, item)
+        assert all(s.isdigit() for s in seeds.split()), (folder, seeds)
+        assert int(gpus) >= 1 and 0 <= int(first) and int(first) + int(gpus) <= 4, (folder, gpus, first)
+        assert per_gpu == "P" or int(per_gpu) >= 1, (folder, per_gpu)
+
+
+def test_newest_layout_bundles_every_work_folder_exactly_once():
+    """The newest layout is the next session's plan: its bundle commands must carry every
+    runner's folder, once (a folder left out idles its GPU; the runner then starts nothing)."""
+    path = sorted((ROOT / "benchmarks" / "table5").glob("layout-*.txt"))[-1]
+    bundled = []
+    for line in path.read_text().splitlines():
+        if "table5_bundle.sh" in line and line.lstrip().startswith("#"):
+            words = line.split("table5_bundle.sh", 1)[1].split("(")[0].split()
+            if words and words[0].isdigit():
+                bundled += words[1:]
+    assert sorted(bundled) == sorted(f[0] for f in _layout_lines(path))
