@@ -152,10 +152,13 @@ def bars(ax, frame: pd.DataFrame, metric: str, splits: tuple[str, ...], names: l
 
 def figure(runs: pd.DataFrame, path: Path) -> None:
     radius, held = runs[runs["scheme"] == "radius"], runs[runs["scheme"] != "radius"]
+    # Radius splits on the top row, the held-out scheme's seen/unseen materials below, so that
+    # each family's drop on unseen materials reads off one column.
     panels = [(radius, 1, "rmsd", ("id", "ood")), (radius, 2, "lattice_rmse", ("id", "ood")),
-              (radius, 2, "joint_accuracy", ("id", "ood")), (held, 2, "lattice_rmse", HELD_SPLITS)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8))
-    for ax, (frame, task, metric, splits) in zip(axes, panels):
+              (radius, 2, "joint_accuracy", ("id", "ood")), (held, 1, "rmsd", HELD_SPLITS),
+              (held, 2, "lattice_rmse", HELD_SPLITS), (held, 2, "joint_accuracy", HELD_SPLITS)]
+    fig, axes = plt.subplots(2, 3, figsize=(4.2 * 3, 3.8 * 2))
+    for ax, (frame, task, metric, splits) in zip(axes.flat, panels):
         frame = frame[(frame["task"] == task) & frame[metric].notna()] if metric in frame else frame.iloc[:0]
         scheme = "materials" if splits == HELD_SPLITS else "radius"
         bars(ax, frame, metric, splits, [split_label(scheme, s) for s in splits])
