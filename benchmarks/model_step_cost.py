@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from c2np.models.registry import MODELS, build_model
+from c2np.models.registry import MODELS, build_model, last_stage
 from c2np.store.dataset import open_dataset
 from c2np.training.configs import load_training_config
 from c2np.training.data import COLLATE, load_records
@@ -35,7 +35,8 @@ def main() -> None:
         for name in MODELS:
             cfg = load_training_config(name, task)["model"]
             torch.manual_seed(0)
-            model = build_model(name, task, **{k: v for k, v in cfg.items() if k not in ("name", "task")})
+            # ADiT Task 1 in its DiT stage (frozen VAE forward + DiT), the costlier of its two
+            model = last_stage(build_model(name, task, **{k: v for k, v in cfg.items() if k not in ("name", "task")}))
             if task == 2:
                 model.fit_targets(batch.lattice, batch.spacegroup)
             model.loss(batch)["loss"].backward()  # warm-up

@@ -60,7 +60,7 @@ from pathlib import Path
 import torch
 
 from c2np.models.graph import NeighbourList, reused_neighbours
-from c2np.models.registry import build_model
+from c2np.models.registry import build_model, last_stage
 from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
@@ -126,7 +126,7 @@ def make_model(name: str, steps: int, device: torch.device, runs: str | None = N
     full = int(params[STEP_KEY[name]]) * int(params.get("langevin_steps", 1))
     params[STEP_KEY[name]] = steps = steps or int(params[STEP_KEY[name]])
     torch.manual_seed(0)
-    model = build_model(name, 1, **params).to(device).eval()
+    model = last_stage(build_model(name, 1, **params)).to(device).eval()
     return model, full / (steps * int(params.get("langevin_steps", 1))), int(cfg["predict"]["batch_size"])
 
 

@@ -88,7 +88,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from c2np.models.padding import PaddedCollate, pad_spec, pad_task1
-from c2np.models.registry import build_model
+from c2np.models.registry import build_model, last_stage
 from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
@@ -203,7 +203,8 @@ def make_model(name: str, task: int, records, device, overrides: list[str]):
     cfg = load_training_config(name, task, overrides=overrides)
     params = {k: v for k, v in cfg["model"].items() if k not in ("name", "task")}
     torch.manual_seed(0)
-    model = build_model(name, task, **params)
+    # ADiT Task 1 in its DiT stage: the one that generates, and the costlier one to train
+    model = last_stage(build_model(name, task, **params))
     if task == 2:
         model.fit_targets(torch.tensor(np.stack([r.lattice for r in records]), dtype=torch.float32),
                           torch.tensor([r.spacegroup for r in records]))

@@ -16,7 +16,7 @@ pytest.importorskip("pytorch_lightning")
 
 from c2np.cli import app  # noqa: E402
 from c2np.models.batches import Task1Batch  # noqa: E402
-from c2np.models.registry import build_model  # noqa: E402
+from c2np.models.registry import build_model, last_stage  # noqa: E402
 from c2np.store.dataset import open_dataset  # noqa: E402
 from c2np.training.configs import load_training_config  # noqa: E402
 from c2np.training.data import COLLATE, load_records  # noqa: E402
@@ -45,12 +45,13 @@ def tiny(name: str, task: int, **extra):
 
 def untied(model):
     """Zero-initialised output layers (adaLN-Zero, MatterGen's head) make an untrained model
-    ignore its noise; give them weights, as training would."""
+    ignore its noise; give them weights, as training would, and take a staged model (ADiT's
+    VAE, then DiT) to its last stage, the one that generates."""
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1 and not p.any():
                 p.normal_(0.0, 0.3)
-    return model
+    return last_stage(model)
 
 
 def rotated_with_cell(batch: Task1Batch) -> Task1Batch:
@@ -182,8 +183,46 @@ def test_adit_logs_its_vae_reconstruction(records):
         opt.step()
     with torch.no_grad():
         final = float(model.reconstruction(batch)["recon_rmsd"])
-    assert {"flow", "recon_rmsd", "types", "latent_kl"} <= set(out)
+    assert {"recon_rmsd", "types", "latent_kl"} <= set(out) and "flow" not in out  # the VAE stage
     assert final < 0.7 * first, (first, final)
+
+
+def test_adit_trains_its_vae_then_its_dit_on_the_frozen_vae(records):
+    """ADiT's order: the VAE stage gives the DiT no gradient; the DiT stage gives the VAE
+    (and the cell conditioning it reads) none, and adds the flow loss."""
+    model = tiny("adit", 1)
+    batch = COLLATE[1]([(r, -1) for r in records])
+    vae = {id(p) for p in model.vae_parameters()}
+    dit = [p for p in model.denoiser.parameters()]
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        out = model.loss(batch)
+        out["loss"].backward()
+        return out
+
+    out = grads()
+    assert int(model.stage) == 0 and "flow" not in out
+    assert all(p.grad is None for p in dit)
+    assert all(p.grad is not None for p in model.vae_parameters())
+    assert model.advance_stage() and int(model.stage) == 1 and not model.advance_stage()
+    out = grads()
+    assert "flow" in out and float(out["loss"]) > float(out["flow"]) > 0
+    assert all(p.grad is None for p in model.vae_parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in dit)
+    others = [p for p in model.parameters() if id(p) not in vae]
+    assert all(p.grad is not None for p in model.size_head.parameters()) and others
+    assert "stage" in model.state_dict()  # a checkpoint knows its stage
+
+
+def test_adit_refuses_to_generate_before_its_dit_has_trained(records):
+    from c2np.errors import ConfigError
+
+    model = tiny("adit", 1).eval()
+    batch = COLLATE[1]([(records[0], -1)])
+    with pytest.raises(ConfigError, match="still in its VAE stage"):
+        model.generate(batch, seed=0)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -195,9 +234,12 @@ def test_a_large_particle_trains_and_generates(small_store, name):
     batch = COLLATE[1]([(big[0], -1), (small[0], -1)])
     assert batch.ptr[1] > 5000
     model = tiny(name, 1, steps=1, guidance=1.0)
-    out = model.loss(batch)
-    out["loss"].backward()
-    assert torch.isfinite(out["loss"])
+    while True:  # every training stage (ADiT: its VAE, then its DiT) on the large particle
+        out = model.loss(batch)
+        out["loss"].backward()
+        assert torch.isfinite(out["loss"])
+        if not (hasattr(model, "advance_stage") and model.advance_stage()):
+            break
     model.eval()
     # the size head is untrained: ask for the target's size by biasing log N
     with torch.no_grad():
@@ -214,16 +256,19 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path, nam
     sets = {1: TINY[name, 1] | {"steps": 2}, 2: TINY[name, 2]}
     for task, split in [(2, "ood"), (1, "id")]:
         args = [f"--set=model.{k}={v}" for k, v in sets[task].items()]
-        args += ["--set", "train.epochs=2", "--set", "train.radii=[8]"]
+        epochs = 3 if (name, task) == ("adit", 1) else 2
+        args += ["--set", f"train.epochs={epochs}", "--set", "train.radii=[8]"]
         if task == 1:  # Task 1 validates on a held-out training radius (9 of the small store's 8, 9)
             args[-1] = "train.radii=[8, 9]"
             args += ["--set", "train.val_radii=[9]"]
+        if (name, task) == ("adit", 1):  # its VAE stage ends after epoch 1, so that the DiT trains in epoch 2
+            args += ["--set", "train.patience=1", "--set", "train.rel_tol=10"]
         res = runner.invoke(app, ["train", "--task", str(task), "--model", name, "--store", str(small_store),
                                   "--out", str(runs), "-q", *args])
         assert res.exit_code == 0, res.output
         run = runs / f"{name}-task{task}-seed0"
         info = json.loads((run / "run.json").read_text())
-        assert info["epochs"] == 2 and info["parameters"] > 0
+        assert info["epochs"] == epochs and info["parameters"] > 0
         preds = tmp_path / f"t{task}.{'parquet' if task == 1 else 'csv'}"
         sample = ["--sample", "1"] if task == 1 else []
         res = runner.invoke(app, ["predict", "--checkpoint", str(run / "last.ckpt"), "--split", split,

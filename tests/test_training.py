@@ -119,9 +119,10 @@ def test_validation_split_is_disjoint(ds):
         split_validation(records, [10], 0.0, seed=0)
 
 
-def _train(small_store, runs, *extra, task=2, model="cdvae"):
+def _train(small_store, runs, *extra, task=2, model="cdvae", tiny=None):
+    tiny = (TINY if task == 2 else TINY_T1) if tiny is None else tiny
     args = ["train", "--task", str(task), "--model", model, "--store", str(small_store), "--out", str(runs), "-q",
-            *(TINY if task == 2 else TINY_T1), *extra]
+            *tiny, *extra]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     return json.loads((runs / f"{model}-task{task}-seed0" / "run.json").read_text())
@@ -148,6 +149,40 @@ def test_early_stopping_fires_on_a_flat_curve(small_store, tmp_path):
     last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
     assert "optimizer_states" not in best and last["optimizer_states"]
     assert best["hyper_parameters"] and best["state_dict"].keys() == last["state_dict"].keys()
+
+
+ADIT_T1 = ["--set", "model.hidden=16", "--set", "model.heads=2", "--set", "model.layers=1",
+           "--set", "model.vae_layers=1", "--set", "model.steps=2", "--set", "train.lr=1e-3",
+           "--set", "train.workers=0", "--set", "train.val_radii=[9]"]
+
+
+def test_staged_run_converges_each_stage_and_freezes_the_best_vae(small_store, tmp_path):
+    """ADiT Task 1: the rule applies to the VAE stage, then to the DiT stage; the DiT stage
+    starts from the VAE's best weights (here epoch 0's) and leaves them untouched."""
+    # rel_tol = 10: no epoch improves by 1000 %, so each stage converges one epoch after its first
+    rule = ["--set", "train.patience=1", "--set", "train.rel_tol=10"]
+    info = _train(small_store, tmp_path, *rule, "--set", "train.epochs=1", task=1, model="adit", tiny=ADIT_T1)
+    run = tmp_path / "adit-task1-seed0"
+    assert info["stop_reason"] == "max_epochs" and info["stages"] == []
+    vae_best = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    info = _train(small_store, tmp_path, *rule, "--resume", "--set", "train.epochs=20", task=1, model="adit",
+                  tiny=ADIT_T1)
+    assert info["converged"] and info["converged_epoch"] == 3 and info["epochs"] == 4
+    assert [(st["stage"], st["converged_epoch"], st["best_epoch"]) for st in info["stages"]] == [("vae", 1, 0)]
+    assert info["best_epoch"] == 2 and "each training stage" in info["convergence_rule"]
+    with (run / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["stage"] for r in rows] == ["vae", "vae", "dit", "dit"]
+    assert not rows[1]["val_flow"] and float(rows[2]["val_flow"]) > 0  # the DiT's loss only once it trains
+    assert float(rows[2]["lr"]) == pytest.approx(1e-3 * 0.98)  # a fresh schedule (one decay step)
+    final = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert int(final["model.stage"]) == int(last["model.stage"]) == 1
+    vae_keys = [k for k in final if k.startswith(("model.encoder.", "model.decoder.", "model.conditioner."))]
+    assert vae_keys and all(torch.equal(final[k], vae_best[k]) and torch.equal(last[k], vae_best[k])
+                            for k in vae_keys)
+    dit_keys = [k for k in final if k.startswith("model.denoiser.")]
+    assert any(not torch.equal(last[k], vae_best[k]) for k in dit_keys)
 
 
 def test_resume_continues_the_epoch_count(small_store, tmp_path):

@@ -9,8 +9,10 @@ Task 1: latent diffusion.
   time) is trained with flow matching on those latents: a linear path from data to
   N(0, I), clean-latent prediction, self-conditioning on its previous prediction and
   condition dropout for classifier-free guidance.
-- VAE and DiT train jointly in one run, the DiT on stop-gradient latents (see
-  ``ADiTTask1.coordinate_loss``); the VAE's reconstruction RMSD (Angstrom) is logged.
+- One run, two stages, in ADiT's order: the VAE trains alone until it converges (the
+  training loop's rule), then it is restored to its best weights and frozen, and the DiT
+  trains on its latents until it converges in turn (``ADiTTask1.advance_stage``, driven by
+  ``c2np.training.module.RunMonitor``). The VAE's reconstruction RMSD (Angstrom) is logged.
 - Attention is ``torch.nn.functional.scaled_dot_product_attention`` within each particle
   (flash / memory-efficient kernels: memory linear in the atoms), every atom a token.
 - Coordinates are expressed in an orthonormal frame built from the conditioning cell's
@@ -30,6 +32,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
+from c2np.errors import ConfigError
 from c2np.models.batches import Task1Batch, Task2Batch
 from c2np.models.components import MAX_Z, gaussian_latent, mean_pool, mlp, sinusoidal
 from c2np.models.schedules import gaussian_path
@@ -138,6 +141,35 @@ class ADiTTask1(Task1Generator):
         self.denoiser = DiT(2 * d_latent, d_latent, hidden, layers, heads)
         self.time_embedding = mlp(hidden, hidden, hidden)
         self.null_condition = nn.Parameter(torch.zeros(hidden))
+        # 0: the VAE trains (no DiT); 1: the VAE is frozen and the DiT trains on its latents.
+        # A buffer, so that checkpoints (and a resumed run) know the stage.
+        self.register_buffer("stage", torch.zeros((), dtype=torch.long))
+
+    # -- training stages -----------------------------------------------------------------
+    STAGES = ("vae", "dit")
+
+    def advance_stage(self) -> bool:
+        """Go from the VAE stage to the DiT stage; False when there is no further stage.
+
+        The caller restores the VAE's best weights first (``RunMonitor``): the DiT must
+        learn the latents of the VAE that is kept, not of one ``patience`` epochs later.
+        """
+        if int(self.stage) + 1 >= len(self.STAGES):
+            return False
+        self.stage.fill_(int(self.stage) + 1)
+        return True
+
+    def vae_parameters(self) -> list[nn.Parameter]:
+        """What the DiT stage freezes: the VAE (encoder, decoder, embeddings) and the cell
+        and site conditioning it reads. The size and species heads train in both stages."""
+        return [p for m in (self.atom_embedding, self.encoder, self.decoder, self.type_query, self.conditioner,
+                            self.site_embedding) for p in m.parameters()]
+
+    def cell_condition(self, batch: Task1Batch) -> torch.Tensor:
+        # the VAE reads it too: frozen with the VAE in the DiT stage, or the decoder's
+        # conditioning would drift under the frozen weights
+        with torch.set_grad_enabled(torch.is_grad_enabled() and int(self.stage) == 0):
+            return super().cell_condition(batch)
 
     # -- VAE ---------------------------------------------------------------------------
     def frame_coordinates(self, batch: Task1Batch, pos: torch.Tensor) -> torch.Tensor:
@@ -190,11 +222,19 @@ class ADiTTask1(Task1Generator):
         return self.denoiser(torch.cat([x_t, x_sc], -1), self.velocity_input(batch, cond, keep, t), batch.ptr)
 
     def coordinate_loss(self, batch, cond, lat):
-        vae = self.reconstruction(batch, cond, sample=True)
-        # ADiT trains the VAE first and then the DiT on the frozen VAE's latents. Here both
-        # train in one run; the DiT sees stop-gradient latents, so its loss never reshapes
-        # the latent space, and one optimiser, schedule and checkpoint cover the model.
-        x0 = vae["latents"].detach()
+        # ADiT trains the VAE first and then the DiT on the frozen VAE's latents: the stages
+        # of one run here. Trained jointly (an earlier version), the DiT's flow loss rose
+        # while the VAE's latents spread out, so the validation loss stopped improving long
+        # before either part had converged.
+        dit = int(self.stage) == 1
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not dit):  # frozen in the DiT stage
+            vae = self.reconstruction(batch, cond, sample=True)
+        vae_loss = self.recon_weight * vae["recon"] + self.type_weight * vae["types"] + self.kl_weight * vae["latent_kl"]
+        terms = {"recon_rmsd": vae["recon_rmsd"], "types": vae["types"], "type_accuracy": vae["type_accuracy"],
+                 "latent_kl": vae["latent_kl"]}
+        if not dit:
+            return {"coords": vae_loss} | terms
+        x0 = vae["latents"]
         graphs, device = batch.n_graphs, x0.device
         t = self.min_t + (1 - 2 * self.min_t) * torch.rand(graphs, device=device)
         a, s = gaussian_path(t, self.path)
@@ -206,13 +246,17 @@ class ADiTTask1(Task1Generator):
             with torch.no_grad():
                 x_sc = self.predict_clean(batch, x_t, x_sc, cond, keep, t)
         flow = torch.mean(torch.sum((self.predict_clean(batch, x_t, x_sc, cond, keep, t) - x0) ** 2, -1))
-        vae_loss = self.recon_weight * vae["recon"] + self.type_weight * vae["types"] + self.kl_weight * vae["latent_kl"]
-        return {"coords": vae_loss + flow, "flow": flow, "recon_rmsd": vae["recon_rmsd"],
-                "types": vae["types"], "type_accuracy": vae["type_accuracy"], "latent_kl": vae["latent_kl"]}
+        # the frozen VAE's terms stay in the sum (a constant to the gradient): the DiT stage's
+        # loss, and so Table 5's Loss column, is ADiT's whole objective, VAE and flow
+        return {"coords": vae_loss + flow, "flow": flow} | terms
 
     def sample_positions(self, start: SampleStart) -> torch.Tensor:
         """Euler integration of the flow from N(0, I) latents, classifier-free guidance,
         self-conditioning; decodes species (into ``start.batch.z``) and positions."""
+        if int(self.stage) == 0:
+            raise ConfigError("this ADiT checkpoint is still in its VAE stage: its DiT has not trained yet, so "
+                              "it cannot generate (train on until the VAE converges; run.json's 'stages' lists "
+                              "the stages done)")
         sample, cond = start.batch, start.cond
         device, graphs = sample.pos.device, sample.n_graphs
         x = torch.randn(len(sample.z), self.d_latent, generator=start.generator).to(device)

@@ -6,6 +6,12 @@ Convergence, the one definition applied to every model: a run has converged when
 best validation loss has not improved by more than ``rel_tol`` (1 %) relative for
 ``patience`` consecutive epochs. A run stopped by ``max_epochs`` or by the wall-time
 safety net ``max_time_s`` before that is recorded as NOT converged.
+
+A model trained in stages (ADiT Task 1: its VAE, then its latent DiT; a model with
+``advance_stage()``) applies the rule to each stage in turn: when a stage converges, the
+model goes back to that stage's best weights and on to the next stage, whose epochs count
+afresh for the rule, with the learning rate back at ``train.lr``. The run has converged
+when its last stage has.
 """
 
 from __future__ import annotations
@@ -167,7 +173,7 @@ class RunMonitor(pl.Callback):
         self.max_time_s, self.budget_s = float(max_time_s), float(budget_s)
         self.state = {"epoch_seconds": [], "val_seconds": [], "elapsed_s": 0.0, "best_val_loss": None,
                       "best_epoch": None, "since_best": 0, "converged": False, "converged_epoch": None,
-                      "stop_reason": None, "invocations": 0}
+                      "stop_reason": None, "invocations": 0, "stages": []}
         self._clock = self._epoch_start = self._val_start = 0.0
         self._first = 0
 
@@ -208,6 +214,8 @@ class RunMonitor(pl.Callback):
     # -- stopping ----------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, module):
         epoch, s = trainer.current_epoch, self.state
+        staged = hasattr(module.model, "advance_stage")
+        stage = module.model.STAGES[int(module.model.stage)] if staged else None  # the one this epoch trained
         s["elapsed_s"] += self._now() - self._epoch_start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if module.hparams.train.get("pad_buckets") and not math.isfinite(metrics.get("train_loss", 0.0)):
@@ -224,7 +232,7 @@ class RunMonitor(pl.Callback):
         else:
             s["since_best"] += 1
         reason = None
-        if s["since_best"] >= self.patience:
+        if s["since_best"] >= self.patience and not self._next_stage(trainer, module, epoch):
             reason, s["converged"], s["converged_epoch"] = "converged", True, epoch
         elif self.max_time_s > 0 and s["elapsed_s"] >= self.max_time_s:
             reason = "max_time"
@@ -240,7 +248,27 @@ class RunMonitor(pl.Callback):
             s["stop_reason"] = reason or "paused"
             trainer.should_stop = True
         if trainer.is_global_zero:
-            self._append_csv(epoch, metrics, trainer)
+            self._append_csv(epoch, metrics, trainer, stage)
+
+    def _next_stage(self, trainer, module, epoch: int) -> bool:
+        """A converged stage of a staged model: restore its best weights, go on to the next
+        stage and start the rule's count again. False when there is no next stage."""
+        model = module.model
+        if not hasattr(model, "advance_stage") or int(model.stage) + 1 >= len(model.STAGES):
+            return False  # unstaged, or the last stage
+        s = self.state
+        # best.ckpt is written by rank 0 only; every rank reads it once it is there
+        trainer.strategy.barrier("c2np-stage")
+        best = torch.load(self.run_dir / "best.ckpt", map_location=module.device, weights_only=False)
+        module.load_state_dict(best["state_dict"])
+        s["stages"].append({"stage": model.STAGES[int(model.stage)], "converged_epoch": epoch,
+                            "best_epoch": s["best_epoch"], "best_val_loss": s["best_val_loss"]})
+        model.advance_stage()
+        s["best_val_loss"], s["best_epoch"], s["since_best"] = None, None, 0
+        for opt in trainer.optimizers:  # a fresh schedule, as a separate run of the stage would have
+            for group in opt.param_groups:
+                group["lr"] = float(module.hparams.train["lr"])
+        return True
 
     # -- metrics.csv -------------------------------------------------------------------
     def _csv(self) -> Path:
@@ -262,13 +290,15 @@ class RunMonitor(pl.Callback):
             w.writeheader()
             w.writerows(rows)
 
-    def _append_csv(self, epoch: int, metrics: dict, trainer) -> None:
+    def _append_csv(self, epoch: int, metrics: dict, trainer, stage: str | None = None) -> None:
         s = self.state
         row = {"epoch": epoch, "train_loss": metrics.get("train_loss"), "val_loss": metrics.get("val_loss"),
                "best_val_loss": s["best_val_loss"], "lr": trainer.optimizers[0].param_groups[0]["lr"],
                "epoch_s": round(s["epoch_seconds"][-1], 4) if s["epoch_seconds"] else None,
                "val_s": round(s["val_seconds"][-1], 4) if s["val_seconds"] else None,
                "elapsed_s": round(s["elapsed_s"], 3)}
+        if stage is not None:
+            row["stage"] = stage
         row |= {k: v for k, v in sorted(metrics.items()) if k not in row and k.startswith(("train_", "val_"))}
         rows = []
         if self._csv().exists():

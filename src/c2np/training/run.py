@@ -95,8 +95,11 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         where.mkdir(parents=True)
     monitor = RunMonitor(where, int(t["patience"]), float(t["rel_tol"]), float(t.get("max_time_s") or 0),
                          budget_s)
+    # DDP reduces every parameter's gradient; a staged model (ADiT Task 1) leaves one
+    # stage's parameters without any, which plain DDP takes for an error
+    strategy = "ddp_find_unused_parameters_true" if hasattr(module.model, "advance_stage") and _many(devices) else "auto"
     trainer = pl.Trainer(
-        max_epochs=int(t["epochs"]), accelerator="auto", devices=devices,
+        max_epochs=int(t["epochs"]), accelerator="auto", devices=devices, strategy=strategy,
         precision=str(t["precision"]), gradient_clip_val=float(t["grad_clip"]),
         logger=False, default_root_dir=where, num_sanity_val_steps=0, use_distributed_sampler=False,
         # enable_version_counter=False: a resumed fit must overwrite last.ckpt; Lightning's
@@ -125,7 +128,9 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         "converged": s["converged"], "converged_epoch": s["converged_epoch"],
         "stop_reason": s["stop_reason"] or "interrupted",
         "convergence_rule": (f"best validation loss not improved by more than {100 * monitor.rel_tol:g} % "
-                             f"(relative) for {monitor.patience} consecutive epochs"),
+                             f"(relative) for {monitor.patience} consecutive epochs"
+                             + (", in each training stage" if s["stages"] or hasattr(module.model, "STAGES") else "")),
+        "stages": s["stages"],
         "elapsed_s": round(s["elapsed_s"], 2), "invocations": s["invocations"],
         "parameters": int(sum(p.numel() for p in module.parameters())),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
@@ -136,6 +141,17 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     (where / "run.json").write_text(json.dumps(info, indent=1) + "\n")
     plot_run(where)
     return info
+
+
+def _many(devices: int | str | list) -> bool:
+    """Whether Lightning's ``devices`` asks for more than one process (-1: all of them)."""
+    if devices == "auto":
+        return torch.cuda.device_count() > 1
+    if isinstance(devices, str) and "," in devices:  # a list of device indices, "0,1"
+        devices = [d for d in devices.split(",") if d.strip()]
+    if isinstance(devices, (list, tuple)):
+        return len(devices) > 1
+    return int(devices) != 1
 
 
 def _pad_spec(model, t: dict, records):
