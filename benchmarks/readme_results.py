@@ -132,6 +132,8 @@ def runs_block(folders: list[tuple[str, Path]]) -> str:
             curve = pd.read_csv(path.parent / "metrics.csv")
             state = (f"converged at epoch {info['converged_epoch']}" if info.get("converged")
                      else f"{info.get('stop_reason') or 'running'} after {info['epochs']} epochs")
+            state += "".join(f" ({st['stage']} stage converged at epoch {st['converged_epoch']})"
+                             for st in info.get("stages") or [])
             lines.append(f"| {scheme} | {info['model']} | {info['task']} | {info['seed']} | {state} | "
                          f"{info['best_val_loss']:.4g} ({info['best_epoch']}) | {curve['val_loss'].iloc[0]:.4g} | "
                          f"{info['time_per_epoch']:.1f} | {info.get('device', '?')} |")

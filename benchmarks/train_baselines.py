@@ -243,7 +243,9 @@ def status_table(pipe: Pipeline, jobs: list[Job]) -> str:
     for job in jobs:
         info = pipe.run_info(job) or {}
         best = info.get("best_val_loss")
-        rows.append(f"| {job.name} | {info.get('epochs', '-')} | {info.get('stop_reason') or '-'} | "
+        stop = (info.get("stop_reason") or "-") + "".join(  # a staged run's finished stages (ADiT Task 1)
+            f"; {st['stage']} converged at {st['converged_epoch']}" for st in info.get("stages") or [])
+        rows.append(f"| {job.name} | {info.get('epochs', '-')} | {stop} | "
                     + (f"{best:.4g} ({info.get('best_epoch')})" if best is not None else "-")
                     + f" | {info.get('time_per_epoch') or 0:.2f} | "
                     + f"{sum(pipe.pred(job, s).exists() for s in pipe.splits)}/{len(pipe.splits)}"

@@ -233,3 +233,13 @@ def test_task1_prediction_is_compiled_for_the_chosen_families_only(tb, tmp_path,
     predicted = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("predict")]
     # the Task 2 and ADiT predictions stay eager; only CDVAE's Task 1 sampler is compiled
     assert sorted(predicted) == ["predict adit", "predict cdvae", "predict cdvae compiled"]
+
+
+def test_status_table_shows_a_staged_runs_finished_stages(tb, tmp_path):
+    pipe = tb.Pipeline(tmp_path / "W", tmp_path / "store", ["id", "ood"])
+    job = tb.Job("adit", 1, 0)
+    pipe.run_dir(job).mkdir(parents=True)
+    (pipe.run_dir(job) / "run.json").write_text(json.dumps({
+        "epochs": 50, "stop_reason": "paused", "best_val_loss": 5.1, "best_epoch": 48, "time_per_epoch": 40.0,
+        "stages": [{"stage": "vae", "converged_epoch": 41, "best_epoch": 31, "best_val_loss": 0.2}]}))
+    assert "| adit-task1-seed0 | 50 | paused; vae converged at 41 | 5.1 (48) |" in tb.status_table(pipe, [job])

@@ -278,3 +278,12 @@ def test_gpu_only_defaults_stay_off_on_the_cpu(compile_mode, fused, compiled, fu
     assert hasattr(interact, "_torchdynamo_orig_callable") == compiled
     opt = module.configure_optimizers()["optimizer"]
     assert bool(opt.defaults.get("fused")) == fused_expected
+
+
+@pytest.mark.parametrize("devices, many", [(1, False), (2, True), (-1, True), ("1", False), ("0,1", True),
+                                           ([0], False), ([0, 1], True)])
+def test_many_devices_reads_lightnings_forms(devices, many):
+    """A staged model under DDP needs find_unused_parameters: the count must be read right."""
+    from c2np.training.run import _many
+
+    assert _many(devices) is many
