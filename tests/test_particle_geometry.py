@@ -1,0 +1,65 @@
+"""benchmarks/particle_geometry.py --predictions: atoms on top of each other in generated
+particles are counted per radius, beside the references, from a file or a chunks folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from c2np.store.dataset import open_dataset
+from c2np.tasks.targets import task1_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pg():
+    spec = importlib.util.spec_from_file_location("particle_geometry", ROOT / "benchmarks" / "particle_geometry.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _particle(ds, row, duplicate: int) -> pd.DataFrame:
+    ref = ds.canonical(row.material, int(row.radius))
+    pos = np.vstack([ref.positions, ref.positions[:duplicate] + 0.1])  # `duplicate` atoms 0.17 A off
+    z = np.concatenate([ref.numbers, ref.numbers[:duplicate]])
+    return pd.DataFrame({"config_id": row.config_id, "Z": z, "x": pos[:, 0], "y": pos[:, 1], "z": pos[:, 2]})
+
+
+def test_close_atoms_are_counted_per_radius_from_a_chunks_folder(pg, small_store, tmp_path):
+    ds = open_dataset(small_store)
+    samples = task1_samples(ds, "id")
+    rows = list(samples.itertuples())[:2]
+    chunks = tmp_path / "p.parquet.chunks"
+    chunks.mkdir()
+    for b, row in enumerate(rows):
+        _particle(ds, row, duplicate=3 * b).to_parquet(chunks / f"batch-{b:05d}.parquet")
+    preds = pg.read_predictions(chunks)
+    assert preds.config_id.nunique() == 2
+    table = pg.overlap_table(preds, ds, "id", close=0.5)
+    n = [len(ds.canonical(r.material, int(r.radius)).positions) for r in rows]
+    # particle 0: no close atoms; particle 1: 3 duplicated pairs = 6 close atoms of n[1] + 3
+    fractions = [0.0, 6 / (n[1] + 3)]
+    last = table.splitlines()[-1].split("|")
+    assert last[1].strip() == "all" and int(last[2]) == 2
+    mean, largest = (float(x) for x in last[3].split("/"))
+    assert mean == pytest.approx(np.mean(fractions), abs=1e-3) and largest == pytest.approx(fractions[1], abs=1e-3)
+    assert last[5].strip() == "0.000 / 0.000"  # the references have none
+
+
+def test_predictions_of_another_split_are_refused(pg, small_store, tmp_path):
+    ds = open_dataset(small_store)
+    row = next(task1_samples(ds, "id").itertuples())
+    path = tmp_path / "p.parquet"
+    _particle(ds, row, duplicate=0).to_parquet(path)
+    with pytest.raises(SystemExit, match="not in the ood split"):
+        pg.overlap_table(pg.read_predictions(path), ds, "ood", close=0.5)
+    with pytest.raises(SystemExit, match="no Task 1 predictions"):
+        pg.read_predictions(tmp_path / "missing.parquet")
