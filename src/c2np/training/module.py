@@ -257,10 +257,12 @@ class RunMonitor(pl.Callback):
         if not hasattr(model, "advance_stage") or int(model.stage) + 1 >= len(model.STAGES):
             return False  # unstaged, or the last stage
         s = self.state
-        # best.ckpt is written by rank 0 only; every rank reads it once it is there
+        # best.ckpt is written by rank 0 only; every rank reads it once it is there (a run
+        # without validation batches has none, and goes on from its current weights)
         trainer.strategy.barrier("c2np-stage")
-        best = torch.load(self.run_dir / "best.ckpt", map_location=module.device, weights_only=False)
-        module.load_state_dict(best["state_dict"])
+        if (self.run_dir / "best.ckpt").exists():
+            best = torch.load(self.run_dir / "best.ckpt", map_location=module.device, weights_only=False)
+            module.load_state_dict(best["state_dict"])
         s["stages"].append({"stage": model.STAGES[int(model.stage)], "converged_epoch": epoch,
                             "best_epoch": s["best_epoch"], "best_val_loss": s["best_val_loss"]})
         model.advance_stage()

@@ -129,7 +129,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         "stop_reason": s["stop_reason"] or "interrupted",
         "convergence_rule": (f"best validation loss not improved by more than {100 * monitor.rel_tol:g} % "
                              f"(relative) for {monitor.patience} consecutive epochs"
-                             + (", in each training stage" if s["stages"] or hasattr(module.model, "STAGES") else "")),
+                             + (", in each training stage" if hasattr(module.model, "STAGES") else "")),
         "stages": s["stages"],
         "elapsed_s": round(s["elapsed_s"], 2), "invocations": s["invocations"],
         "parameters": int(sum(p.numel() for p in module.parameters())),
