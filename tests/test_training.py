@@ -175,6 +175,8 @@ def test_staged_run_converges_each_stage_and_freezes_the_best_vae(small_store, t
     assert [r["stage"] for r in rows] == ["vae", "vae", "dit", "dit"]
     assert not rows[1]["val_flow"] and float(rows[2]["val_flow"]) > 0  # the DiT's loss only once it trains
     assert float(rows[2]["lr"]) == pytest.approx(1e-3 * 0.98)  # a fresh schedule (one decay step)
+    # the switch epoch's row tells what it trained with and reached, before the reset
+    assert float(rows[1]["lr"]) == pytest.approx(1e-3 * 0.98 ** 2) and float(rows[1]["best_val_loss"]) > 0
     final = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     assert int(final["model.stage"]) == int(last["model.stage"]) == 1

@@ -215,7 +215,7 @@ class RunMonitor(pl.Callback):
     def on_train_epoch_end(self, trainer, module):
         epoch, s = trainer.current_epoch, self.state
         staged = hasattr(module.model, "advance_stage")
-        stage = module.model.STAGES[int(module.model.stage)] if staged else None  # the one this epoch trained
+        stage = module.model.STAGES[int(module.model.stage)] if staged else None
         s["elapsed_s"] += self._now() - self._epoch_start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if module.hparams.train.get("pad_buckets") and not math.isfinite(metrics.get("train_loss", 0.0)):
@@ -231,6 +231,7 @@ class RunMonitor(pl.Callback):
             trainer.save_checkpoint(self.run_dir / "best.ckpt", weights_only=True)
         else:
             s["since_best"] += 1
+        row = self._row(epoch, metrics, trainer, stage)
         reason = None
         if s["since_best"] >= self.patience and not self._next_stage(trainer, module, epoch):
             reason, s["converged"], s["converged_epoch"] = "converged", True, epoch
@@ -248,7 +249,7 @@ class RunMonitor(pl.Callback):
             s["stop_reason"] = reason or "paused"
             trainer.should_stop = True
         if trainer.is_global_zero:
-            self._append_csv(epoch, metrics, trainer, stage)
+            self._append_csv(row)
 
     def _next_stage(self, trainer, module, epoch: int) -> bool:
         """A converged stage of a staged model: restore its best weights, go on to the next
@@ -292,7 +293,9 @@ class RunMonitor(pl.Callback):
             w.writeheader()
             w.writerows(rows)
 
-    def _append_csv(self, epoch: int, metrics: dict, trainer, stage: str | None = None) -> None:
+    def _row(self, epoch: int, metrics: dict, trainer, stage: str | None = None) -> dict:
+        """metrics.csv's row of this epoch, taken before a stage switch resets the best loss
+        and the learning rate: the row tells what the epoch trained with and reached."""
         s = self.state
         row = {"epoch": epoch, "train_loss": metrics.get("train_loss"), "val_loss": metrics.get("val_loss"),
                "best_val_loss": s["best_val_loss"], "lr": trainer.optimizers[0].param_groups[0]["lr"],
@@ -301,7 +304,9 @@ class RunMonitor(pl.Callback):
                "elapsed_s": round(s["elapsed_s"], 3)}
         if stage is not None:
             row["stage"] = stage
-        row |= {k: v for k, v in sorted(metrics.items()) if k not in row and k.startswith(("train_", "val_"))}
+        return row | {k: v for k, v in sorted(metrics.items()) if k not in row and k.startswith(("train_", "val_"))}
+
+    def _append_csv(self, row: dict) -> None:
         rows = []
         if self._csv().exists():
             with self._csv().open() as f:
