@@ -60,6 +60,8 @@ def train(
     Validation is held out of the train split (Task 1: radii 13 and 23; Task 2: a seeded
     10 % of each (material, R)'s rotations) and scored every epoch. Converged: the best
     validation loss has not improved by more than 1 % (relative) for `patience` (10) epochs.
+    ADiT Task 1 trains in two stages, as ADiT does: its VAE until that converges, then its
+    DiT on the frozen VAE until that converges (run.json's `stages`, metrics.csv's `stage`).
     Writes last.ckpt, best.ckpt, metrics.csv, curves.png and run.json (config, validation,
     convergence, stop reason, time per epoch, device). Then `c2np predict` and
     `c2np evaluate --run-info`.
