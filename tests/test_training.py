@@ -185,6 +185,7 @@ def test_staged_run_converges_each_stage_and_freezes_the_best_vae(small_store, t
                             for k in vae_keys)
     dit_keys = [k for k in final if k.startswith("model.denoiser.")]
     assert any(not torch.equal(last[k], vae_best[k]) for k in dit_keys)
+    assert (run / "curves.png").stat().st_size > 0  # drawn with the stage's end marked
 
 
 def test_resume_continues_the_epoch_count(small_store, tmp_path):

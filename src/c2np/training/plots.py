@@ -10,7 +10,8 @@ import pandas as pd
 
 def plot_run(run: Path, out: Path | None = None) -> Path:
     """Training and validation loss per epoch from ``run/metrics.csv`` into ``curves.png``,
-    with the best epoch and, if the run converged, where it did."""
+    with the best epoch, the end of each finished training stage of a staged model and, if
+    the run converged, where it did."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -27,6 +28,9 @@ def plot_run(run: Path, out: Path | None = None) -> Path:
             ax.plot(frame["epoch"], frame[column], marker=".", label=label)
     if info.get("best_epoch") is not None:
         ax.axvline(info["best_epoch"], color="grey", ls="--", lw=1, label=f"best (epoch {info['best_epoch']})")
+    for st in info.get("stages") or []:  # a staged run (ADiT Task 1): its loss changes meaning here
+        ax.axvline(st["converged_epoch"] + 0.5, color="black", ls=":", lw=1,
+                   label=f"{st['stage']} stage converged (epoch {st['converged_epoch']})")
     state = ("converged at epoch %d" % info["converged_epoch"] if info.get("converged")
              else f"not converged ({info.get('stop_reason', 'running')})")
     ax.set(xlabel="epoch", ylabel="loss", title=f"{info.get('model', run.name)} task {info.get('task', '?')} "
