@@ -159,6 +159,12 @@ def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: boo
     model.loss = torch.compile(model.loss, backend=backend, dynamic=dynamic, **options)
 
 
+def stage_of(model: torch.nn.Module) -> str | None:
+    """The training stage a staged model is in (ADiT Task 1: "vae" or "dit"; a model with
+    ``STAGES``, a ``stage`` buffer and ``advance_stage()``); None for a model of one stage."""
+    return model.STAGES[int(model.stage)] if hasattr(model, "STAGES") else None
+
+
 class RunMonitor(pl.Callback):
     """Times the training and validation parts of every epoch, writes ``metrics.csv``
     and ``best.ckpt``, and stops the fit: converged (see the module docstring), the
@@ -214,8 +220,7 @@ class RunMonitor(pl.Callback):
     # -- stopping ----------------------------------------------------------------------
     def on_train_epoch_end(self, trainer, module):
         epoch, s = trainer.current_epoch, self.state
-        staged = hasattr(module.model, "advance_stage")
-        stage = module.model.STAGES[int(module.model.stage)] if staged else None
+        stage = stage_of(module.model)  # the one this epoch trained
         s["elapsed_s"] += self._now() - self._epoch_start
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if module.hparams.train.get("pad_buckets") and not math.isfinite(metrics.get("train_loss", 0.0)):
@@ -255,7 +260,8 @@ class RunMonitor(pl.Callback):
         """A converged stage of a staged model: restore its best weights, go on to the next
         stage and start the rule's count again. False when there is no next stage."""
         model = module.model
-        if not hasattr(model, "advance_stage") or int(model.stage) + 1 >= len(model.STAGES):
+        stage = stage_of(model)
+        if stage is None or stage == model.STAGES[-1]:
             return False  # unstaged, or the last stage
         s = self.state
         # best.ckpt is written by rank 0 only; every rank reads it once it is there (a run
@@ -264,7 +270,7 @@ class RunMonitor(pl.Callback):
         if (self.run_dir / "best.ckpt").exists():
             best = torch.load(self.run_dir / "best.ckpt", map_location=module.device, weights_only=False)
             module.load_state_dict(best["state_dict"])
-        s["stages"].append({"stage": model.STAGES[int(model.stage)], "converged_epoch": epoch,
+        s["stages"].append({"stage": stage, "converged_epoch": epoch,
                             "best_epoch": s["best_epoch"], "best_val_loss": s["best_val_loss"]})
         model.advance_stage()
         s["best_val_loss"], s["best_epoch"], s["since_best"] = None, None, 0

@@ -65,7 +65,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from c2np.training.module import BaselineModule, RunMonitor
+    from c2np.training.module import BaselineModule, RunMonitor, stage_of
     from c2np.training.plots import plot_run
 
     _quiet_lightning()
@@ -97,7 +97,8 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
                          budget_s)
     # DDP reduces every parameter's gradient; a staged model (ADiT Task 1) leaves one
     # stage's parameters without any, which plain DDP takes for an error
-    strategy = "ddp_find_unused_parameters_true" if hasattr(module.model, "advance_stage") and _many(devices) else "auto"
+    staged = stage_of(module.model) is not None
+    strategy = "ddp_find_unused_parameters_true" if staged and _many(devices) else "auto"
     trainer = pl.Trainer(
         max_epochs=int(t["epochs"]), accelerator="auto", devices=devices, strategy=strategy,
         precision=str(t["precision"]), gradient_clip_val=float(t["grad_clip"]),
@@ -129,7 +130,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         "stop_reason": s["stop_reason"] or "interrupted",
         "convergence_rule": (f"best validation loss not improved by more than {100 * monitor.rel_tol:g} % "
                              f"(relative) for {monitor.patience} consecutive epochs"
-                             + (", in each training stage" if hasattr(module.model, "STAGES") else "")),
+                             + (", in each training stage" if staged else "")),
         "stages": s["stages"],
         "elapsed_s": round(s["elapsed_s"], 2), "invocations": s["invocations"],
         "parameters": int(sum(p.numel() for p in module.parameters())),
