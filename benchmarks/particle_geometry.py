@@ -23,6 +23,7 @@ particles no two atoms are closer than 1.56 A), beside the references:
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -33,27 +34,41 @@ from scipy.spatial import cKDTree
 
 from c2np.store.dataset import open_dataset
 from c2np.tasks.targets import task1_samples
+from c2np.training.chunks import MANIFEST, ChunkFolder
 from c2np.training.data import load_records, task1_ids
 from c2np.training.predict import generate_particles, load_module
 
 
+def nearest(pos: np.ndarray) -> np.ndarray:
+    """Every atom's distance to its nearest neighbour."""
+    return cKDTree(pos).query(pos, k=2)[0][:, 1]
+
+
 def geometry(pos: np.ndarray, radius: float) -> tuple[int, float, float, float, float]:
     c = np.linalg.norm(pos - pos.mean(0), axis=1)
-    nn = cKDTree(pos).query(pos, k=2)[0][:, 1]
+    nn = nearest(pos)
     return len(pos), float(c.max()), float(np.mean(c > radius - 0.3)), float(nn.min()), float(np.median(nn))
 
 
 def read_predictions(path: Path) -> pd.DataFrame:
-    """A Task 1 prediction file, or the finished batches of its ``.chunks`` folder."""
-    files = sorted(path.glob("batch-*.parquet")) if path.is_dir() else [path]
-    if not files or not files[0].exists():
-        raise SystemExit(f"{path}: no Task 1 predictions (a parquet file or a folder of batch-*.parquet)")
+    """A Task 1 prediction file, or the finished batches of a ``c2np predict --resume``
+    prediction still in progress (its ``.chunks`` folder)."""
+    if path.is_dir():
+        manifest = path / MANIFEST
+        if not manifest.is_file():
+            raise SystemExit(f"{path}: no {MANIFEST}; not the .chunks folder of a `c2np predict --resume`")
+        folder = ChunkFolder(path.with_name(path.name.removesuffix(".chunks")), json.loads(manifest.read_text()))
+        files = [folder.path(b) for b in sorted(folder.finished())]
+    else:
+        files = [path] if path.is_file() else []
+    if not files:
+        raise SystemExit(f"{path}: no Task 1 predictions (a parquet file, or a .chunks folder with batches)")
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
 def close_atoms(pos: np.ndarray, close: float) -> tuple[float, float]:
     """(fraction of atoms with a neighbour closer than ``close``, smallest neighbour distance)."""
-    nn = cKDTree(pos).query(pos, k=2)[0][:, 1]
+    nn = nearest(pos)
     return float(np.mean(nn < close)), float(nn.min())
 
 

@@ -4,6 +4,7 @@ particles are counted per radius, beside the references, from a file or a chunks
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def test_close_atoms_are_counted_per_radius_from_a_chunks_folder(pg, small_store
     rows = list(samples.itertuples())[:2]
     chunks = tmp_path / "p.parquet.chunks"
     chunks.mkdir()
+    (chunks / "manifest.json").write_text(json.dumps({"batches": 3}))  # batch 2 not done yet
     for b, row in enumerate(rows):
         _particle(ds, row, duplicate=3 * b).to_parquet(chunks / f"batch-{b:05d}.parquet")
     preds = pg.read_predictions(chunks)
