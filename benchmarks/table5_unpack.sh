@@ -39,8 +39,13 @@ done
 # call's stays in gpu-work/calls/FOLDER (FOLDER's name, e.g. the device folder's number).
 keep=gpu-work/calls/$(basename "$IN")
 mkdir -p "$keep"
-for f in gpu-work/*.log gpu-work/dmon.txt gpu-work/gpus.txt gpu-work/layout.txt gpu-work/left-out.txt; do
+for f in gpu-work/dmon.txt gpu-work/gpus.txt gpu-work/layout.txt gpu-work/left-out.txt; do
     [ -f "$f" ] && cp "$f" "$keep/"
+done
+# Only the console logs of this call's runners: gpu-work/ also holds older sessions' logs of
+# runners that this call's layout no longer has.
+for w in $(grep -v '^[[:space:]]*#' gpu-work/layout.txt 2>/dev/null | cut -d'|' -f1); do
+    [ -f "gpu-work/$w.log" ] && cp "gpu-work/$w.log" "$keep/"
 done
 echo "this call's logs: $keep"
 for s in gpu-work/*/status.md; do echo "== $(dirname "$s")"; cat "$s"; done

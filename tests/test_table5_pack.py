@@ -60,6 +60,10 @@ def _members(out: Path, tier: str) -> set[str]:
 
 def test_pack_returns_by_priority_within_the_budget(tmp_path):
     w, out = _work(tmp_path), tmp_path / "out"
+    # this call ran runner t5 only; t9.log is an older session's console log
+    _file(w / "layout.txt", text="# comment | x\n t5 | c2np-store | cdvae:2 | 0 | 1 | 0 | 1\n")
+    _file(w / "t5.log", text="this call\n")
+    _file(w / "t9.log", text="an older call\n")
     # 10 MiB: 2 kept for the small tarball, the Task 2 pair (2 x 1.5 MiB -> 4), the converged
     # Task 1 run's best.ckpt alone (2), the OOD chunk (1); the paused Task 1 pair (2 x 3 MiB
     # -> 7) no longer fits and stays behind, both files together
@@ -86,7 +90,9 @@ def test_pack_returns_by_priority_within_the_budget(tmp_path):
     assert (g / "runs/cdvae-task2-seed0/last.ckpt").stat().st_size == int(1.5 * 2**20)
     assert not (g / "runs/symat-task1-seed0/best.ckpt").exists()
     assert "symat-task1-seed0/best.ckpt" in res.stdout  # named as left on the GPU machine
-    assert (home / "gpu-work/calls/out/left-out.txt").exists()  # this call's logs, kept apart
+    kept = home / "gpu-work/calls/out"  # this call's logs, kept apart
+    assert (kept / "left-out.txt").exists() and (kept / "t5.log").read_text() == "this call\n"
+    assert not (kept / "t9.log").exists() and (home / "gpu-work/t9.log").exists()
 
 
 def test_pack_returns_everything_that_fits(tmp_path):
