@@ -42,6 +42,7 @@ from pathlib import Path
 
 from c2np import open_dataset
 from c2np.errors import StoreError
+from c2np.models.registry import objective_version
 from c2np.training.chunks import chunk_dir, chunk_progress
 
 FINAL = ("converged", "max_epochs", "max_time")
@@ -77,7 +78,39 @@ class Pipeline:
 
     def trained(self, job: Job) -> bool:
         info = self.run_info(job)
-        return bool(info) and info.get("stop_reason") in FINAL and (self.run_dir(job) / "best.ckpt").exists()
+        return (bool(info) and info.get("stop_reason") in FINAL and self.older_objective(job) is None
+                and (self.run_dir(job) / "best.ckpt").exists())
+
+    def older_objective(self, job: Job) -> int | None:
+        """The objective version a finished run was trained under when its model's objective
+        has changed since (``OBJECTIVE_VERSION``; the run trains on, see RunMonitor), else None."""
+        info = self.run_info(job)
+        if not info or info.get("stop_reason") not in FINAL:
+            return None
+        old = int(info.get("objective_version", 1))
+        return old if old != objective_version(job.model, job.task) else None
+
+    def set_aside(self, job: Job, version: int) -> list[Path]:
+        """Move what ``job``'s weights of objective ``version`` made (predictions, their
+        batches, results, Loss-column files) to W/superseded/objective-vVERSION/, same
+        relative paths, with copies of the run's run.json, metrics.csv and curves.png: the
+        run trains on and predicts afresh. Returns the moved paths."""
+        dest = self.work / "superseded" / f"objective-v{version}"
+        run = self.run_dir(job)
+        moved = []
+        for split in self.splits:
+            pred = self.pred(job, split)
+            for path in (pred, chunk_dir(pred), self.result(job, split), run / f"test_loss-{split}.json"):
+                if path.exists():
+                    target = dest / path.relative_to(self.work)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(str(path), str(target))
+                    moved.append(path)
+        for name in ("run.json", "metrics.csv", "curves.png"):
+            if (run / name).exists():
+                (dest / "runs" / job.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run / name, dest / "runs" / job.name / name)
+        return moved
 
     def pred(self, job: Job, split: str) -> Path:
         return self.work / "preds" / f"{job.model}-task{job.task}-{split}-seed{job.seed}.parquet"
@@ -243,7 +276,8 @@ def status_table(pipe: Pipeline, jobs: list[Job]) -> str:
     for job in jobs:
         info = pipe.run_info(job) or {}
         best = info.get("best_val_loss")
-        stop = (info.get("stop_reason") or "-") + "".join(  # a staged run's finished stages (ADiT Task 1)
+        old = pipe.older_objective(job)
+        stop = (info.get("stop_reason") or "-") + (f" (objective v{old}: trains on)" if old else "") + "".join(  # a staged run's finished stages (ADiT Task 1)
             f"; {st['stage']} converged at {st['converged_epoch']}" for st in info.get("stages") or [])
         rows.append(f"| {job.name} | {info.get('epochs', '-')} | {stop} | "
                     + (f"{best:.4g} ({info.get('best_epoch')})" if best is not None else "-")
@@ -271,6 +305,17 @@ def pack(work: Path, out: Path, pipe: Pipeline, jobs: list[Job], keep_ckpt: bool
     tar = subprocess.Popen(["tar", "czf", "-", "-C", str(work), *exclude, "."], stdout=subprocess.PIPE)
     subprocess.run(["split", "-b", "15M", "-", str(out / f"{work.name}.tgz.part-")], stdin=tar.stdout, check=True)
     tar.wait()
+
+
+def set_aside_superseded(pipe: Pipeline, jobs: list[Job], say=print) -> None:
+    """Runs finished under an older objective train on: what their old weights made is set
+    aside (``Pipeline.set_aside``), so that they are predicted and scored afresh."""
+    for job in jobs:
+        if (version := pipe.older_objective(job)) is not None:
+            moved = pipe.set_aside(job, version)
+            say(f"{job.name}: finished under objective version {version}, trains on under "
+                f"{objective_version(job.model, job.task)}; {len(moved)} files set aside in "
+                f"{pipe.work / 'superseded' / f'objective-v{version}'}")
 
 
 def store_splits(ds) -> list[str]:
@@ -319,6 +364,9 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="Config override for every `c2np train` (repeatable), e.g. train.limit=32 for a smoke test.")
     ap.add_argument("--dry-run", action="store_true", help="Print the status table and exit.")
+    ap.add_argument("--set-aside", action="store_true",
+                    help="Only set aside what runs finished under an older objective made (also done before "
+                         "every run), rewrite status.md and scored.txt, and exit: before bundling W at home.")
     a = ap.parse_args()
 
     try:
@@ -331,6 +379,10 @@ def main() -> None:
         jobs.sort(key=lambda j: a.seeds.index(j.seed))
     if a.dry_run:
         print(status_table(pipe, jobs))
+        return
+    set_aside_superseded(pipe, jobs)
+    if a.set_aside:
+        print(pipe.write_status(jobs))
         return
     gpus = a.gpus
     if gpus <= 0:

@@ -62,6 +62,39 @@ def test_tiny_model_loss_goes_down(records, name, task):
     assert after < 0.8 * before, (before, after)
 
 
+def test_task1_composition_term_is_a_kl_divergence(records):
+    """Objective version 2: the composition term is KL(target || predicted), the
+    cross-entropy less the target's entropy (about 0.95 nats for ABH3, a floor that no model
+    can go below), so it is 0 for a perfect prediction and has the cross-entropy's gradient."""
+    cfg = load_training_config("cdvae", 1)["model"]
+    torch.manual_seed(0)
+    model = build_model("cdvae", 1, **({k: v for k, v in cfg.items() if k not in ("name", "task")} | TINY))
+    assert model.OBJECTIVE_VERSION == 2
+    batch = COLLATE[1]([(r, -1) for r in records])
+    real = batch.species > 0
+    target = batch.target_frac
+    entropy = -(torch.xlogy(target, target)).sum(-1)
+    assert float(entropy.mean()) == pytest.approx(0.95, abs=0.05)  # ABH3: fractions near 1/5, 1/5, 3/5
+    head = model.size_and_species
+
+    def perfect(b, cond, lat):
+        log_n, _ = head(b, cond, lat)
+        return log_n, torch.log(target.clamp_min(1e-30)).masked_fill(~real, -1e9)
+
+    model.size_and_species = perfect
+    assert float(model.loss(batch)["composition"]) == pytest.approx(0.0, abs=1e-6)
+    seen = []
+
+    def recorded(b, cond, lat):
+        seen.append(head(b, cond, lat)[1])
+        return head(b, cond, lat)
+
+    model.size_and_species = recorded
+    comp = model.loss(batch)["composition"]
+    cross = -(target * torch.log_softmax(seen[0], -1).masked_fill(~real, 0.0)).sum(-1)
+    assert float(comp) > 0 and float(comp) == pytest.approx(float((cross - entropy).mean()), rel=1e-5)
+
+
 @pytest.mark.parametrize("name", ["cdvae", "symat"])
 def test_task2_prediction_is_rotation_invariant(records, name):
     torch.manual_seed(0)

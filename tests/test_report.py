@@ -38,3 +38,22 @@ def test_tables_bold_best_and_underline_second():
     assert "<u>" in row_b
     tex = render(norm, "latex", normalised=True)
     assert r"\textbf" in tex and r"\underline" in tex and r"\begin{tabular}" in tex
+
+
+def test_results_of_an_older_objective_are_rows_of_their_own():
+    """Task 1 seeds trained under objective version 1 (no version in their run info) are
+    never averaged with those of the current version; Task 2 (still version 1), reference
+    rows (no run) and current Task 1 results keep their names."""
+    def task1(seed, rmsd, version):
+        run = {"seed": seed} | ({"objective_version": version} if version else {})
+        return {"task": 1, "split": "id", "model": "cdvae", "seed": seed, "metrics": {"rmsd": rmsd},
+                "model_run": run}
+
+    results = [task1(0, 1.0, None), task1(1, 3.0, 1), task1(0, 2.0, 2), task1(1, 2.2, 2),
+               {"task": 1, "split": "id", "model": "template", "seed": 0, "metrics": {"rmsd": 0.5}},
+               _result("cdvae", 0, 0.1, 0.9) | {"model_run": {"objective_version": 1}}]
+    frame = runs_frame(results)
+    assert list(frame["model"]) == ["cdvae [objective v1]"] * 2 + ["cdvae"] * 2 + ["template", "cdvae"]
+    raw, _ = summary_tables(frame)[(1, "id")]
+    assert raw.loc["cdvae", ("rmsd", "mean")] == pytest.approx(2.1)
+    assert raw.loc["cdvae [objective v1]", ("rmsd", "mean")] == pytest.approx(2.0)

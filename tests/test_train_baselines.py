@@ -39,8 +39,9 @@ if args[0] == "train":
     info["epochs"] += 1
     # "cdvae" converges at its second call, "adit" never does
     done = opt("--model") == "cdvae" and info["epochs"] >= 2
+    # the objective versions of c2np.models (Task 1: 2, Task 2: 1), as `c2np train` records them
     info.update(stop_reason="converged" if done else "paused", best_val_loss=1.0, best_epoch=0,
-                time_per_epoch=1.0)
+                time_per_epoch=1.0, objective_version=2 if opt("--task") == "1" else 1)
     (run / "run.json").write_text(json.dumps(info))
     (run / "best.ckpt").write_text("w")
 elif args[0] == "predict":
@@ -167,7 +168,8 @@ def test_a_prediction_cut_off_at_the_deadline_continues_in_the_next_call(tb, tmp
     job = tb.Job("cdvae", 1, 0)
     run = pipe.run_dir(job)
     run.mkdir(parents=True)
-    (run / "run.json").write_text(json.dumps({"epochs": 9, "stop_reason": "converged", "time_per_epoch": 1.0}))
+    (run / "run.json").write_text(json.dumps({"epochs": 9, "stop_reason": "converged", "time_per_epoch": 1.0,
+                                              "objective_version": 2}))
     (run / "best.ckpt").write_text("w")
     # call 1 ends 3 s from now, while the ID prediction hangs before its third batch
     runner.start_s, runner.deadline = 0.5, time.time() + 3
@@ -227,7 +229,8 @@ def test_task1_prediction_is_compiled_for_the_chosen_families_only(tb, tmp_path,
     for name in ("cdvae-task1-seed0", "cdvae-task2-seed0", "adit-task1-seed0"):  # trained already
         run = pipe.work / "runs" / name
         run.mkdir(parents=True)
-        (run / "run.json").write_text(json.dumps({"epochs": 3, "stop_reason": "converged"}))
+        version = 2 if "task1" in name else 1
+        (run / "run.json").write_text(json.dumps({"epochs": 3, "stop_reason": "converged", "objective_version": version}))
         (run / "best.ckpt").write_text("w")
     runner.run(jobs)
     predicted = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("predict")]
@@ -243,3 +246,44 @@ def test_status_table_shows_a_staged_runs_finished_stages(tb, tmp_path):
         "epochs": 50, "stop_reason": "paused", "best_val_loss": 5.1, "best_epoch": 48, "time_per_epoch": 40.0,
         "stages": [{"stage": "vae", "converged_epoch": 41, "best_epoch": 31, "best_val_loss": 0.2}]}))
     assert "| adit-task1-seed0 | 50 | paused; vae converged at 41 | 5.1 (48) |" in tb.status_table(pipe, [job])
+
+
+def test_a_run_finished_under_an_older_objective_trains_on_and_is_predicted_afresh(tb, tmp_path, monkeypatch):
+    """A Task 1 run converged under objective version 1 (no version in its run.json): its
+    predictions, results and Loss-column files go to W/superseded/objective-v1/, it trains
+    on, and it is predicted and scored again; a Task 2 run of the same age is finished."""
+    from c2np.models.registry import objective_version
+
+    assert objective_version("cdvae", 1) == 2 and objective_version("cdvae", 2) == 1  # as the fake writes
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    old, task2 = tb.Job("cdvae", 1, 0), tb.Job("cdvae", 2, 0)
+    for job in (old, task2):
+        pipe.run_dir(job).mkdir(parents=True)
+        (pipe.run_dir(job) / "run.json").write_text(json.dumps(
+            {"epochs": 70, "stop_reason": "converged", "best_val_loss": 2.4, "best_epoch": 59, "time_per_epoch": 5.0}))
+        (pipe.run_dir(job) / "best.ckpt").write_text("v1 weights")
+        (pipe.work / "preds").mkdir(exist_ok=True)
+        (pipe.work / "results").mkdir(exist_ok=True)
+        for split in pipe.splits:
+            pipe.pred(job, split).write_text("v1 particles")
+            pipe.result(job, split).write_text("{}")
+            (pipe.run_dir(job) / f"test_loss-{split}.json").write_text("{}")
+    (pipe.work / "preds" / "cdvae-task1-ood-seed0.parquet.chunks").mkdir()  # a cut-off prediction's batches
+    assert not pipe.trained(old) and pipe.trained(task2) and pipe.older_objective(old) == 1
+    assert "converged (objective v1: trains on) |" in tb.status_table(pipe, [old])
+    said = []
+    tb.set_aside_superseded(pipe, [old, task2], said.append)
+    aside = pipe.work / "superseded" / "objective-v1"
+    assert sorted(str(p.relative_to(aside)) for p in aside.rglob("*") if p.is_file()) == sorted([
+        "preds/cdvae-task1-id-seed0.parquet", "preds/cdvae-task1-ood-seed0.parquet",
+        "results/cdvae-task1-id-seed0.json", "results/cdvae-task1-ood-seed0.json",
+        "runs/cdvae-task1-seed0/run.json", "runs/cdvae-task1-seed0/test_loss-id.json",
+        "runs/cdvae-task1-seed0/test_loss-ood.json"])
+    assert (aside / "preds" / "cdvae-task1-ood-seed0.parquet.chunks").is_dir()
+    assert said and "7 files set aside" in said[0] and len(said) == 1
+    assert pipe.scored(task2) and not pipe.scored(old)
+    runner.run([old])
+    calls = [c for c in (tmp_path / "calls.log").read_text().splitlines() if not c.startswith("batch")]
+    assert calls == ["train cdvae", "predict cdvae", "predict cdvae", "evaluate cdvae", "evaluate cdvae"]
+    assert pipe.scored(old) and pipe.older_objective(old) is None
+    assert (pipe.run_dir(old) / "run.json").exists()  # the run itself stays: it resumes from last.ckpt

@@ -151,6 +151,33 @@ def test_early_stopping_fires_on_a_flat_curve(small_store, tmp_path):
     assert best["hyper_parameters"] and best["state_dict"].keys() == last["state_dict"].keys()
 
 
+def test_a_run_of_an_older_objective_trains_on_and_restarts_the_count(small_store, tmp_path):
+    """A Task 1 run that converged under objective version 1 (the composition cross-entropy)
+    is not finished under version 2: --resume trains at least `patience` more epochs, its
+    best.ckpt is of the new objective, and run.json says where the count restarted."""
+    flat = ["--set", "train.lr=0", "--set", "train.patience=2", "--set", "train.epochs=50"]
+    info = _train(small_store, tmp_path, *flat, task=1)
+    assert info["converged"] and info["epochs"] == 3 and info["objective_version"] == 2
+    assert info["objective_changes"] == []
+    run = tmp_path / "cdvae-task1-seed0"
+    # what a run of before the version was recorded left behind
+    old = json.loads((run / "run.json").read_text())
+    del old["objective_version"], old["objective_changes"]
+    (run / "run.json").write_text(json.dumps(old))
+    ckpt = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)
+    (key,) = [k for k in ckpt["callbacks"] if "RunMonitor" in k]
+    for k in ("objective_version", "objective_changes"):
+        del ckpt["callbacks"][key][k]
+    torch.save(ckpt, run / "last.ckpt")
+    again = _train(small_store, tmp_path, "--resume", task=1)
+    assert again["converged"] and again["objective_version"] == 2
+    assert again["best_epoch"] == 3 and again["converged_epoch"] == 5 and again["epochs"] == 6
+    assert again["objective_changes"] == [{"epoch": 3, "from": 1, "to": 2, "best_val_loss_before":
+                                           info["best_val_loss"], "best_epoch_before": 0}]
+    assert torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)["epoch"] == 3
+    assert _train(small_store, tmp_path, "--resume", task=1) == again  # finished under version 2
+
+
 ADIT_T1 = ["--set", "model.hidden=16", "--set", "model.heads=2", "--set", "model.layers=1",
            "--set", "model.vae_layers=1", "--set", "model.steps=2", "--set", "train.lr=1e-3",
            "--set", "train.workers=0", "--set", "train.val_radii=[9]"]

@@ -21,6 +21,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from c2np.config import OBJECTIVE_VERSIONS
 from c2np.errors import C2NPError
 from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
@@ -80,11 +81,24 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
     rows = []
     for r in results:
         row = {"scheme": scheme_of(r), "task": r["task"], "split": r["split"],
-               "model": r.get("model") or "unnamed", "seed": r.get("seed"), "samples": samples_text(r)}
+               "model": model_name(r), "seed": r.get("seed"), "samples": samples_text(r)}
         row.update(r["metrics"])
         row.update({c: r[c] for c in RUN_COLUMNS if c in r})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def model_name(result: dict) -> str:
+    """The result's model, marked ``[objective vN]`` when a learned run trained it under an
+    older objective than the current one (``c2np.config.OBJECTIVE_VERSIONS``): such results
+    are rows of their own, never averaged with the current objective's seeds."""
+    name = result.get("model") or "unnamed"
+    run = result.get("model_run")
+    if run is not None:
+        version = int(run.get("objective_version") or 1)
+        if version != OBJECTIVE_VERSIONS.get(int(result["task"]), version):
+            name += f" [objective v{version}]"
+    return name
 
 
 def scheme_of(result: dict) -> str:

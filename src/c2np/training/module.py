@@ -12,6 +12,12 @@ A model trained in stages (ADiT Task 1: its VAE, then its latent DiT; a model wi
 model goes back to that stage's best weights and on to the next stage, whose epochs count
 afresh for the rule, with the learning rate back at ``train.lr``. The run has converged
 when its last stage has.
+
+The rule compares validation losses of one training objective. A run resumed under a
+newer version of its model's objective (``OBJECTIVE_VERSION``; Task 1 version 2 dropped
+the composition cross-entropy's constant floor) starts the count afresh at the epoch it
+resumes from, so it trains at least ``patience`` more epochs and its best.ckpt is of the
+new objective; run.json lists such changes under ``objective_changes``.
 """
 
 from __future__ import annotations
@@ -174,12 +180,14 @@ class RunMonitor(pl.Callback):
     """
 
     def __init__(self, run_dir: Path, patience: int, rel_tol: float = 0.01, max_time_s: float = 0.0,
-                 budget_s: float = 0.0):
+                 budget_s: float = 0.0, objective_version: int = 1):
         self.run_dir, self.patience, self.rel_tol = Path(run_dir), int(patience), float(rel_tol)
         self.max_time_s, self.budget_s = float(max_time_s), float(budget_s)
+        self.objective_version = int(objective_version)
         self.state = {"epoch_seconds": [], "val_seconds": [], "elapsed_s": 0.0, "best_val_loss": None,
                       "best_epoch": None, "since_best": 0, "converged": False, "converged_epoch": None,
-                      "stop_reason": None, "invocations": 0, "stages": []}
+                      "stop_reason": None, "invocations": 0, "stages": [], "objective_version": None,
+                      "objective_changes": []}
         self._clock = self._epoch_start = self._val_start = 0.0
         self._first = 0
 
@@ -189,6 +197,20 @@ class RunMonitor(pl.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.state.update(state_dict)
+
+    def _check_objective(self, epoch: int) -> None:
+        """A run resumed under another objective version starts the rule's count afresh."""
+        s = self.state
+        old = s["objective_version"]
+        if old is None and s["best_val_loss"] is not None:
+            old = 1  # a checkpoint written before the version was recorded
+        if old is not None and old != self.objective_version:
+            # the losses before and after differ by more than the rule's tolerance: no comparison
+            s["objective_changes"].append({"epoch": epoch, "from": old, "to": self.objective_version,
+                                           "best_val_loss_before": s["best_val_loss"],
+                                           "best_epoch_before": s["best_epoch"]})
+            s.update(best_val_loss=None, best_epoch=None, since_best=0, converged=False, converged_epoch=None)
+        s["objective_version"] = self.objective_version
 
     # -- timing ------------------------------------------------------------------------
     @staticmethod
@@ -201,6 +223,7 @@ class RunMonitor(pl.Callback):
         self._clock, self._first = self._now(), trainer.current_epoch
         self.state["invocations"] += 1
         self.state["stop_reason"] = None
+        self._check_objective(trainer.current_epoch)
         if trainer.is_global_zero:
             self._trim_csv(trainer.current_epoch)
 

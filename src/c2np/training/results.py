@@ -22,8 +22,10 @@ def run_extra(path: Path, split: str | None = None) -> dict:
     keep = ("model", "task", "seed", "epochs", "epoch_seconds", "device", "devices", "precision", "parameters",
             "train_records", "train_atoms", "validation", "max_time_s", "final_train_loss", "final_val_loss",
             "best_val_loss", "best_epoch", "converged", "converged_epoch", "stop_reason", "convergence_rule",
-            "config")
+            "objective_version", "objective_changes", "config")
     out = {"time_per_epoch": info["time_per_epoch"], "model_run": {k: info.get(k) for k in keep}}
+    # runs of before the version was recorded trained under version 1
+    out["model_run"]["objective_version"] = info.get("objective_version", 1)
     loss_file = Path(path).parent / f"test_loss-{split}.json"
     if split is not None and loss_file.exists():
         try:

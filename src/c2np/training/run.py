@@ -28,6 +28,7 @@ import torch
 
 from c2np.errors import ConfigError
 from c2np.models.padding import pad_spec
+from c2np.models.registry import objective_version
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.training.data import RecordsData, load_records, split_validation
 
@@ -45,9 +46,12 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
 
 
-def _finished(info: dict, t: dict) -> bool:
+def _finished(info: dict, t: dict, objective_version: int) -> bool:
     """Whether a run stopped for good under the train settings ``t`` (raising train.epochs
-    or train.max_time_s lets a run that hit the old limit go on)."""
+    or train.max_time_s lets a run that hit the old limit go on) and the model's current
+    objective (a run of an older one goes on under the new one)."""
+    if info.get("objective_version", 1) != objective_version:
+        return False
     reason = info.get("stop_reason")
     return (reason == "converged"
             or reason == "max_epochs" and int(t["epochs"]) <= info["epochs"]
@@ -73,9 +77,10 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     task = int(m["task"])
     where = run_dir(out, m["name"], task, seed)
     ckpt = where / "last.ckpt"
+    version = objective_version(m["name"], task)
     if resume and ckpt.exists() and (where / "run.json").exists():
         info = json.loads((where / "run.json").read_text())
-        if _finished(info, t):
+        if _finished(info, t, version):
             return info
     resume = resume and ckpt.exists()
     ds = store if isinstance(store, Dataset) else open_dataset(store)
@@ -94,7 +99,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
             shutil.rmtree(where)  # a run directory describes exactly one fit
         where.mkdir(parents=True)
     monitor = RunMonitor(where, int(t["patience"]), float(t["rel_tol"]), float(t.get("max_time_s") or 0),
-                         budget_s)
+                         budget_s, version)
     # DDP reduces every parameter's gradient; a staged model (ADiT Task 1) leaves one
     # stage's parameters without any, which plain DDP takes for an error
     staged = stage_of(module.model) is not None
@@ -132,6 +137,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
                              f"(relative) for {monitor.patience} consecutive epochs"
                              + (", in each training stage" if staged else "")),
         "stages": s["stages"],
+        "objective_version": s["objective_version"], "objective_changes": s["objective_changes"],
         "elapsed_s": round(s["elapsed_s"], 2), "invocations": s["invocations"],
         "parameters": int(sum(p.numel() for p in module.parameters())),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
