@@ -1,10 +1,21 @@
 # Sourced by table5_pack.sh, table5_bundle.sh, table5_return.sh and table5_gpu.sh: what of a
 # runner's work folder need not travel (to or from a lent GPU machine), and the bundles.
 
+# objective_version RUN_DIR: the current objective version of the run's task, as
+# c2np.config.OBJECTIVE_VERSIONS has it (tests/test_table5_pack.py keeps the two equal).
+objective_version() {
+    case $(basename "$1") in *-task1-*) echo 2 ;; *) echo 1 ;; esac
+}
+
 # stopped_for_good RUN_DIR: true when the run stopped for good (converged, or its epoch or
-# time limit) and has its best.ckpt: only prediction is left, and it needs best.ckpt alone.
+# time limit) under its task's current objective and has its best.ckpt: only prediction is
+# left, and it needs best.ckpt alone. A run of an older objective (run.json without
+# objective_version: version 1) trains on from last.ckpt, which must travel.
 stopped_for_good() {
-    grep -qE '"stop_reason": *"(converged|max_epochs|max_time)"' "$1/run.json" 2> /dev/null \
+    local v
+    v=$(grep -oE '"objective_version": *[0-9]+' "$1/run.json" 2> /dev/null | grep -oE '[0-9]+$')
+    [ "${v:-1}" = "$(objective_version "$1")" ] \
+        && grep -qE '"stop_reason": *"(converged|max_epochs|max_time)"' "$1/run.json" 2> /dev/null \
         && [ -f "$1/best.ckpt" ]
 }
 #

@@ -31,7 +31,8 @@ def _work(root: Path) -> Path:
     runs = w / "t5" / "runs"
     for name in ("cdvae-task2-seed0", "cdvae-task2-seed1", "symat-task1-seed0", "cdvae-task1-seed0"):
         stop = "converged" if name == "cdvae-task1-seed0" else "paused"
-        _file(runs / name / "run.json", text=json.dumps({"stop_reason": stop}))
+        _file(runs / name / "run.json", text=json.dumps({"stop_reason": stop, "objective_version": 1 + (
+            "task1" in name)}))
     for name, mib in (("cdvae-task2-seed0", 1.5), ("cdvae-task2-seed1", 1.5), ("symat-task1-seed0", 3.0),
                       ("cdvae-task1-seed0", 1.0)):
         _file(runs / name / "best.ckpt", mib)
@@ -146,6 +147,13 @@ def test_bundle_leaves_scored_runs_checkpoints_and_predictions_home(tmp_path):
     assert "t5/runs/cdvae-task2-seed0/last.ckpt" in names and "t5/runs/symat-task1-seed0/best.ckpt" in names
     # converged, not scored yet: only its predictions are left, from best.ckpt
     assert "t5/runs/cdvae-task1-seed0/best.ckpt" in names and "t5/runs/cdvae-task1-seed0/last.ckpt" not in names
+    # converged under Task 1's first objective (no version in run.json): it trains on from last.ckpt
+    old = g / "runs" / "cdvae-task1-seed0" / "run.json"
+    old.write_text(json.dumps({"stop_reason": "converged"}))
+    subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "2", "t5"], cwd=home, check=True,
+                   capture_output=True)
+    again = subprocess.run(["tar", "tf", str(home / "gpu-work/carry-2.tar")], capture_output=True, check=True)
+    assert "t5/runs/cdvae-task1-seed0/last.ckpt" in again.stdout.decode().split()
     assert "t5/preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet" in names  # unfinished
     assert "t5/preds/cdvae-task2-id-seed0.parquet" in names
     assert not [n for n in names if "seed1" in n and (n.endswith(".ckpt") or "/preds/" in n)]
@@ -256,3 +264,15 @@ def test_newest_layout_bundles_every_work_folder_exactly_once():
             if words and words[0].isdigit():
                 bundled += words[1:]
     assert sorted(bundled) == sorted(f[0] for f in _layout_lines(path))
+
+
+def test_the_shell_knows_the_objective_versions_of_c2np_config():
+    """table5_lib.sh's objective_version (which run's last.ckpt must travel) equals
+    c2np.config.OBJECTIVE_VERSIONS for both tasks."""
+    from c2np.config import OBJECTIVE_VERSIONS
+
+    lib = ROOT / "benchmarks" / "table5_lib.sh"
+    for task, version in OBJECTIVE_VERSIONS.items():
+        out = subprocess.run(["bash", "-c", f'source "{lib}"; objective_version w/runs/cdvae-task{task}-seed0'],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == str(version), (task, out)
