@@ -21,10 +21,12 @@ stopped_for_good() {
 #
 # needless_excludes W F PREFIX [stopped]: appends to the array `excl` tar --exclude options
 # (member names PREFIX/F/...) for the checkpoints and predictions of the runs W/F/scored.txt
-# lists (scored on every split) and the batches of finished predictions; with "stopped", also
+# lists (scored on every split), the batches of finished predictions and W/F/superseded/; with "stopped", also
 # the last.ckpt of runs that stopped for good (only prediction is left, from best.ckpt).
 needless_excludes() {
     local w=$1/$2 f=$2 pre=$3 run p r
+    # what runs of an older objective made (train_baselines.py --set-aside) stays home
+    excl+=(--exclude="$pre$f/superseded")
     if [ -f "$w/scored.txt" ]; then
         while read -r run; do
             [ -n "$run" ] || continue
