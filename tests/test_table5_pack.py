@@ -139,6 +139,7 @@ def test_bundle_leaves_scored_runs_checkpoints_and_predictions_home(tmp_path):
     g = home / "gpu-work" / "t5"
     _file(g / "preds" / "cdvae-task2-ood-seed1.parquet", 0.1)  # scored: stays home
     _file(g / "preds" / "cdvae-task2-id-seed0.parquet.chunks" / "batch-00000.parquet", 0.1)  # finished
+    _file(g / "superseded" / "objective-v1" / "preds" / "cdvae-task1-id-seed0.parquet", 0.1)  # set aside
     res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "1", "t5", "t9"], cwd=home,
                          check=True, capture_output=True, text=True)
     assert "gpu-work/carry-1.tar" in res.stdout
@@ -157,7 +158,7 @@ def test_bundle_leaves_scored_runs_checkpoints_and_predictions_home(tmp_path):
     assert "t5/preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet" in names  # unfinished
     assert "t5/preds/cdvae-task2-id-seed0.parquet" in names
     assert not [n for n in names if "seed1" in n and (n.endswith(".ckpt") or "/preds/" in n)]
-    assert not [n for n in names if "cdvae-task2-id-seed0.parquet.chunks" in n]
+    assert not [n for n in names if "cdvae-task2-id-seed0.parquet.chunks" in n or "superseded" in n]
     assert "t5/results/cdvae-task2-id-seed1.json" in names and "t9/README.txt" in names  # t9: a new runner
     assert not w.exists()
 
