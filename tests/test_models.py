@@ -162,7 +162,7 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path):
             "--set", "train.workers=0"]
     runs = tmp_path / "runs"
     res = runner.invoke(app, ["train", "--task", "2", "--model", "cdvae", "--seed", "1", "--store",
-                              str(small_store), "--out", str(runs), "-q", *tiny])
+                              str(small_store), "--out", str(runs), "-q", *tiny, "--set", "predict.batch_size=3"])
     assert res.exit_code == 0, res.output
     info = json.loads((runs / "cdvae-task2-seed1" / "run.json").read_text())
     assert info["epochs"] == 2 and info["time_per_epoch"] > 0
@@ -170,6 +170,8 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path):
     res = runner.invoke(app, ["predict", "--checkpoint", str(runs / "cdvae-task2-seed1" / "last.ckpt"),
                               "--split", "ood", "--store", str(small_store), "--out", str(preds), "-q"])
     assert res.exit_code == 0, res.output
+    # the config's [predict] batch size travels in the checkpoint (training batch: 16)
+    assert json.loads((runs / "cdvae-task2-seed1" / "test_loss-ood.json").read_text())["batch_size"] == 3
     out = tmp_path / "r2.json"
     res = runner.invoke(app, ["evaluate", "--task", "2", "--split", "ood", "--predictions", str(preds),
                               "--store", str(small_store), "--run-info",

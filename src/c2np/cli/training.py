@@ -127,7 +127,8 @@ def predict(
         "Task 1: generate only k seeded random materials per radius (score with "
         "`c2np evaluate --sample k`)."))] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Particles generated (Task 1) or predicted (Task 2) at once (default: the training batch).")] = None,
+        help="Particles generated (Task 1) or predicted (Task 2) at once (default: the config's "
+             "[predict] batch_size kept in the checkpoint; older checkpoints: the training batch).")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Keep every finished batch in OUT.chunks/ and continue from the batches an earlier, "
                          "killed call left there; OUT is written when all are done, and the folder removed. "

@@ -59,9 +59,12 @@ def mean_objective(model: torch.nn.Module, batches, seed: int = 0) -> dict[str, 
 
 
 class BaselineModule(pl.LightningModule):
-    """Any model of ``c2np.models.MODELS``; ``model.loss(batch)`` returns a dict with ``loss``."""
+    """Any model of ``c2np.models.MODELS``; ``model.loss(batch)`` returns a dict with ``loss``.
 
-    def __init__(self, model: dict, train: dict, seed: int = 0):
+    ``predict``: the config's ``[predict]`` section, kept in the checkpoint for ``c2np
+    predict`` (its ``batch_size``; checkpoints written before it was kept have none)."""
+
+    def __init__(self, model: dict, train: dict, seed: int = 0, predict: dict | None = None):
         super().__init__()
         self.save_hyperparameters()
         params = {k: v for k, v in model.items() if k not in ("name", "task")}

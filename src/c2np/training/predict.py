@@ -158,7 +158,9 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     task = model.task
     if compile and task == 1:
         compile_sampler(model)
-    size = int(batch_size or module.hparams.train.get("batch_size", 8))
+    # the config's [predict] batch size; checkpoints of before it was kept: the training one
+    size = int(batch_size or (module.hparams.get("predict") or {}).get("batch_size")
+               or module.hparams.train.get("batch_size", 8))
     ds = store if isinstance(store, Dataset) else open_dataset(store)
     every = records = load_records(ds, split, limit=limit)
     if sample is not None and task == 1:

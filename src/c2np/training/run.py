@@ -87,7 +87,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     records = load_records(ds, "train", t["materials"] or None, t["radii"] or None, t["limit"] or None)
     split = split_validation(records, t["val_radii"], float(t["val_fraction"]), seed)
     pl.seed_everything(seed, workers=True, verbose=False)
-    module = BaselineModule(m, t, seed)
+    module = BaselineModule(m, t, seed, cfg.get("predict"))
     if task == 2:
         module.model.fit_targets(torch.tensor(np.stack([r.lattice for r in split.train]), dtype=torch.float32),
                                  torch.tensor([r.spacegroup for r in split.train]))
