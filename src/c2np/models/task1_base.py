@@ -62,7 +62,7 @@ class Task1Generator(nn.Module):
     #: version of the training objective, recorded in run.json: a run resumed under another
     #: version restarts the convergence count (``c2np.training.module.RunMonitor``).
     #: 2: the composition term is KL(target || predicted) (1 was the cross-entropy, whose
-    #: floor, the target's entropy of about 0.95 nats for ABH3, was 32-74 % of the
+    #: floor, the target's entropy of about 0.95 nats for ABH3, was 32-73 % of the
     #: validation loss and loosened the relative stopping rule by as much; docs/models.md).
     OBJECTIVE_VERSION = OBJECTIVE_VERSIONS[1]
 

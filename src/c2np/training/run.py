@@ -46,11 +46,11 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*overridden `transfer_batch_to_device`.*")
 
 
-def _finished(info: dict, t: dict, objective_version: int) -> bool:
+def _finished(info: dict, t: dict, version: int) -> bool:
     """Whether a run stopped for good under the train settings ``t`` (raising train.epochs
     or train.max_time_s lets a run that hit the old limit go on) and the model's current
-    objective (a run of an older one goes on under the new one)."""
-    if info.get("objective_version", 1) != objective_version:
+    objective, ``version`` (a run of an older one goes on under the new one)."""
+    if info.get("objective_version", 1) != version:
         return False
     reason = info.get("stop_reason")
     return (reason == "converged"
