@@ -15,8 +15,9 @@ the eager step to float rounding, not TF32's), multiplies it with the gathered r
 and adds the products into the target rows with atomics. The backward recomputes the
 filter per tile, adds ``grad_msg[tgt] * w`` into ``grad_x`` at the sources, and keeps the
 weight and bias gradients of its tiles in registers: a persistent grid of
-``PROGRAMS_PER_SM`` programs per SM each writes one partial sum, and torch adds the
-partials (no atomics on the F x F matrices, and the weight gradients are deterministic).
+``PROGRAMS_PER_SM`` programs per SM each writes one partial sum (the biases' per edge
+slot of a tile), and torch adds the partials (no atomics on the F x F matrices, and the
+weight gradients are deterministic).
 
 ``b2'`` is an input computed in torch, so autograd carries its gradient to W2 and b2.
 x, the messages and all accumulation are fp32. There is no gradient for ``attr`` or
@@ -77,6 +78,12 @@ def _pow2(n: int) -> int:
     return max(16, 1 << (int(n) - 1).bit_length())
 
 
+# Only triton.language's builtins below, none of its standard library (tl.sum, tl.zeros,
+# tl.sigmoid): those are jitted when triton is imported, so an interpreter switched on
+# after that import (TRITON_INTERPRET=1 in a test process that imported triton through
+# torch_geometric) could not run them; and the interpreter reduces element by element.
+# The helpers are jitted by _kernels().
+
 def _softplus(z):
     # the overflow-safe form; torch's softplus returns z above 20, which differs by < 3e-9
     return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
@@ -133,10 +140,11 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
     w2t = tl.trans(w2)
     b1 = tl.load(b1_ptr + cols_f, mask=in_f, other=0.0)
     b2 = tl.load(b2_ptr + cols_f, mask=in_f, other=0.0)
-    acc_w1 = tl.zeros((F, G), dtype=tl.float32)
-    acc_w2 = tl.zeros((F, F), dtype=tl.float32)
-    acc_b1 = tl.zeros((F,), dtype=tl.float32)
-    acc_b2 = tl.zeros((F,), dtype=tl.float32)
+    acc_w1 = tl.full((F, G), 0.0, tl.float32)
+    acc_w2 = tl.full((F, F), 0.0, tl.float32)
+    # the bias gradients' column sums are left to torch: no reduction in the loop
+    acc_b1 = tl.full((BLOCK_E, F), 0.0, tl.float32)
+    acc_b2 = tl.full((BLOCK_E, F), 0.0, tl.float32)
 
     for t in range(tiles_per_program):  # a contiguous run of tiles per program
         edges = (pid * tiles_per_program + t).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
@@ -153,16 +161,18 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
         tl.atomic_add(gx_ptr + src[:, None] * n_filters + cols_f[None, :], grad * w, mask=cell, sem="relaxed")
         # d loss / d (W2 act + b2'): zero on dead edges and padded columns (grad and rows are)
         g_out = grad * rows * env[:, None]
-        acc_b2 += tl.sum(g_out, axis=0)
+        acc_b2 += g_out
         acc_w2 += tl.dot(tl.trans(g_out), act, input_precision="ieee")
-        g_pre = tl.dot(g_out, w2, input_precision="ieee") * tl.sigmoid(pre)
-        acc_b1 += tl.sum(g_pre, axis=0)
+        # softplus' = sigmoid
+        g_pre = tl.dot(g_out, w2, input_precision="ieee") / (1.0 + tl.exp(-pre))
+        acc_b1 += g_pre
         acc_w1 += tl.dot(tl.trans(g_pre), attr, input_precision="ieee")
 
     tl.store(gw1_ptr + pid * n_filters * n_gauss + cols_f[:, None] * n_gauss + cols_g[None, :], acc_w1, mask=fg)
     tl.store(gw2_ptr + pid * n_filters * n_filters + cols_f[:, None] * n_filters + cols_f[None, :], acc_w2, mask=ff)
-    tl.store(gb1_ptr + pid * n_filters + cols_f, acc_b1, mask=in_f)
-    tl.store(gb2_ptr + pid * n_filters + cols_f, acc_b2, mask=in_f)
+    rows_b = pid * BLOCK_E * n_filters + tl.arange(0, BLOCK_E)[:, None] * n_filters + cols_f[None, :]
+    tl.store(gb1_ptr + rows_b, acc_b1, mask=in_f[None, :])
+    tl.store(gb2_ptr + rows_b, acc_b2, mask=in_f[None, :])
 
 
 @functools.cache
@@ -218,8 +228,8 @@ class _CFConv(torch.autograd.Function):
         grad_x = torch.zeros_like(x)
         part_w1 = x.new_zeros(programs, n_filters, n_gauss)
         part_w2 = x.new_zeros(programs, n_filters, n_filters)
-        part_b1 = x.new_zeros(programs, n_filters)
-        part_b2 = x.new_zeros(programs, n_filters)
+        part_b1 = x.new_zeros(programs * BACKWARD_BLOCK, n_filters)
+        part_b2 = x.new_zeros(programs * BACKWARD_BLOCK, n_filters)
         if n_edges:
             backward_kernel[(programs,)](x, src, tgt, attr, env, w1, b1, w2, b2, grad_msg.contiguous(),
                                          grad_x, part_w1, part_b1, part_w2, part_b2,
