@@ -3,6 +3,7 @@ Triton kernels (``c2np.models.cfconv_triton``, ``train.compile = "triton"``); pr
 
     python benchmarks/cfconv_kernel.py                               # one GPU, ~0.5 M edges, < 60 s
     python benchmarks/cfconv_kernel.py --variants eager,triton --blocks 64/32,128/32,64/64,32/16
+    python benchmarks/cfconv_kernel.py --variants eager,triton --precisions tf32x3,tf32
     python benchmarks/cfconv_kernel.py --cpu-check                   # the script's paths, tiny, interpreter
 
 The graph is a realistic one: ``--atoms`` points uniformly in a ball at the density that
@@ -20,7 +21,8 @@ and the largest deviation from eager of the output and of every gradient, relati
 the tensor's largest entry. ``inductor`` is ``torch.compile(interact, dynamic=False)``
 (``train.compile = "edges"`` compiles with ``dynamic=True``); its compile time is the
 "setup s" column. ``--blocks F/B,...`` adds one Triton row per (forward, backward) edge
-tile size.
+tile size, ``--precisions`` one per ``tl.dot`` fp32 mode (``DOT_PRECISION``; "ieee", the
+default, is exact fp32; "tf32x3" and "tf32" use the tensor cores and round differently).
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def main() -> None:
     ap.add_argument("--variants", default="eager,inductor,triton", help="comma list of eager | inductor | triton")
     ap.add_argument("--blocks", default="",
                     help="extra Triton rows: forward/backward edge tiles, e.g. 128/32,64/64 (powers of two >= 16)")
+    ap.add_argument("--precisions", default="", help="extra Triton rows: tl.dot fp32 modes, e.g. tf32x3,tf32")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--cpu-check", action="store_true",
@@ -120,16 +123,17 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter check)"
     print(f"{name}: {args.atoms:,} atoms, {len(src):,} edges ({len(src) / args.atoms:.1f} per atom), "
           f"hidden {args.hidden}, {args.gaussians} Gaussians, one interaction block, fp32", flush=True)
-    print("| variant | tiles fwd/bwd | setup s | forward ms | forward + backward ms | peak memory GB "
+    print("| variant | tiles fwd/bwd, dot | setup s | forward ms | forward + backward ms | peak memory GB "
           "| max deviation from eager (output, gradients) |\n|---|---|---|---|---|---|---|", flush=True)
 
-    rows = [(v, None) for v in args.variants.split(",") if v]
-    rows += [("triton", tuple(int(b) for b in spec.split("/"))) for spec in args.blocks.split(",") if spec]
+    default = cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION
+    rows = [(v, default) for v in args.variants.split(",") if v]
+    rows += [("triton", (*map(int, spec.split("/")), default[2])) for spec in args.blocks.split(",") if spec]
+    rows += [("triton", (*default[:2], mode)) for mode in args.precisions.split(",") if mode]
     reference = None
-    default_blocks = cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK
-    for variant, blocks in rows:
+    for variant, setting in rows:
         enc.fused_cfconv = variant == "triton"
-        cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK = blocks or default_blocks
+        cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION = setting
         if variant == "inductor":
             interact = torch.compile(enc.interact, backend="eager" if args.cpu_check else "inductor", dynamic=False)
         elif variant in ("eager", "triton"):
@@ -159,10 +163,10 @@ def main() -> None:
             reference = out, grads
         dev = ("-" if reference is None else
                f"{deviation([out], [reference[0]]):.1e}, {deviation(grads, reference[1]):.1e}")
-        tiles = "/".join(map(str, blocks or default_blocks)) if variant == "triton" else "-"
+        tiles = "{}/{}, {}".format(*setting) if variant == "triton" else "-"
         print(f"| {variant} | {tiles} | {setup:.1f} | {1000 * fwd:.2f} | {1000 * both:.2f} | {peak} | {dev} |",
               flush=True)
-    cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK = default_blocks
+    cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION = default
 
 
 if __name__ == "__main__":

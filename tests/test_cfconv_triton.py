@@ -153,6 +153,48 @@ def test_cdvae_loss_with_fused_interactions_is_the_eager_loss(records, interpret
         assert float((got_grads[name] - w).norm()) <= 1e-4 * float(w.norm()) + 1e-7, name
 
 
+@needs_triton
+def test_train_compile_triton_switches_the_encoders(interpreter):
+    """BaselineModule.on_fit_start with train.compile = "triton": every SchNet encoder
+    uses the kernels and nothing is compiled (interact stays the eager method)."""
+    from c2np.training.configs import load_training_config
+    from c2np.training.module import BaselineModule
+
+    cfg = load_training_config("cdvae", 1, overrides=["train.compile=triton", "model.hidden=16",
+                                                      "model.interactions=1", "model.gaussians=8"])
+    module = BaselineModule(cfg["model"], cfg["train"])
+    encoders = [m for m in module.modules() if isinstance(m, SchNetEncoder)]
+    module.on_fit_start()
+    assert len(encoders) == 2 and all(m.fused_cfconv and "interact" not in vars(m) for m in encoders)
+
+
+@needs_triton
+@pytest.mark.slow  # one epoch through Triton's interpreter and one eager: about 45 s
+def test_c2np_train_with_triton_matches_eager(small_store, tmp_path, monkeypatch):
+    """c2np train --set train.compile=triton (interpreter) and the eager run of the same
+    seed end with the same training and validation losses."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+
+    losses = []
+    for mode in ("false", "triton"):
+        if mode == "triton":
+            monkeypatch.setenv("TRITON_INTERPRET", "1")
+        out = tmp_path / mode
+        res = CliRunner().invoke(app, [
+            "train", "--task", "1", "--model", "cdvae", "--store", str(small_store), "--out", str(out), "-q",
+            "--set", "model.hidden=16", "--set", "model.interactions=1", "--set", "model.gaussians=8",
+            "--set", "model.n_sigmas=2", "--set", "train.val_radii=[9]", "--set", "train.workers=0",
+            "--set", "train.epochs=1", "--set", f"train.compile={mode}"])
+        assert res.exit_code == 0, res.output
+        info = json.loads((out / "cdvae-task1-seed0" / "run.json").read_text())
+        losses.append((info["final_train_loss"], info["best_val_loss"]))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
 def test_triton_compile_mode_is_checked(monkeypatch):
     """One-line errors naming the key: an unknown train.compile value, "triton" with
     bf16 edges, and "triton" where the kernels cannot run (no triton, or not CUDA)."""

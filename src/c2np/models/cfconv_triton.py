@@ -10,8 +10,8 @@ The eager step materialises several (edges x filters) fp32 tensors per block eac
 about half a million edges per radius graph they are most of a training step's GPU time
 (docs/models.md, "Throughput"). Here no (edges x filters) tensor exists, forward or
 backward: each program takes tiles of ``BLOCK_E`` edges, computes the filter in registers
-(two ``tl.dot`` products, G -> F and F -> F, in IEEE fp32 so that the values are those of
-the eager step to float rounding, not TF32's), multiplies it with the gathered rows of x
+(two ``tl.dot`` products, G -> F and F -> F, in IEEE fp32 (``DOT_PRECISION``) so that the
+values are those of the eager step to float rounding, not TF32's), multiplies it with the gathered rows of x
 and adds the products into the target rows with atomics. The backward recomputes the
 filter per tile, adds ``grad_msg[tgt] * w`` into ``grad_x`` at the sources, and keeps the
 weight and bias gradients of its tiles in registers: a persistent grid of
@@ -50,6 +50,9 @@ BACKWARD_WARPS = 8
 PROGRAMS_PER_SM = 4
 #: backward programs under the interpreter: several tiles per program, as on a GPU
 INTERPRETER_PROGRAMS = 3
+#: ``tl.dot``'s fp32 mode: "ieee" (exact fp32, the default), "tf32x3" (three TF32 tensor-core
+#: products, close to fp32) or "tf32" (10-bit mantissa inputs: not exact)
+DOT_PRECISION = "ieee"
 
 tl = None  # triton.language, bound by _kernels(): the kernels below resolve it from this module
 
@@ -89,17 +92,17 @@ def _softplus(z):
     return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
 
 
-def _filter(attr, env, w1t, b1, w2t, b2):
+def _filter(attr, env, w1t, b1, w2t, b2, PRECISION: tl.constexpr):
     """The filter of a tile of edges and its intermediates: (pre-activation, activation, w)."""
-    pre = tl.dot(attr, w1t, input_precision="ieee") + b1[None, :]
+    pre = tl.dot(attr, w1t, input_precision=PRECISION) + b1[None, :]
     act = _softplus(pre)
-    w = (tl.dot(act, w2t, input_precision="ieee") + b2[None, :]) * env[:, None]
+    w = (tl.dot(act, w2t, input_precision=PRECISION) + b2[None, :]) * env[:, None]
     return pre, act, w
 
 
 def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, msg_ptr,
                     n_edges, n_gauss, n_filters,
-                    BLOCK_E: tl.constexpr, G: tl.constexpr, F: tl.constexpr):
+                    BLOCK_E: tl.constexpr, G: tl.constexpr, F: tl.constexpr, PRECISION: tl.constexpr):
     cols_g = tl.arange(0, G)
     cols_f = tl.arange(0, F)
     in_g = cols_g < n_gauss
@@ -116,7 +119,7 @@ def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, 
     attr = tl.load(attr_ptr + edges[:, None] * n_gauss + cols_g[None, :], mask=live[:, None] & in_g[None, :],
                    other=0.0)
     env = tl.load(env_ptr + edges, mask=live, other=0.0)
-    _, _, w = _filter(attr, env, w1t, b1, w2t, b2)
+    _, _, w = _filter(attr, env, w1t, b1, w2t, b2, PRECISION)
     src = tl.load(src_ptr + edges, mask=live, other=0)
     tgt = tl.load(tgt_ptr + edges, mask=live, other=0)
     cell = live[:, None] & in_f[None, :]
@@ -127,7 +130,7 @@ def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, 
 def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gmsg_ptr,
                      gx_ptr, gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
                      n_edges, n_gauss, n_filters, tiles_per_program,
-                     BLOCK_E: tl.constexpr, G: tl.constexpr, F: tl.constexpr):
+                     BLOCK_E: tl.constexpr, G: tl.constexpr, F: tl.constexpr, PRECISION: tl.constexpr):
     pid = tl.program_id(0)
     cols_g = tl.arange(0, G)
     cols_f = tl.arange(0, F)
@@ -152,7 +155,7 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
         attr = tl.load(attr_ptr + edges[:, None] * n_gauss + cols_g[None, :], mask=live[:, None] & in_g[None, :],
                        other=0.0)
         env = tl.load(env_ptr + edges, mask=live, other=0.0)
-        pre, act, w = _filter(attr, env, w1t, b1, w2t, b2)
+        pre, act, w = _filter(attr, env, w1t, b1, w2t, b2, PRECISION)
         src = tl.load(src_ptr + edges, mask=live, other=0)
         tgt = tl.load(tgt_ptr + edges, mask=live, other=0)
         cell = live[:, None] & in_f[None, :]
@@ -162,11 +165,11 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
         # d loss / d (W2 act + b2'): zero on dead edges and padded columns (grad and rows are)
         g_out = grad * rows * env[:, None]
         acc_b2 += g_out
-        acc_w2 += tl.dot(tl.trans(g_out), act, input_precision="ieee")
+        acc_w2 += tl.dot(tl.trans(g_out), act, input_precision=PRECISION)
         # softplus' = sigmoid
-        g_pre = tl.dot(g_out, w2, input_precision="ieee") / (1.0 + tl.exp(-pre))
+        g_pre = tl.dot(g_out, w2, input_precision=PRECISION) / (1.0 + tl.exp(-pre))
         acc_b1 += g_pre
-        acc_w1 += tl.dot(tl.trans(g_pre), attr, input_precision="ieee")
+        acc_w1 += tl.dot(tl.trans(g_pre), attr, input_precision=PRECISION)
 
     tl.store(gw1_ptr + pid * n_filters * n_gauss + cols_f[:, None] * n_gauss + cols_g[None, :], acc_w1, mask=fg)
     tl.store(gw2_ptr + pid * n_filters * n_filters + cols_f[:, None] * n_filters + cols_f[None, :], acc_w2, mask=ff)
@@ -211,7 +214,7 @@ class _CFConv(torch.autograd.Function):
             grid = (-(-n_edges // FORWARD_BLOCK),)
             forward_kernel[grid](x, src, tgt, attr, env, w1, b1, w2, b2, msg, n_edges, n_gauss, n_filters,
                                  BLOCK_E=FORWARD_BLOCK, G=_pow2(n_gauss), F=_pow2(n_filters),
-                                 num_warps=FORWARD_WARPS)
+                                 PRECISION=DOT_PRECISION, num_warps=FORWARD_WARPS)
         ctx.save_for_backward(x, src, tgt, attr, env, w1, b1, w2, b2)
         return msg
 
@@ -235,7 +238,7 @@ class _CFConv(torch.autograd.Function):
                                          grad_x, part_w1, part_b1, part_w2, part_b2,
                                          n_edges, n_gauss, n_filters, per_program,
                                          BLOCK_E=BACKWARD_BLOCK, G=_pow2(n_gauss), F=_pow2(n_filters),
-                                         num_warps=BACKWARD_WARPS)
+                                         PRECISION=DOT_PRECISION, num_warps=BACKWARD_WARPS)
         return (grad_x, None, None, None, None, part_w1.sum(0), part_b1.sum(0), part_w2.sum(0),
                 part_b2.sum(0))
 
