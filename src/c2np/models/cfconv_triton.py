@@ -11,13 +11,13 @@ about half a million edges per radius graph they are most of a training step's G
 (docs/models.md, "Throughput"). Here no (edges x filters) tensor exists, forward or
 backward: each program takes tiles of ``BLOCK_E`` edges, computes the filter in registers
 (two ``tl.dot`` products, G -> F and F -> F, in IEEE fp32 (``DOT_PRECISION``) so that the
-values are those of the eager step to float rounding, not TF32's), multiplies it with the gathered rows of x
-and adds the products into the target rows with atomics. The backward recomputes the
-filter per tile, adds ``grad_msg[tgt] * w`` into ``grad_x`` at the sources, and keeps the
-weight and bias gradients of its tiles in registers: a persistent grid of
-``PROGRAMS_PER_SM`` programs per SM each writes one partial sum (the biases' per edge
-slot of a tile), and torch adds the partials (no atomics on the F x F matrices, and the
-weight gradients are deterministic).
+values are those of the eager step to float rounding, not TF32's), multiplies it with
+the gathered rows of x and adds the products into the target rows with atomics. The
+backward recomputes the filter per tile, adds ``grad_msg[tgt] * w`` into ``grad_x`` at
+the sources, and keeps the weight and bias gradients of its tiles in registers: a
+persistent grid of ``PROGRAMS_PER_SM`` programs per SM each writes one partial sum (the
+biases' per edge slot of a tile), and torch adds the partials (no atomics on the F x F
+matrices, and the weight gradients are deterministic).
 
 ``b2'`` is an input computed in torch, so autograd carries its gradient to W2 and b2.
 x, the messages and all accumulation are fp32. There is no gradient for ``attr`` or
@@ -92,12 +92,31 @@ def _softplus(z):
     return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
 
 
-def _filter(attr, env, w1t, b1, w2t, b2, PRECISION: tl.constexpr):
-    """The filter of a tile of edges and its intermediates: (pre-activation, activation, w)."""
+def _weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, n_gauss, n_filters, cols_g, cols_f, in_g, in_f):
+    """The filter network's weights, padded rows and columns zero: (W1^T, W2, b1, b2')."""
+    # nn.Linear weights are (out, in); W1 is loaded transposed
+    w1t = tl.load(w1_ptr + cols_f[None, :] * n_gauss + cols_g[:, None], mask=in_g[:, None] & in_f[None, :], other=0.0)
+    w2 = tl.load(w2_ptr + cols_f[:, None] * n_filters + cols_f[None, :], mask=in_f[:, None] & in_f[None, :],
+                 other=0.0)
+    b1 = tl.load(b1_ptr + cols_f, mask=in_f, other=0.0)
+    b2 = tl.load(b2_ptr + cols_f, mask=in_f, other=0.0)
+    return w1t, w2, b1, b2
+
+
+def _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr, src_ptr, tgt_ptr, w1t, b1, w2, b2,
+               PRECISION: tl.constexpr):
+    """A tile of edges and its filter, with the intermediates the backward needs:
+    (live, attr, env, src, tgt, pre-activation, activation, w)."""
+    live = edges < n_edges
+    attr = tl.load(attr_ptr + edges[:, None] * n_gauss + cols_g[None, :], mask=live[:, None] & in_g[None, :],
+                   other=0.0)
+    env = tl.load(env_ptr + edges, mask=live, other=0.0)
+    src = tl.load(src_ptr + edges, mask=live, other=0)
+    tgt = tl.load(tgt_ptr + edges, mask=live, other=0)
     pre = tl.dot(attr, w1t, input_precision=PRECISION) + b1[None, :]
     act = _softplus(pre)
-    w = (tl.dot(act, w2t, input_precision=PRECISION) + b2[None, :]) * env[:, None]
-    return pre, act, w
+    w = (tl.dot(act, tl.trans(w2), input_precision=PRECISION) + b2[None, :]) * env[:, None]
+    return live, attr, env, src, tgt, pre, act, w
 
 
 def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, msg_ptr,
@@ -107,21 +126,10 @@ def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, 
     cols_f = tl.arange(0, F)
     in_g = cols_g < n_gauss
     in_f = cols_f < n_filters
-    # nn.Linear weights are (out, in): load them transposed, padded columns zero
-    w1t = tl.load(w1_ptr + cols_f[None, :] * n_gauss + cols_g[:, None], mask=in_g[:, None] & in_f[None, :], other=0.0)
-    w2t = tl.load(w2_ptr + cols_f[None, :] * n_filters + cols_f[:, None], mask=in_f[:, None] & in_f[None, :],
-                  other=0.0)
-    b1 = tl.load(b1_ptr + cols_f, mask=in_f, other=0.0)
-    b2 = tl.load(b2_ptr + cols_f, mask=in_f, other=0.0)
-
+    w1t, w2, b1, b2 = _weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, n_gauss, n_filters, cols_g, cols_f, in_g, in_f)
     edges = tl.program_id(0).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
-    live = edges < n_edges
-    attr = tl.load(attr_ptr + edges[:, None] * n_gauss + cols_g[None, :], mask=live[:, None] & in_g[None, :],
-                   other=0.0)
-    env = tl.load(env_ptr + edges, mask=live, other=0.0)
-    _, _, w = _filter(attr, env, w1t, b1, w2t, b2, PRECISION)
-    src = tl.load(src_ptr + edges, mask=live, other=0)
-    tgt = tl.load(tgt_ptr + edges, mask=live, other=0)
+    live, _, _, src, tgt, _, _, w = _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr, src_ptr,
+                                               tgt_ptr, w1t, b1, w2, b2, PRECISION)
     cell = live[:, None] & in_f[None, :]
     rows = tl.load(x_ptr + src[:, None] * n_filters + cols_f[None, :], mask=cell, other=0.0)
     tl.atomic_add(msg_ptr + tgt[:, None] * n_filters + cols_f[None, :], rows * w, mask=cell, sem="relaxed")
@@ -136,13 +144,7 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
     cols_f = tl.arange(0, F)
     in_g = cols_g < n_gauss
     in_f = cols_f < n_filters
-    ff = in_f[:, None] & in_f[None, :]
-    fg = in_f[:, None] & in_g[None, :]
-    w1t = tl.load(w1_ptr + cols_f[None, :] * n_gauss + cols_g[:, None], mask=in_g[:, None] & in_f[None, :], other=0.0)
-    w2 = tl.load(w2_ptr + cols_f[:, None] * n_filters + cols_f[None, :], mask=ff, other=0.0)
-    w2t = tl.trans(w2)
-    b1 = tl.load(b1_ptr + cols_f, mask=in_f, other=0.0)
-    b2 = tl.load(b2_ptr + cols_f, mask=in_f, other=0.0)
+    w1t, w2, b1, b2 = _weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, n_gauss, n_filters, cols_g, cols_f, in_g, in_f)
     acc_w1 = tl.full((F, G), 0.0, tl.float32)
     acc_w2 = tl.full((F, F), 0.0, tl.float32)
     # the bias gradients' column sums are left to torch: no reduction in the loop
@@ -151,13 +153,8 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
 
     for t in range(tiles_per_program):  # a contiguous run of tiles per program
         edges = (pid * tiles_per_program + t).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
-        live = edges < n_edges
-        attr = tl.load(attr_ptr + edges[:, None] * n_gauss + cols_g[None, :], mask=live[:, None] & in_g[None, :],
-                       other=0.0)
-        env = tl.load(env_ptr + edges, mask=live, other=0.0)
-        pre, act, w = _filter(attr, env, w1t, b1, w2t, b2, PRECISION)
-        src = tl.load(src_ptr + edges, mask=live, other=0)
-        tgt = tl.load(tgt_ptr + edges, mask=live, other=0)
+        live, attr, env, src, tgt, pre, act, w = _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr,
+                                                            src_ptr, tgt_ptr, w1t, b1, w2, b2, PRECISION)
         cell = live[:, None] & in_f[None, :]
         grad = tl.load(gmsg_ptr + tgt[:, None] * n_filters + cols_f[None, :], mask=cell, other=0.0)
         rows = tl.load(x_ptr + src[:, None] * n_filters + cols_f[None, :], mask=cell, other=0.0)
@@ -171,7 +168,9 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
         acc_b1 += g_pre
         acc_w1 += tl.dot(tl.trans(g_pre), attr, input_precision=PRECISION)
 
-    tl.store(gw1_ptr + pid * n_filters * n_gauss + cols_f[:, None] * n_gauss + cols_g[None, :], acc_w1, mask=fg)
+    ff = in_f[:, None] & in_f[None, :]
+    tl.store(gw1_ptr + pid * n_filters * n_gauss + cols_f[:, None] * n_gauss + cols_g[None, :], acc_w1,
+             mask=in_f[:, None] & in_g[None, :])
     tl.store(gw2_ptr + pid * n_filters * n_filters + cols_f[:, None] * n_filters + cols_f[None, :], acc_w2, mask=ff)
     rows_b = pid * BLOCK_E * n_filters + tl.arange(0, BLOCK_E)[:, None] * n_filters + cols_f[None, :]
     tl.store(gb1_ptr + rows_b, acc_b1, mask=in_f[None, :])
@@ -181,14 +180,13 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
 @functools.cache
 def _kernels():
     """The jitted (forward, backward) kernels; imports triton and binds ``tl`` on first use."""
-    global tl
+    global tl, _softplus, _weights, _edge_tile
     import triton
     import triton.language
 
     tl = triton.language
     # the helpers are jitted too, so that the kernels call them as device functions
-    global _softplus, _filter
-    _softplus, _filter = triton.jit(_softplus), triton.jit(_filter)
+    _softplus, _weights, _edge_tile = triton.jit(_softplus), triton.jit(_weights), triton.jit(_edge_tile)
     return triton.jit(_forward_kernel), triton.jit(_backward_kernel)
 
 
