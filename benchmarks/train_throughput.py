@@ -47,7 +47,13 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
 - ``graphs``: with ``static`` or ``compile``, ``mode="reduce-overhead"`` (CUDA graphs,
   ``train.cuda_graphs``): each bucket's step is captured once and replayed;
 - ``bf16``: the SchNet edge pipeline in bf16 (``train.bf16_edges``; node updates and the
-  loss fp32): not exact, the fixed-batch loss shows by how much.
+  loss fp32): not exact, the fixed-batch loss shows by how much;
+- ``triton``: the SchNet interactions' messages from the fused Triton kernels
+  (``train.compile = "triton"``, ``c2np.models.cfconv_triton``): fp32, no (edges x
+  filters) tensor; the rest of the step eager. ``triton+fused`` is the step ``c2np train``
+  runs with that setting. The kernels are built at the fixed-batch loss ("setup s");
+  exact to float rounding, so the fixed-batch loss equals ``base``'s. With
+  ``--cpu-dry-run`` Triton's interpreter runs them (slow: use ``--models cdvae:1``).
 
 ``--gen-radii 10,20,30`` also times Task 1 generation (``model.generate``, one particle
 per radius, size pinned to the true atom count).
@@ -93,7 +99,7 @@ from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
-TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16"}
+TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton"}
 HOST_FIELDS = ("cell_pairs", "lattice_inv", "edge_index", "graph_cutoff", "score_edges", "score_cutoff")
 
 
@@ -282,6 +288,12 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         for module in model.modules():
             if isinstance(module, SchNetEncoder):
                 module.edge_dtype = torch.bfloat16
+    if "triton" in tokens:
+        from c2np.training.module import fuse_interactions
+
+        if args.cpu_dry_run:  # Triton's interpreter: checks the path, slowly
+            os.environ["TRITON_INTERPRET"] = "1"
+        fuse_interactions(model, device)
     if "edges" in tokens:
         from torch._inductor import config as inductor_config
 
@@ -341,7 +353,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         timing = _time_stream(step, make_loader(sampler), sampler, args, util)
     if timing["warmup_s"] > args.warn_warmup_s:
         print(f"  warning: {name} task {task} {variant}: warm-up took {timing['warmup_s']:.0f} s "
-              f"({'compilation' if tokens & {'compile', 'edges', 'static'} else 'loader start and first kernels'})",
+              f"({'compilation' if tokens & {'compile', 'edges', 'static', 'triton'} else 'loader start and first kernels'})",
               flush=True)
     graphs_warm = timing.pop("graphs_warm") - graphs0
     if bool(bad):
@@ -472,7 +484,7 @@ def main() -> None:
     ap.add_argument("--models", default="cdvae:1,symat:2,cdvae:2", help="name:task,...")
     ap.add_argument("--variants", default="before,base,edges,edges+fused",
                     help="comma list; tokens before | base | host | fused | compile | edges | tf32 | pad | static | "
-                         "graphs | bf16 joined by +")
+                         "graphs | bf16 | triton joined by +")
     ap.add_argument("--compile-models", default="cdvae:1,symat:2",
                     help="models that run the variants with compile (the whole loss; compilation takes minutes)")
     ap.add_argument("--total-s", type=int, default=0,
@@ -484,7 +496,7 @@ def main() -> None:
                     help="DataLoader workers with host work (default: CPU cores - 4, at most 10)")
     ap.add_argument("--limit-s", type=int, default=60, help="time limit of an eager variant, seconds")
     ap.add_argument("--compile-limit-s", type=int, default=120,
-                    help="time limit of a compile or edges variant (compilation included), seconds")
+                    help="time limit of a compile, edges, static or triton variant (compilation included), seconds")
     ap.add_argument("--warn-warmup-s", type=float, default=30.0)
     ap.add_argument("--pad-buckets", type=int, default=2, help="pad, static: atom bucket sizes per doubling")
     ap.add_argument("--static-warmup-s", type=int, default=90,
@@ -529,7 +541,7 @@ def main() -> None:
             tokens = set(variant.split("+"))
             if "compile" in tokens and item not in compiled:
                 continue
-            limit = args.compile_limit_s if tokens & {"compile", "edges", "static"} else args.limit_s
+            limit = args.compile_limit_s if tokens & {"compile", "edges", "static", "triton"} else args.limit_s
             if tokens & {"static", "graphs"}:  # a compile (or capture) per bucket, capped by --static-warmup-s
                 limit += args.static_warmup_s
             if args.total_s and time.perf_counter() - start + limit > args.total_s:

@@ -56,6 +56,8 @@ class SchNetEncoder(nn.Module):
         self.norm = nn.LayerNorm(hidden)
         #: dtype of the edge pipeline in :meth:`interact` (``train.bf16_edges``); None: fp32
         self.edge_dtype: torch.dtype | None = None
+        #: :meth:`interact`'s messages from the fused Triton kernels (``train.compile = "triton"``)
+        self.fused_cfconv = False
 
     def edges(self, pos: torch.Tensor, ptr: torch.Tensor, edge_index: torch.Tensor | None = None,
               padded=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -100,10 +102,20 @@ class SchNetEncoder(nn.Module):
         With ``edge_dtype`` (``train.bf16_edges``) the per-edge chain (envelope, filter
         network, gathered features, their product) runs in that dtype, the scatter-add
         accumulates in fp32 and the node updates stay fp32.
+
+        With ``fused_cfconv`` (``train.compile = "triton"``) each block's filter network,
+        gather, product and scatter run as one Triton kernel each way
+        (``c2np.models.cfconv_triton``), fp32, without any (edges x filters) tensor;
+        ``edge_dtype`` is then ignored. A call whose ``attr`` or ``length`` requires a
+        gradient (differentiable positions) takes the eager path: the kernels have none
+        for them.
         """
         low = self.edge_dtype
         envelope = (0.5 * (torch.cos(length * math.pi / self.cutoff) + 1.0)).view(-1, 1)
-        if low is not None:
+        fused = self.fused_cfconv and not (attr.requires_grad or length.requires_grad)
+        if fused:
+            from c2np.models.cfconv_triton import cfconv
+        elif low is not None:
             attr, envelope = attr.to(low), envelope.to(low)
         for block in self.blocks:
             # ShiftedSoftplus(x) = softplus(x) - log 2: the shift goes into the next layer's
@@ -111,7 +123,9 @@ class SchNetEncoder(nn.Module):
             first, conv, second = block.mlp[0], block.conv, block.mlp[2]
             bias = second.bias - block.mlp[1].shift * second.weight.sum(1)
             x = conv.lin1(h)
-            if low is None:
+            if fused:
+                msg = cfconv(x, src, tgt, attr, envelope, first.weight, first.bias, second.weight, bias)
+            elif low is None:
                 w = F.linear(F.softplus(first(attr)), second.weight, bias) * envelope
                 msg = torch.zeros_like(x).index_add_(0, tgt, x.index_select(0, src) * w)
             else:

@@ -85,6 +85,8 @@ class BaselineModule(pl.LightningModule):
         graphs = "reduce-overhead" if self.hparams.train.get("cuda_graphs") else None
         if mode in ("loss", "static"):
             compile_loss(self.model, dynamic=mode == "loss", mode=graphs)
+        elif mode == "triton":
+            fuse_interactions(self.model, self.device)
         elif mode:  # true or "edges"
             compile_interactions(self.model)
         if self.hparams.train.get("bf16_edges"):
@@ -141,6 +143,20 @@ def compile_interactions(model: torch.nn.Module, backend: str = "inductor") -> N
     for module in model.modules():
         if isinstance(module, SchNetEncoder):
             module.interact = torch.compile(module.interact, backend=backend, dynamic=True)
+
+
+def fuse_interactions(model: torch.nn.Module, device: torch.device) -> None:
+    """The SchNet interaction stacks' messages from the fused Triton kernels, in place
+    (``train.compile = "triton"``, ``c2np.models.cfconv_triton``); the rest of the step
+    stays eager. ``ConfigError`` when the kernels cannot run on ``device``."""
+    from c2np.models import cfconv_triton
+    from c2np.models.components import SchNetEncoder
+
+    if not cfconv_triton.available(device):
+        raise ConfigError(f'train.compile = "triton": {cfconv_triton.unavailable_reason(device)}')
+    for module in model.modules():
+        if isinstance(module, SchNetEncoder):
+            module.fused_cfconv = True
 
 
 def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: bool = True,

@@ -74,6 +74,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
 
     _quiet_lightning()
     m, t = cfg["model"], cfg["train"]
+    _check_compile(t)
     task = int(m["task"])
     where = run_dir(out, m["name"], task, seed)
     ckpt = where / "last.ckpt"
@@ -159,6 +160,25 @@ def _many(devices: int | str | list) -> bool:
     if isinstance(devices, (list, tuple)):
         return len(devices) > 1
     return int(devices) != 1
+
+
+#: the string values of ``train.compile`` (besides true and false); see the bundled configs
+COMPILE_MODES = ("gpu", "edges", "loss", "static", "triton")
+
+
+def _check_compile(t: dict) -> None:
+    """``train.compile`` is a known value, and ``"triton"`` can run here (before any data is read)."""
+    mode = t.get("compile")
+    if mode is not None and not isinstance(mode, bool) and mode not in COMPILE_MODES:
+        raise ConfigError(f"train.compile must be true, false or one of {', '.join(map(repr, COMPILE_MODES))}, "
+                          f"got {mode!r}")
+    if mode == "triton":
+        from c2np.models import cfconv_triton
+
+        if t.get("bf16_edges"):
+            raise ConfigError('train.bf16_edges: the fused kernels of train.compile = "triton" are fp32 only')
+        if not cfconv_triton.available():
+            raise ConfigError(f'train.compile = "triton": {cfconv_triton.unavailable_reason("cpu")}')
 
 
 def _pad_spec(model, t: dict, records):
