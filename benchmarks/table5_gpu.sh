@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One slice (at most 10 minutes) of the Table 5 runs on a lent multi-GPU machine
 # (nvidia-h100-x4 or nvidia-h200-x4): benchmarks/train_baselines.py runners side by side, one
-# per line of LAYOUT (benchmarks/table5/layout-*.txt: work folder, store, plan, seeds, GPUs).
+# per line of LAYOUT (benchmarks/table5/layout-*.txt: work folder, store, plan, seeds, GPUs,
+# and optionally GPUs per run and particles per prediction batch).
 #
 #   bash benchmarks/table5_gpu.sh OUT [SECONDS] [LAYOUT]     (from the repository root)
 #
@@ -70,17 +71,24 @@ need=$(awk -F'|' '!/^ *#/ && NF >= 7 {n = $5 + $6; if (n > m) m = n} END {print 
 [ "$n_gpu" -ge "$need" ] || { echo "$LAYOUT needs $need GPUs, found $n_gpu" >&2; exit 2; }
 mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)
 P=2; [ "$mem" -gt 100000 ] && P=3
+# Each c2np process would run PyTorch's CPU operations (the samplers' noise draws, the step's
+# host side) on as many OpenMP threads as the machine has cores, a dozen processes at once:
+# PyTorch's advice for several processes on one host is cores / processes threads each.
+# Scoring sets its own BLAS threads (cores / jobs, threadpoolctl).
+slots=$(awk -F'|' '!/^ *#/ && NF >= 7 {p = $7; gsub(/ /, "", p); if (p == "P") p = '"$P"'; n += $5 * p} END {print n + 0}' "$LAYOUT")
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / (slots > 0 ? slots : 1) > 0 ? $(nproc) / (slots > 0 ? slots : 1) : 1 ))}
+echo "$slots training or prediction processes at most: $OMP_NUM_THREADS OpenMP threads each ($(nproc) cores)"
 nvidia-smi dmon -s u -d 15 > "$W/dmon.txt" 2>&1 &
 dmon=$!
 
-runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN
+runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN PREDICT_BATCH
     python3 benchmarks/train_baselines.py --store "$2" --work "$W/$1" --plan "$3" --seeds $4 \
-        --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --jobs 8 \
+        --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --predict-batch "$9" --jobs 8 \
         --deadline "$SECONDS_GIVEN" --reserve 45 > "$W/$1.log" 2>&1
 }
 pids=()
-while IFS='|' read -r name store plan seeds gpus first per group; do
-    for v in name store plan seeds gpus first per group; do  # trim the padding of the columns
+while IFS='|' read -r name store plan seeds gpus first per group batch; do
+    for v in name store plan seeds gpus first per group batch; do  # trim the padding of the columns
         read -r "$v" <<< "$(echo ${!v})"
     done
     [[ -z $name || $name == \#* ]] && continue
@@ -88,8 +96,9 @@ while IFS='|' read -r name store plan seeds gpus first per group; do
     # start its runs from scratch here (carry an empty gpu-work/NAME for a new runner)
     [ -d "$W/$name" ] || { echo "runner $name: skipped, gpu-work/$name not carried"; continue; }
     [ "$per" = P ] && per=$P
-    runner "$name" "$store" "$plan" "$seeds" "$gpus" "$first" "$per" "${group:-1}" & pids+=($!)
-    echo "runner $name: $plan | seeds $seeds | GPUs $first+$gpus x $per, ${group:-1} per run"
+    runner "$name" "$store" "$plan" "$seeds" "$gpus" "$first" "$per" "${group:-1}" "${batch:-0}" & pids+=($!)
+    echo "runner $name: $plan | seeds $seeds | GPUs $first+$gpus x $per, ${group:-1} per run" \
+        "${batch:+| predicting $batch particles a batch}"
 done < "$LAYOUT"
 cp "$LAYOUT" "$W/layout.txt"
 wait "${pids[@]}"

@@ -160,11 +160,12 @@ class Runner:
 
     def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
                  deadline: float, reserve: float, overrides: list[str], gpus_per_run: int = 1,
-                 compile_predict: frozenset[str] = frozenset()) -> None:
+                 compile_predict: frozenset[str] = frozenset(), predict_batch: int = 0) -> None:
         if gpus % gpus_per_run:
             raise ValueError(f"{gpus} GPUs do not split into groups of {gpus_per_run}")
         self.pipe, self.c2np, self.gpus, self.first_gpu, self.per_gpu = pipe, c2np, gpus, first_gpu, per_gpu
         self.gpus_per_run, self.compile_predict = gpus_per_run, compile_predict
+        self.predict_batch = predict_batch
         self.overrides = [arg for o in overrides for arg in ("--set", o)]
         self.jobs, self.deadline, self.reserve = jobs, deadline, reserve
         self.lock = threading.Lock()
@@ -220,6 +221,8 @@ class Runner:
             self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
             # OUT is written atomically once every batch is done; the batches go to OUT.chunks/
             compiled = ["--compile"] if job.task == 1 and job.model in self.compile_predict else []
+            if self.predict_batch:
+                compiled += ["--batch-size", str(self.predict_batch)]
             rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
                             "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume",
                             *compiled], p.log(job, "predict"), gpus[:1])
@@ -359,6 +362,10 @@ def main() -> None:
                          "sizes (R = 10: MatterGen unchanged, FlowMM 1.1x), after 36 and 15 s of compilation; "
                          "DiffCSP 1.1x and 1.3x at R = 20, 30, unchanged at ID sizes, 1.6x slower at R = 10. Set it "
                          "before a family's first prediction: --resume refuses to mix compiled and eager batches.")
+    ap.add_argument("--predict-batch", type=int, default=0,
+                    help="Particles per prediction batch for every run of the plan (0: each run's config, "
+                         "[predict] batch_size). A prediction cut off keeps its batch size: keep this the same "
+                         "until it is done (c2np predict --resume refuses another).")
     ap.add_argument("--pack", type=Path, help="Write W as 15 MiB tar parts into this folder at the end.")
     ap.add_argument("--keep-ckpt", action="store_true", help="Pack the checkpoints of scored runs too.")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
@@ -397,7 +404,7 @@ def main() -> None:
     deadline = time.time() + a.deadline if a.deadline > 0 else float("inf")
     compile_predict = frozenset(m for m in a.compile_predict.split(",") if m)
     runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides,
-                    a.gpus_per_run, compile_predict)
+                    a.gpus_per_run, compile_predict, a.predict_batch)
     todo = [j for j in jobs if not pipe.scored(j)]
     runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s)"
                + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")

@@ -26,7 +26,8 @@ args = sys.argv[1:]
 opt = lambda k: args[args.index(k) + 1]
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(" ".join(args[:1] + [m for m in ("adit", "cdvae") if any(m in a for a in args)]
-                      + (["compiled"] if "--compile" in args else [])) + "\n")
+                      + (["compiled"] if "--compile" in args else [])
+                      + ([f"batch{opt('--batch-size')}"] if "--batch-size" in args else [])) + "\n")
 if "FAKE_GPU_LOG" in os.environ:  # which GPUs a command saw, and whether it trained with DDP
     with open(os.environ["FAKE_GPU_LOG"], "a") as fh:
         devices = opt("--devices") if "--devices" in args else "1"
@@ -236,6 +237,19 @@ def test_task1_prediction_is_compiled_for_the_chosen_families_only(tb, tmp_path,
     predicted = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("predict")]
     # the Task 2 and ADiT predictions stay eager; only CDVAE's Task 1 sampler is compiled
     assert sorted(predicted) == ["predict adit", "predict cdvae", "predict cdvae compiled"]
+
+
+def test_a_runner_predicts_in_batches_of_the_size_it_is_given(tb, tmp_path, monkeypatch):
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id"])
+    runner.predict_batch = 8  # --predict-batch 8 (table5_gpu.sh: a layout line's ninth field)
+    job = tb.Job("cdvae", 1, 0)
+    pipe.run_dir(job).mkdir(parents=True)
+    (pipe.run_dir(job) / "run.json").write_text(json.dumps({"epochs": 3, "stop_reason": "converged",
+                                                            "objective_version": 2}))
+    (pipe.run_dir(job) / "best.ckpt").write_text("w")
+    runner.run([job])
+    assert [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("predict")] == [
+        "predict cdvae batch8"]
 
 
 def test_status_table_shows_a_staged_runs_finished_stages(tb, tmp_path):
