@@ -220,12 +220,12 @@ class Runner:
             kept = chunk_progress(out)
             self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
             # OUT is written atomically once every batch is done; the batches go to OUT.chunks/
-            compiled = ["--compile"] if job.task == 1 and job.model in self.compile_predict else []
+            extra = ["--compile"] if job.task == 1 and job.model in self.compile_predict else []
             if self.predict_batch:
-                compiled += ["--batch-size", str(self.predict_batch)]
+                extra += ["--batch-size", str(self.predict_batch)]
             rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
                             "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume",
-                            *compiled], p.log(job, "predict"), gpus[:1])
+                            *extra], p.log(job, "predict"), gpus[:1])
             if rc != 0 or not out.exists():
                 kept = chunk_progress(out)
                 self.say(f"{job.name}: predict {split} stopped (rc {rc})"
@@ -280,8 +280,9 @@ def status_table(pipe: Pipeline, jobs: list[Job]) -> str:
         info = pipe.run_info(job) or {}
         best = info.get("best_val_loss")
         old = pipe.older_objective(job)
-        stop = (info.get("stop_reason") or "-") + (f" (objective v{old}: trains on)" if old else "") + "".join(  # a staged run's finished stages (ADiT Task 1)
-            f"; {st['stage']} converged at {st['converged_epoch']}" for st in info.get("stages") or [])
+        stop = (info.get("stop_reason") or "-") + (f" (objective v{old}: trains on)" if old else "")
+        # a staged run's finished stages (ADiT Task 1)
+        stop += "".join(f"; {st['stage']} converged at {st['converged_epoch']}" for st in info.get("stages") or [])
         rows.append(f"| {job.name} | {info.get('epochs', '-')} | {stop} | "
                     + (f"{best:.4g} ({info.get('best_epoch')})" if best is not None else "-")
                     + f" | {info.get('time_per_epoch') or 0:.2f} | "
