@@ -63,6 +63,12 @@ SCHEMES = ("radius", "materials")
 OBJECTIVE_VERSIONS = {1: 2, 2: 1}
 
 
+def recorded_objective(run: dict) -> int:
+    """The objective version a run.json (or a result's ``model_run``) records; runs of
+    before the version was recorded trained under version 1."""
+    return int(run.get("objective_version") or 1)
+
+
 @dataclass(frozen=True)
 class GridSpec:
     """One orientation grid: separation ``theta``, margin from the train grid, offset, seed.

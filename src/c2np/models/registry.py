@@ -28,12 +28,6 @@ def build_model(name: str, task: int, **hparams):
     return MODELS[name][task](**hparams)
 
 
-def objective_version(name: str, task: int) -> int:
-    """The version of ``name``'s training objective on ``task`` (run.json records it; a run
-    trained under an older one is not finished: see ``c2np.training.module.RunMonitor``)."""
-    return int(MODELS[name][task].OBJECTIVE_VERSION)
-
-
 def last_stage(model):
     """Take a model trained in stages (ADiT Task 1: its VAE, then its DiT) to its last stage,
     the one that generates, and return it; other models are returned as they are. For

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from c2np.config import OBJECTIVE_VERSIONS
 from c2np.models.batches import Task1Batch
 from c2np.models.components import (
     MAX_Z,
@@ -59,12 +58,6 @@ class Task1Generator(nn.Module):
     task = 1
     #: whether :meth:`loss` takes padded batches (``c2np.models.padding``, ``train.pad_buckets``)
     pads = False
-    #: version of the training objective, recorded in run.json: a run resumed under another
-    #: version restarts the convergence count (``c2np.training.module.RunMonitor``).
-    #: 2: the composition term is KL(target || predicted) (1 was the cross-entropy, whose
-    #: floor, the target's entropy of about 0.95 nats for ABH3, was 32-73 % of the
-    #: validation loss and loosened the relative stopping rule by as much; docs/models.md).
-    OBJECTIVE_VERSION = OBJECTIVE_VERSIONS[1]
 
     def __init__(self, hidden: int = 64, latent: int = 0, beta_kl: float = 0.01,
                  max_atoms: int = 20000, n_freq: int = 4, **_):
@@ -130,8 +123,9 @@ class Task1Generator(nn.Module):
         log_n, logits = self.size_and_species(batch, cond, lat)
         # means over the real graphs of a padded batch (graph_mask; None: every graph)
         size = masked_mean((log_n - batch.log_n) ** 2, batch.graph_mask)
-        # KL divergence, not the cross-entropy: the same gradients without the target's entropy,
-        # a floor that no model can go below and that would weigh in the relative stopping rule
+        # KL divergence, not the cross-entropy (objective version 2, c2np.config.OBJECTIVE_VERSIONS):
+        # the same gradients without the target's entropy, a floor of about 0.95 nats that no
+        # model can go below and that loosened the relative stopping rule (docs/models.md)
         logp = torch.log_softmax(logits, -1).masked_fill(batch.species == 0, 0.0)
         comp = masked_mean(torch.sum(torch.xlogy(batch.target_frac, batch.target_frac)
                                      - batch.target_frac * logp, -1), batch.graph_mask)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from c2np.config import OBJECTIVE_VERSIONS
 from c2np.models.batches import Task2Batch
 from c2np.models.components import SchNetEncoder, gaussian_latent, mean_pool, mlp
 from c2np.models.host_work import HostPlan, prepared_edges
@@ -30,8 +29,6 @@ class LatticePredictor(nn.Module):
     """Shared target handling of the Task 2 models."""
 
     task = 2
-    #: version of the training objective (see ``Task1Generator.OBJECTIVE_VERSION``)
-    OBJECTIVE_VERSION = OBJECTIVE_VERSIONS[2]
 
     def __init__(self, hidden: int = 64, interactions: int = 3, cutoff: float = 4.0,
                  gaussians: int = 32, latent: int = 4, beta_kl: float = 0.01, n_classes: int = 16, **_):

@@ -21,7 +21,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from c2np.config import OBJECTIVE_VERSIONS
+from c2np.config import OBJECTIVE_VERSIONS, recorded_objective
 from c2np.errors import C2NPError
 from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
@@ -95,8 +95,8 @@ def model_name(result: dict) -> str:
     name = result.get("model") or "unnamed"
     run = result.get("model_run")
     if run is not None:
-        version = int(run.get("objective_version") or 1)
-        if version != OBJECTIVE_VERSIONS.get(int(result["task"]), version):
+        version = recorded_objective(run)
+        if version != OBJECTIVE_VERSIONS[int(result["task"])]:
             name += f" [objective v{version}]"
     return name
 

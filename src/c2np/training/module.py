@@ -14,7 +14,7 @@ afresh for the rule, with the learning rate back at ``train.lr``. The run has co
 when its last stage has.
 
 The rule compares validation losses of one training objective. A run resumed under a
-newer version of its model's objective (``OBJECTIVE_VERSION``; Task 1 version 2 dropped
+newer version of its task's objective (``c2np.config.OBJECTIVE_VERSIONS``; Task 1 version 2 dropped
 the composition cross-entropy's constant floor) starts the count afresh at the epoch it
 resumes from, so it trains at least ``patience`` more epochs and its best.ckpt is of the
 new objective; run.json lists such changes under ``objective_changes``.

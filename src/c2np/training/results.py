@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from c2np.config import recorded_objective
 from c2np.errors import C2NPError
 
 
@@ -24,8 +25,7 @@ def run_extra(path: Path, split: str | None = None) -> dict:
             "best_val_loss", "best_epoch", "converged", "converged_epoch", "stop_reason", "convergence_rule",
             "objective_version", "objective_changes", "config")
     out = {"time_per_epoch": info["time_per_epoch"], "model_run": {k: info.get(k) for k in keep}}
-    # runs of before the version was recorded trained under version 1
-    out["model_run"]["objective_version"] = info.get("objective_version", 1)
+    out["model_run"]["objective_version"] = recorded_objective(info)
     loss_file = Path(path).parent / f"test_loss-{split}.json"
     if split is not None and loss_file.exists():
         try:

@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from c2np.config import OBJECTIVE_VERSIONS, recorded_objective
 from c2np.errors import ConfigError
 from c2np.models.padding import pad_spec
-from c2np.models.registry import objective_version
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.training.data import RecordsData, load_records, split_validation
 
@@ -50,7 +50,7 @@ def _finished(info: dict, t: dict, version: int) -> bool:
     """Whether a run stopped for good under the train settings ``t`` (raising train.epochs
     or train.max_time_s lets a run that hit the old limit go on) and the model's current
     objective, ``version`` (a run of an older one goes on under the new one)."""
-    if info.get("objective_version", 1) != version:
+    if recorded_objective(info) != version:
         return False
     reason = info.get("stop_reason")
     return (reason == "converged"
@@ -78,7 +78,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     task = int(m["task"])
     where = run_dir(out, m["name"], task, seed)
     ckpt = where / "last.ckpt"
-    version = objective_version(m["name"], task)
+    version = OBJECTIVE_VERSIONS[task]
     if resume and ckpt.exists() and (where / "run.json").exists():
         info = json.loads((where / "run.json").read_text())
         if _finished(info, t, version):
