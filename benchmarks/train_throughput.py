@@ -100,6 +100,8 @@ from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
 TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton"}
+#: tokens whose variant builds kernels before it runs (compilation or Triton's JIT): a longer time limit
+BUILDING = {"compile", "edges", "static", "triton"}
 HOST_FIELDS = ("cell_pairs", "lattice_inv", "edge_index", "graph_cutoff", "score_edges", "score_cutoff")
 
 
@@ -353,7 +355,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         timing = _time_stream(step, make_loader(sampler), sampler, args, util)
     if timing["warmup_s"] > args.warn_warmup_s:
         print(f"  warning: {name} task {task} {variant}: warm-up took {timing['warmup_s']:.0f} s "
-              f"({'compilation' if tokens & {'compile', 'edges', 'static', 'triton'} else 'loader start and first kernels'})",
+              f"({'compilation' if tokens & BUILDING else 'loader start and first kernels'})",
               flush=True)
     graphs_warm = timing.pop("graphs_warm") - graphs0
     if bool(bad):
@@ -541,7 +543,7 @@ def main() -> None:
             tokens = set(variant.split("+"))
             if "compile" in tokens and item not in compiled:
                 continue
-            limit = args.compile_limit_s if tokens & {"compile", "edges", "static", "triton"} else args.limit_s
+            limit = args.compile_limit_s if tokens & BUILDING else args.limit_s
             if tokens & {"static", "graphs"}:  # a compile (or capture) per bucket, capped by --static-warmup-s
                 limit += args.static_warmup_s
             if args.total_s and time.perf_counter() - start + limit > args.total_s:
