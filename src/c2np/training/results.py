@@ -23,7 +23,7 @@ def run_extra(path: Path, split: str | None = None) -> dict:
     keep = ("model", "task", "seed", "epochs", "epoch_seconds", "device", "devices", "precision", "parameters",
             "train_records", "train_atoms", "validation", "max_time_s", "final_train_loss", "final_val_loss",
             "best_val_loss", "best_epoch", "converged", "converged_epoch", "stop_reason", "convergence_rule",
-            "objective_version", "objective_changes", "config")
+            "objective_changes", "config")
     out = {"time_per_epoch": info["time_per_epoch"], "model_run": {k: info.get(k) for k in keep}}
     out["model_run"]["objective_version"] = recorded_objective(info)
     loss_file = Path(path).parent / f"test_loss-{split}.json"
