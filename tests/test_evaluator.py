@@ -236,3 +236,49 @@ def test_scoring_workers_share_the_cores_instead_of_oversubscribing():
     for jobs in (2, max(2, cores)):
         got = map_with_progress(_blas_threads, range(4), 4, "threads", jobs=jobs, enabled=False, chunksize=1)
         assert set(got) == {worker_threads(jobs)} and worker_threads(jobs) == max(1, cores // jobs)
+
+
+def test_per_sample_scores_are_the_rows_behind_the_means(ds, perfect_t2, tmp_path):
+    """One broken particle among good ones moves the split's mean; the per-sample rows name
+    it, and their mean is the result's (Task 1). Task 2's rows flag the one wrong sample."""
+    ev = Evaluator(1, "id", ds)
+    preds = _t1_predictions(ds, "id")
+    broken = sorted(preds)[1]
+    preds[broken].positions = preds[broken].positions * 0.5  # atoms squeezed together
+    result, rows = ev.evaluate_with_scores(preds)
+    assert list(rows.columns[:3]) == ["config_id", "material", "radius"]
+    assert rows["config_id"].tolist() == ev.targets()["config_id"].tolist()
+    worst = rows.loc[rows["lev_error"].idxmax()]
+    assert worst["config_id"] == broken and worst["lev_error"] > 1
+    assert (rows.loc[rows["config_id"] != broken, "rmsd"] < 1e-8).all()
+    for key in ("rmsd", "lev_error", "rdf_error"):
+        assert result["metrics"][key] == pytest.approx(rows[key].mean())
+    pred = perfect_t2.copy()
+    pred.loc[7, "spacegroup"] = 1
+    pred.loc[9, "a"] *= 1.5
+    result2, rows2 = Evaluator(2, "ood", ds).evaluate_with_scores(pred)
+    assert rows2["joint_correct"].sum() == len(pred) - 2
+    assert not rows2.loc[7, "spacegroup_correct"] and rows2.loc[7, "lattice_correct"]
+    assert not rows2.loc[9, "lattice_correct"] and rows2.loc[9, "lattice_rmse"] > 0
+    assert result2["metrics"]["joint_accuracy"] == pytest.approx(rows2["joint_correct"].mean())
+    assert result2["metrics"]["lattice_rmse"] == pytest.approx(np.sqrt((rows2["lattice_rmse"] ** 2).mean()))
+
+
+def test_cli_evaluate_writes_per_sample_scores(small_store, perfect_t2, tmp_path):
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+
+    path = tmp_path / "p.csv"
+    pred = perfect_t2.copy()
+    pred.loc[0, "spacegroup"] = 1
+    pred.to_csv(path, index=False)
+    args = ["evaluate", "--task", "2", "--split", "ood", "--predictions", str(path), "--store", str(small_store), "-q"]
+    runner = CliRunner()
+    res = runner.invoke(app, [*args, "--scores", str(tmp_path / "s.parquet"), "--out", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    rows = pd.read_parquet(tmp_path / "s.parquet")
+    assert len(rows) == len(pred) and rows["joint_correct"].sum() == len(pred) - 1
+    assert rows.loc[rows["config_id"] == pred.loc[0, "config_id"], "spacegroup_correct"].item() is False
+    res = runner.invoke(app, [*args, "--scores", str(tmp_path / "s.txt")])
+    assert res.exit_code == 2 and "--scores takes a .parquet or .csv" in res.output

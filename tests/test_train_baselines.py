@@ -61,6 +61,7 @@ elif args[0] == "predict":
     out.write_text("".join(chunks.path(b).read_text() for b in range(4)))
     chunks.remove()
 elif args[0] == "evaluate":
+    Path(opt("--scores")).write_text("per-sample rows")
     Path(opt("--out")).write_text(json.dumps({"from": args[0]}))
 '''
 
@@ -93,6 +94,8 @@ def test_pipelines_resume_across_calls_and_finish_each_phase_once(tb, tmp_path, 
     runner.run([cdvae, adit])  # call 2: cdvae converges, then is predicted and scored
     assert pipe.scored(cdvae) and not pipe.trained(adit) and not pipe.scored(adit)
     assert not list((pipe.work / "preds").glob("*.partial.*"))
+    for split in pipe.splits:  # every result keeps its per-sample rows beside it
+        assert pipe.result(cdvae, split).with_suffix(".scores.parquet").exists()
     runner.run([j for j in (cdvae, adit) if not pipe.scored(j)])  # call 3: only adit trains
     calls = (tmp_path / "calls.log").read_text().splitlines()
     assert calls.count("train cdvae") == 2 and calls.count("train adit") == 3

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -45,6 +46,8 @@ def test_walkthrough_runs_as_written(small_store, tmp_path, monkeypatch):
     # The Task 1 stand-in is the construction itself: it must score zero error.
     assert t1["metrics"]["rmsd"] < 1e-6 and t1["metrics"]["atom_count_error"] == 0
     assert t1["model"] == "MyNet" and t1["sample"] == {"per_radius": 2, "seed": 0}
+    rows = pd.read_parquet(tmp_path / "results-mine/mynet-t1-id-s0.scores.parquet")
+    assert len(rows) == t1["n_samples"] and rows["rmsd"].max() < 1e-6
     assert t2["n_samples"] == len(namespace["t2"]) and t2["sample"]["per_material_radius"] == 2
     # The Python evaluation of step 4 scores the same file as the command line did.
     assert namespace["result"]["metrics"] == pytest.approx(t2["metrics"])

@@ -49,6 +49,10 @@ def evaluate(
         help="run.json of a `c2np train` run: its time per epoch, epochs, convergence, device and "
              "config are copied into the result, and the model's own loss on SPLIT (the report's "
              "Loss column) if `c2np predict` wrote test_loss-SPLIT.json beside it.")] = None,
+    scores: Annotated[Optional[Path], typer.Option(
+        help="Also write one row per sample (config_id, material, radius and that sample's scores) "
+             "to this .parquet or .csv file: the rows behind every mean of the result, to find "
+             "the few samples that move a mean.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a prediction file with the official metrics (docs/metrics.md); --out writes the result JSON.
@@ -58,7 +62,7 @@ def evaluate(
     ids, NaN, negative lengths, unknown species) are rejected with the first offenders.
     Walk-through: docs/evaluate-your-model.md.
     """
-    from c2np.evaluation.evaluator import Evaluator
+    from c2np.evaluation.evaluator import Evaluator, write_scores
     from c2np.metrics.lattice import Tolerances
 
     try:
@@ -71,17 +75,23 @@ def evaluate(
             seed = extra["model_run"]["seed"] if seed is None else seed
         if out is not None and out.is_dir():
             raise C2NPError(f"{out}: is a directory; give a file name for the result JSON")
+        # checked before scoring: a long Task 1 scoring must not end in a refused file name
+        if scores is not None and scores.suffix.lower() not in (".parquet", ".csv"):
+            raise C2NPError(f"{scores}: --scores takes a .parquet or .csv file name")
         model = model or predictions.stem
         ev = Evaluator(task, split, store, Tolerances(length_rtol, angle_atol), sample_per_group=sample)
-        result = ev.evaluate(predictions, model=model, seed=seed, jobs=jobs or os.cpu_count() or 1,
-                             progress=not quiet, extra=extra)
+        result, rows = ev.evaluate_with_scores(predictions, model=model, seed=seed,
+                                               jobs=jobs or os.cpu_count() or 1, progress=not quiet,
+                                               extra=extra)
     except C2NPError as exc:
         _fail(exc)
-    if out is not None:
-        try:
+    try:
+        if scores is not None:
+            write_scores(rows, scores)
+        if out is not None:
             Evaluator.save(result, out)
-        except C2NPError as exc:
-            _fail(exc)
+    except C2NPError as exc:
+        _fail(exc)
     t = Table(title=f"Task {task} {split.upper()}: {result['n_samples']:,} samples")
     t.add_column("metric")
     t.add_column("value", justify="right")

@@ -4,6 +4,7 @@
 >>> ev.targets()                      # what to predict (config ids and inputs)
 >>> result = ev.evaluate("my_predictions.csv", model="MyNet", seed=0)
 >>> ev.save(result, "results/mynet-task2-ood-seed0.json")
+>>> result, scores = ev.evaluate_with_scores("my_predictions.csv")   # + one row per sample
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from c2np.errors import C2NPError
 from c2np.evaluation import predictions as P
 from c2np.metrics import METRICS
 from c2np.metrics.alignment import UNMATCHED_PENALTY
-from c2np.metrics.lattice import Tolerances, task2_metrics
+from c2np.metrics.lattice import Tolerances, task2_metrics, task2_sample_scores
 from c2np.metrics.structure import task1_metrics
 from c2np.progress import map_with_progress
 from c2np.store.dataset import Dataset, open_dataset
-from c2np.store.layout import atomic_write_text
+from c2np.store.layout import atomic_write, atomic_write_text
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
 RESULT_FORMAT = "c2np-result"
@@ -126,32 +127,46 @@ class Evaluator:
     def evaluate(self, predictions, model: str | None = None, seed: int | None = None,
                  jobs: int = 1, progress: bool = False, extra: dict | None = None) -> dict:
         """Validate and score ``predictions`` (a path, a DataFrame or {config_id: Atoms})."""
+        return self.evaluate_with_scores(predictions, model, seed, jobs, progress, extra)[0]
+
+    def evaluate_with_scores(self, predictions, model: str | None = None, seed: int | None = None,
+                             jobs: int = 1, progress: bool = False,
+                             extra: dict | None = None) -> tuple[dict, pd.DataFrame]:
+        """:meth:`evaluate`, and the per-sample scores behind its means: one row per target
+        (config_id, material, radius, then Task 1's metrics of that particle, or Task 2's
+        per-sample errors and checks, :func:`~c2np.metrics.lattice.task2_sample_scores`).
+        A split's mean can hide one failed sample among hundreds; these rows show which."""
         start = time.perf_counter()
         ids = self._targets["config_id"].to_numpy()
         if self.task == 2:
             frame = P.read_task2(predictions, ids)
-            result = self._task2(frame)
+            result, scores = self._task2(frame)
         else:
             where = "predictions" if isinstance(predictions, dict) else str(predictions)
-            result = self._task1(P.read_task1(predictions, ids), jobs, progress, where)
+            result, scores = self._task1(P.read_task1(predictions, ids), jobs, progress, where)
         out = self._header(model, seed)
         out.update(result)
         out["seconds"] = round(time.perf_counter() - start, 3)
         out.update(extra or {})
-        return out
+        return out, scores
 
-    def _task2(self, frame: pd.DataFrame) -> dict:
+    def _task2(self, frame: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
         t = self._targets
         pred, ref = frame[LATTICE_COLUMNS].to_numpy(float), t[LATTICE_COLUMNS].to_numpy(float)
-        overall = task2_metrics(pred, ref, frame["spacegroup"].to_numpy(), t["spacegroup"].to_numpy(), self.tol)
+        sg_pred, sg_ref = frame["spacegroup"].to_numpy(), t["spacegroup"].to_numpy()
+        overall = task2_metrics(pred, ref, sg_pred, sg_ref, self.tol)
         per_radius = {}
         for r, rows in t.groupby("radius").indices.items():
-            per_radius[str(int(r))] = task2_metrics(pred[rows], ref[rows], frame["spacegroup"].to_numpy()[rows],
-                                                    t["spacegroup"].to_numpy()[rows], self.tol)
-        return {"metrics": overall, "per_radius": per_radius,
-                "tolerances": {"length_rtol": self.tol.length_rtol, "angle_atol_deg": self.tol.angle_atol}}
+            per_radius[str(int(r))] = task2_metrics(pred[rows], ref[rows], sg_pred[rows], sg_ref[rows], self.tol)
+        scores = pd.DataFrame({"config_id": t["config_id"].to_numpy(), "material": t["material"].to_numpy(),
+                               "radius": t["radius"].to_numpy(),
+                               **task2_sample_scores(pred, ref, sg_pred, sg_ref, self.tol),
+                               "spacegroup_pred": sg_pred, "spacegroup_ref": sg_ref})
+        return ({"metrics": overall, "per_radius": per_radius,
+                 "tolerances": {"length_rtol": self.tol.length_rtol, "angle_atol_deg": self.tol.angle_atol}},
+                scores)
 
-    def _task1(self, preds: dict, jobs: int, progress: bool, where: str) -> dict:
+    def _task1(self, preds: dict, jobs: int, progress: bool, where: str) -> tuple[dict, pd.DataFrame]:
         t = self._targets
         work = []
         for row in t.itertuples():
@@ -174,12 +189,14 @@ class Evaluator:
             rows[i] = res
         scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
+        first = ["config_id", "material", "radius"]
+        scores = scores[first + [c for c in scores.columns if c not in first]]
         return {"metrics": _mean(scores), "per_radius": per_radius,
                 "certificate": _certificate(scores),
                 "definitions": {"rdf": "g(r), 0-6 A, 0.05 A bins", "lev_cutoff_A": 3.0,
                                 "rmsd_unmatched_penalty_A": UNMATCHED_PENALTY,
                                 "volume_ratio": "hull volume / (4/3 pi r^3), r = largest atom distance from the centroid",
-                                "alignment": "see docs/metrics.md"}}
+                                "alignment": "see docs/metrics.md"}}, scores
 
     @staticmethod
     def save(result: dict, path: str | Path) -> None:
@@ -196,6 +213,18 @@ class Evaluator:
             atomic_write_text(path, text)
         except OSError as exc:
             raise C2NPError(f"{path}: cannot write the result ({exc.strerror})") from None
+
+
+def write_scores(scores: pd.DataFrame, path: str | Path) -> None:
+    """Write :meth:`Evaluator.evaluate_with_scores`'s per-sample rows (Parquet or CSV by suffix)."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".csv":
+            atomic_write(path, lambda tmp: scores.to_csv(tmp, index=False))
+        else:
+            atomic_write(path, lambda tmp: scores.to_parquet(tmp, index=False))
+    except OSError as exc:
+        raise C2NPError(f"{path}: cannot write the per-sample scores ({exc.strerror})") from None
 
 
 def _mean(frame: pd.DataFrame) -> dict:
