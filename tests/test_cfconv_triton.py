@@ -34,7 +34,7 @@ def interpreter(monkeypatch):
 def random_graph(n_nodes: int, n_edges: int, cutoff: float, sort: bool, seed: int = 0, symmetric: bool = False):
     """Random edges among all nodes but the last (a node without edges), lengths below
     the cutoff; targets in random order or sorted. ``symmetric``: ``n_edges`` // 2 random
-    pairs, each in both directions with one length (self-loops among them), and one
+    pairs, each in both directions with one length (a pair may be a self-loop), and one
     self-loop more when ``n_edges`` is odd."""
     gen = torch.Generator().manual_seed(seed)
     if symmetric:
