@@ -4,12 +4,14 @@ Triton kernels (``c2np.models.cfconv_triton``, ``train.compile = "triton"``); pr
     python benchmarks/cfconv_kernel.py                               # one GPU, ~0.5 M edges, < 60 s
     python benchmarks/cfconv_kernel.py --variants eager,triton --blocks 64/32,128/32,64/64,32/16
     python benchmarks/cfconv_kernel.py --variants eager,triton --precisions tf32x3,tf32
+    python benchmarks/cfconv_kernel.py --variants eager,triton --backward atomic,symmetric,symmetric-fused
     python benchmarks/cfconv_kernel.py --cpu-check                   # the script's paths, tiny, interpreter
 
 The graph is a realistic one: ``--atoms`` points uniformly in a ball at the density that
 gives about ``--neighbours`` neighbours within the 4 A cutoff (a CDVAE Task 1 batch of 8
 particles has ~24k atoms and ~0.49 M edges: ~20 per atom), its edges from the model's own
-cell list (``radius_edges``: sorted by target, as in training). The block is
+cell list (``radius_edges``: sorted by target and symmetric, as in training; the header
+says whether it is). The block is
 ``SchNetEncoder.interact`` with one interaction at the bundled sizes (hidden 64, 32
 Gaussians): ``h + lin(act(lin2(msg)))`` with msg the continuous-filter convolution.
 
@@ -23,6 +25,11 @@ the tensor's largest entry. ``inductor`` is ``torch.compile(interact, dynamic=Fa
 "setup s" column. ``--blocks F/B,...`` adds one Triton row per (forward, backward) edge
 tile size, ``--precisions`` one per ``tl.dot`` fp32 mode (``DOT_PRECISION``; "ieee", the
 default, is exact fp32; "tf32x3" and "tf32" use the tensor cores and round differently).
+``--backward`` gives every Triton row once per backward mode: "atomic" (grad_x added at
+the sources with atomics), "symmetric" (grad_x as the forward kernel's message sum over
+grad_msg, then a kernel for the weight gradients: ``cfconv(..., symmetric=True)`` with
+``SYMMETRIC_BACKWARD = "split"``), "symmetric-fused" (one backward kernel adding
+``grad_msg[src] * w`` at the targets: ``SYMMETRIC_BACKWARD = "fused"``).
 """
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ import torch
 
 from c2np.models import cfconv_triton
 from c2np.models.components import SchNetEncoder
-from c2np.models.graph import radius_edges
+from c2np.models.graph import is_symmetric, radius_edges
+
+#: --backward modes: (SchNetEncoder.symmetric_graphs, cfconv_triton.SYMMETRIC_BACKWARD)
+BACKWARDS = {"atomic": (False, "split"), "symmetric": (True, "split"), "symmetric-fused": (True, "fused")}
 
 
 def sync(device: torch.device) -> None:
@@ -102,12 +112,17 @@ def main() -> None:
     ap.add_argument("--blocks", default="",
                     help="extra Triton rows: forward/backward edge tiles, e.g. 128/32,64/64 (powers of two >= 16)")
     ap.add_argument("--precisions", default="", help="extra Triton rows: tl.dot fp32 modes, e.g. tf32x3,tf32")
+    ap.add_argument("--backward", default="atomic,symmetric,symmetric-fused",
+                    help="each Triton row once per backward mode: atomic | symmetric | symmetric-fused")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--cpu-check", action="store_true",
                     help="on the CPU with Triton's interpreter and 300 atoms (Inductor -> dynamo's eager "
                          "backend): checks the script, measures nothing")
     args = ap.parse_args()
+    backwards = [b for b in args.backward.split(",") if b]
+    if not backwards or set(backwards) - set(BACKWARDS):
+        ap.error(f"--backward: a comma list of {' | '.join(BACKWARDS)}, not {args.backward!r}")
     if args.cpu_check:
         os.environ["TRITON_INTERPRET"] = "1"
         args.atoms, args.warmup, args.repeats = 300, 1, 2
@@ -122,18 +137,26 @@ def main() -> None:
     projection = torch.randn(args.atoms, args.hidden, device=device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (interpreter check)"
     print(f"{name}: {args.atoms:,} atoms, {len(src):,} edges ({len(src) / args.atoms:.1f} per atom), "
-          f"hidden {args.hidden}, {args.gaussians} Gaussians, one interaction block, fp32", flush=True)
-    print("| variant | tiles fwd/bwd, dot | setup s | forward ms | forward + backward ms | peak memory GB "
-          "| max deviation from eager (output, gradients) |\n|---|---|---|---|---|---|---|", flush=True)
+          f"hidden {args.hidden}, {args.gaussians} Gaussians, one interaction block, fp32; the graph is "
+          f"{'' if is_symmetric(torch.stack([src, tgt])) else 'NOT '}symmetric", flush=True)
+    print("| variant | tiles fwd/bwd, dot | backward | setup s | forward ms | forward + backward ms | peak memory GB "
+          "| max deviation from eager (output, gradients) |\n|---|---|---|---|---|---|---|---|", flush=True)
 
-    default = cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION
-    rows = [(v, default) for v in args.variants.split(",") if v]
-    rows += [("triton", (*map(int, spec.split("/")), default[2])) for spec in args.blocks.split(",") if spec]
-    rows += [("triton", (*default[:2], mode)) for mode in args.precisions.split(",") if mode]
+    default = (cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION,
+               cfconv_triton.SYMMETRIC_BACKWARD)
+    settings = [default[:3]]
+    settings += [(*map(int, spec.split("/")), default[2]) for spec in args.blocks.split(",") if spec]
+    settings += [(*default[:2], mode) for mode in args.precisions.split(",") if mode]
+    rows = []
+    for v in (v for v in args.variants.split(",") if v):
+        rows += [(v, default[:3], "-")] if v != "triton" else [(v, settings[0], b) for b in backwards]
+    rows += [("triton", setting, b) for setting in settings[1:] for b in backwards]
     reference = None
-    for variant, setting in rows:
+    for variant, setting, backward in rows:
         enc.fused_cfconv = variant == "triton"
+        enc.symmetric_graphs, symmetric_backward = BACKWARDS.get(backward, (False, default[3]))
         cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION = setting
+        cfconv_triton.SYMMETRIC_BACKWARD = symmetric_backward
         if variant == "inductor":
             interact = torch.compile(enc.interact, backend="eager" if args.cpu_check else "inductor", dynamic=False)
         elif variant in ("eager", "triton"):
@@ -157,16 +180,17 @@ def main() -> None:
             else:
                 peak = "-"
         except Exception as exc:  # one failing variant (a compiler error) keeps the others
-            print(f"| {variant} | failed: {exc!r:.300} |", flush=True)
+            print(f"| {variant} | {backward} | failed: {exc!r:.300} |", flush=True)
             continue
         if variant == "eager":
             reference = out, grads
         dev = ("-" if reference is None else
                f"{deviation([out], [reference[0]]):.1e}, {deviation(grads, reference[1]):.1e}")
         tiles = "{}/{}, {}".format(*setting) if variant == "triton" else "-"
-        print(f"| {variant} | {tiles} | {setup:.1f} | {1000 * fwd:.2f} | {1000 * both:.2f} | {peak} | {dev} |",
-              flush=True)
-    cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION = default
+        print(f"| {variant} | {tiles} | {backward} | {setup:.1f} | {1000 * fwd:.2f} | {1000 * both:.2f} | {peak} "
+              f"| {dev} |", flush=True)
+    (cfconv_triton.FORWARD_BLOCK, cfconv_triton.BACKWARD_BLOCK, cfconv_triton.DOT_PRECISION,
+     cfconv_triton.SYMMETRIC_BACKWARD) = default
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
   runs with that setting. The kernels are built at the fixed-batch loss ("setup s");
   exact to float rounding, so the fixed-batch loss equals ``base``'s. With
   ``--cpu-dry-run`` Triton's interpreter runs them (slow: use ``--models cdvae:1``).
+  Their backward is the symmetric one, as in ``c2np train`` (the radius graphs are
+  symmetric); ``triton+atomic`` takes the atomic backward instead
+  (``SchNetEncoder.symmetric_graphs`` off), to compare the two in a whole step.
 
 ``--gen-radii 10,20,30`` also times Task 1 generation (``model.generate``, one particle
 per radius, size pinned to the true atom count).
@@ -99,7 +102,8 @@ from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
-TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton"}
+TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton",
+          "atomic"}
 #: tokens whose variant builds kernels before it runs (compilation or Triton's JIT): a longer time limit
 BUILDING = {"compile", "edges", "static", "triton"}
 HOST_FIELDS = ("cell_pairs", "lattice_inv", "edge_index", "graph_cutoff", "score_edges", "score_cutoff")
@@ -259,6 +263,8 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
     tokens = set(variant.split("+"))
     if tokens - TOKENS:
         raise ValueError(f"unknown variant token(s) {sorted(tokens - TOKENS)} (known: {sorted(TOKENS)})")
+    if "atomic" in tokens and "triton" not in tokens:
+        raise ValueError(f"variant {variant!r}: atomic chooses the backward of the triton kernels; add +triton")
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in tokens  # fp32 means fp32 in every other row
     with before_step("before" in tokens):
         return _run_variant(name, task, records, tokens, variant, args, device)
@@ -296,6 +302,12 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         if args.cpu_dry_run:  # Triton's interpreter: checks the path, slowly
             os.environ["TRITON_INTERPRET"] = "1"
         fuse_interactions(model, device)
+        if "atomic" in tokens:
+            from c2np.models.components import SchNetEncoder
+
+            for module in model.modules():
+                if isinstance(module, SchNetEncoder):
+                    module.symmetric_graphs = False
     if "edges" in tokens:
         from torch._inductor import config as inductor_config
 
@@ -486,7 +498,7 @@ def main() -> None:
     ap.add_argument("--models", default="cdvae:1,symat:2,cdvae:2", help="name:task,...")
     ap.add_argument("--variants", default="before,base,edges,edges+fused",
                     help="comma list; tokens before | base | host | fused | compile | edges | tf32 | pad | static | "
-                         "graphs | bf16 | triton joined by +")
+                         "graphs | bf16 | triton | atomic (with triton) joined by +")
     ap.add_argument("--compile-models", default="cdvae:1,symat:2",
                     help="models that run the variants with compile (the whole loss; compilation takes minutes)")
     ap.add_argument("--total-s", type=int, default=0,

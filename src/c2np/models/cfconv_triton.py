@@ -19,6 +19,15 @@ persistent grid of ``PROGRAMS_PER_SM`` programs per SM each writes one partial s
 biases' per edge slot of a tile), and torch adds the partials (no atomics on the F x F
 matrices, and the weight gradients are deterministic).
 
+On a symmetric graph (``cfconv(..., symmetric=True)``: every edge in both directions with
+the same filter, as in a radius graph without a neighbour cap) grad_x is a message sum
+too, ``grad_x_i = sum over edges e -> i of grad_msg[src_e] * w_e``, whose atomics go to
+the targets, which the edges are sorted by, instead of the scattered sources:
+``SYMMETRIC_BACKWARD = "split"`` runs the forward kernel on grad_msg and then the backward
+kernel for the weight gradients alone (one ``tl.dot`` fewer, no grad_x); ``"fused"`` keeps
+one backward kernel that adds ``grad_msg[src] * w`` at the targets. Which is faster is
+for a GPU to say (docs/models.md, "Throughput").
+
 ``b2'`` is an input computed in torch, so autograd carries its gradient to W2 and b2.
 x, the messages and all accumulation are fp32. There is no gradient for ``attr`` or
 ``env`` (the edge lengths come from data positions in every model that trains this way):
@@ -53,6 +62,10 @@ INTERPRETER_PROGRAMS = 3
 #: ``tl.dot``'s fp32 mode: "ieee" (exact fp32, the default), "tf32x3" (three TF32 tensor-core
 #: products, close to fp32) or "tf32" (10-bit mantissa inputs: not exact)
 DOT_PRECISION = "ieee"
+#: how the backward uses a symmetric graph (``cfconv(..., symmetric=True)``): "split" (grad_x
+#: from the forward kernel over grad_msg, then a kernel for the weight gradients alone) or
+#: "fused" (one kernel: grad_msg[src] * w added at the targets beside the weight gradients)
+SYMMETRIC_BACKWARD = "split"
 
 tl = None  # triton.language, bound by _kernels(): the kernels below resolve it from this module
 
@@ -103,10 +116,10 @@ def _weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, n_gauss, n_filters, cols_g, cols_f,
     return w1t, w2, b1, b2
 
 
-def _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr, src_ptr, tgt_ptr, w1t, b1, w2, b2,
+def _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr, src_ptr, tgt_ptr, w1t, b1,
                PRECISION: tl.constexpr):
-    """A tile of edges and its filter, with the intermediates the backward needs:
-    (live, attr, env, src, tgt, pre-activation, activation, w)."""
+    """A tile of edges and the filter network's first layer, with the intermediates the
+    backward needs: (live, attr, env, src, tgt, pre-activation, activation)."""
     live = edges < n_edges
     attr = tl.load(attr_ptr + edges[:, None] * n_gauss + cols_g[None, :], mask=live[:, None] & in_g[None, :],
                    other=0.0)
@@ -115,8 +128,12 @@ def _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr, src_ptr
     tgt = tl.load(tgt_ptr + edges, mask=live, other=0)
     pre = tl.dot(attr, w1t, input_precision=PRECISION) + b1[None, :]
     act = _softplus(pre)
-    w = (tl.dot(act, tl.trans(w2), input_precision=PRECISION) + b2[None, :]) * env[:, None]
-    return live, attr, env, src, tgt, pre, act, w
+    return live, attr, env, src, tgt, pre, act
+
+
+def _filter(act, env, w2, b2, PRECISION: tl.constexpr):
+    """The tile's filter w from its activations: (W2 act + b2') * env."""
+    return (tl.dot(act, tl.trans(w2), input_precision=PRECISION) + b2[None, :]) * env[:, None]
 
 
 def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, msg_ptr,
@@ -128,8 +145,9 @@ def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, 
     in_f = cols_f < n_filters
     w1t, w2, b1, b2 = _weights(w1_ptr, b1_ptr, w2_ptr, b2_ptr, n_gauss, n_filters, cols_g, cols_f, in_g, in_f)
     edges = tl.program_id(0).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
-    live, _, _, src, tgt, _, _, w = _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr, src_ptr,
-                                               tgt_ptr, w1t, b1, w2, b2, PRECISION)
+    live, _, env, src, tgt, _, act = _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr, src_ptr,
+                                                tgt_ptr, w1t, b1, PRECISION)
+    w = _filter(act, env, w2, b2, PRECISION)
     cell = live[:, None] & in_f[None, :]
     rows = tl.load(x_ptr + src[:, None] * n_filters + cols_f[None, :], mask=cell, other=0.0)
     tl.atomic_add(msg_ptr + tgt[:, None] * n_filters + cols_f[None, :], rows * w, mask=cell, sem="relaxed")
@@ -138,7 +156,10 @@ def _forward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, 
 def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, gmsg_ptr,
                      gx_ptr, gw1_ptr, gb1_ptr, gw2_ptr, gb2_ptr,
                      n_edges, n_gauss, n_filters, tiles_per_program,
-                     BLOCK_E: tl.constexpr, G: tl.constexpr, F: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_E: tl.constexpr, G: tl.constexpr, F: tl.constexpr, PRECISION: tl.constexpr,
+                     GRAD_X: tl.constexpr):
+    # GRAD_X: "sources" (grad_msg[tgt] * w added at the sources), "targets" (a symmetric
+    # graph: grad_msg[src] * w added at the targets) or "none" (weight gradients only)
     pid = tl.program_id(0)
     cols_g = tl.arange(0, G)
     cols_f = tl.arange(0, F)
@@ -153,12 +174,19 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
 
     for t in range(tiles_per_program):  # a contiguous run of tiles per program
         edges = (pid * tiles_per_program + t).to(tl.int64) * BLOCK_E + tl.arange(0, BLOCK_E)
-        live, attr, env, src, tgt, pre, act, w = _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr,
-                                                            src_ptr, tgt_ptr, w1t, b1, w2, b2, PRECISION)
+        live, attr, env, src, tgt, pre, act = _edge_tile(edges, n_edges, n_gauss, cols_g, in_g, attr_ptr, env_ptr,
+                                                         src_ptr, tgt_ptr, w1t, b1, PRECISION)
         cell = live[:, None] & in_f[None, :]
         grad = tl.load(gmsg_ptr + tgt[:, None] * n_filters + cols_f[None, :], mask=cell, other=0.0)
         rows = tl.load(x_ptr + src[:, None] * n_filters + cols_f[None, :], mask=cell, other=0.0)
-        tl.atomic_add(gx_ptr + src[:, None] * n_filters + cols_f[None, :], grad * w, mask=cell, sem="relaxed")
+        if GRAD_X == "sources":
+            w = _filter(act, env, w2, b2, PRECISION)
+            tl.atomic_add(gx_ptr + src[:, None] * n_filters + cols_f[None, :], grad * w, mask=cell, sem="relaxed")
+        elif GRAD_X == "targets":
+            w = _filter(act, env, w2, b2, PRECISION)
+            grad_src = tl.load(gmsg_ptr + src[:, None] * n_filters + cols_f[None, :], mask=cell, other=0.0)
+            tl.atomic_add(gx_ptr + tgt[:, None] * n_filters + cols_f[None, :], grad_src * w, mask=cell,
+                          sem="relaxed")
         # d loss / d (W2 act + b2'): zero on dead edges and padded columns (grad and rows are)
         g_out = grad * rows * env[:, None]
         acc_b2 += g_out
@@ -180,13 +208,13 @@ def _backward_kernel(x_ptr, src_ptr, tgt_ptr, attr_ptr, env_ptr, w1_ptr, b1_ptr,
 @functools.cache
 def _kernels():
     """The jitted (forward, backward) kernels; imports triton and binds ``tl`` on first use."""
-    global tl, _softplus, _weights, _edge_tile
+    global tl, _softplus, _weights, _edge_tile, _filter
     import triton
     import triton.language
 
     tl = triton.language
     # the helpers are jitted too, so that the kernels call them as device functions
-    _softplus, _weights, _edge_tile = triton.jit(_softplus), triton.jit(_weights), triton.jit(_edge_tile)
+    _softplus, _weights, _edge_tile, _filter = (triton.jit(f) for f in (_softplus, _weights, _edge_tile, _filter))
     return triton.jit(_forward_kernel), triton.jit(_backward_kernel)
 
 
@@ -199,22 +227,34 @@ def _backward_programs(device: torch.device, tiles: int) -> int:
     return max(1, min(tiles, wanted))
 
 
+def _messages(x, src, tgt, attr, env, w1, b1, w2, b2) -> torch.Tensor:
+    """The forward kernel: ``msg_i = sum over edges e -> i of x[src_e] * w_e``."""
+    forward_kernel, _ = _kernels()
+    n_edges, n_gauss = attr.shape
+    n_filters = x.shape[1]
+    msg = torch.zeros_like(x)
+    if n_edges:
+        grid = (-(-n_edges // FORWARD_BLOCK),)
+        forward_kernel[grid](x, src, tgt, attr, env, w1, b1, w2, b2, msg, n_edges, n_gauss, n_filters,
+                             BLOCK_E=FORWARD_BLOCK, G=_pow2(n_gauss), F=_pow2(n_filters),
+                             PRECISION=DOT_PRECISION, num_warps=FORWARD_WARPS)
+    return msg
+
+
 class _CFConv(torch.autograd.Function):
-    """Autograd of :func:`cfconv`; gradients for x, W1, b1, W2 and b2'."""
+    """Autograd of :func:`cfconv`; gradients for x, W1, b1, W2 and b2'.
+
+    grad_x_j = sum over edges e with src_e = j of grad_msg[tgt_e] * w_e. On a symmetric
+    graph every edge j -> i has its reverse i -> j with the same filter (w depends on the
+    length alone), so the same sum runs over the edges e with tgt_e = j, of
+    grad_msg[src_e] * w_e: the forward's message sum applied to grad_msg, whose adds go to
+    the (sorted) targets instead of the scattered sources."""
 
     @staticmethod
-    def forward(ctx, x, src, tgt, attr, env, w1, b1, w2, b2):
-        forward_kernel, _ = _kernels()
-        n_edges, n_gauss = attr.shape
-        n_filters = x.shape[1]
-        msg = torch.zeros_like(x)
-        if n_edges:
-            grid = (-(-n_edges // FORWARD_BLOCK),)
-            forward_kernel[grid](x, src, tgt, attr, env, w1, b1, w2, b2, msg, n_edges, n_gauss, n_filters,
-                                 BLOCK_E=FORWARD_BLOCK, G=_pow2(n_gauss), F=_pow2(n_filters),
-                                 PRECISION=DOT_PRECISION, num_warps=FORWARD_WARPS)
+    def forward(ctx, x, src, tgt, attr, env, w1, b1, w2, b2, symmetric):
         ctx.save_for_backward(x, src, tgt, attr, env, w1, b1, w2, b2)
-        return msg
+        ctx.symmetric = symmetric  # False, or the SYMMETRIC_BACKWARD of the call
+        return _messages(x, src, tgt, attr, env, w1, b1, w2, b2)
 
     @staticmethod
     def backward(ctx, grad_msg):
@@ -226,23 +266,30 @@ class _CFConv(torch.autograd.Function):
         programs = _backward_programs(x.device, tiles)
         per_program = -(-tiles // programs) if tiles else 0
         programs = -(-tiles // per_program) if tiles else 1
-        grad_x = torch.zeros_like(x)
+        grad_msg = grad_msg.contiguous()
+        if not ctx.symmetric:
+            grad_x, grad_x_mode = torch.zeros_like(x), "sources"
+        elif ctx.symmetric == "split":
+            grad_x, grad_x_mode = _messages(grad_msg, src, tgt, attr, env, w1, b1, w2, b2), "none"
+        else:
+            grad_x, grad_x_mode = torch.zeros_like(x), "targets"
         part_w1 = x.new_zeros(programs, n_filters, n_gauss)
         part_w2 = x.new_zeros(programs, n_filters, n_filters)
         part_b1 = x.new_zeros(programs * BACKWARD_BLOCK, n_filters)
         part_b2 = x.new_zeros(programs * BACKWARD_BLOCK, n_filters)
         if n_edges:
-            backward_kernel[(programs,)](x, src, tgt, attr, env, w1, b1, w2, b2, grad_msg.contiguous(),
+            backward_kernel[(programs,)](x, src, tgt, attr, env, w1, b1, w2, b2, grad_msg,
                                          grad_x, part_w1, part_b1, part_w2, part_b2,
                                          n_edges, n_gauss, n_filters, per_program,
                                          BLOCK_E=BACKWARD_BLOCK, G=_pow2(n_gauss), F=_pow2(n_filters),
-                                         PRECISION=DOT_PRECISION, num_warps=BACKWARD_WARPS)
+                                         PRECISION=DOT_PRECISION, GRAD_X=grad_x_mode, num_warps=BACKWARD_WARPS)
         return (grad_x, None, None, None, None, part_w1.sum(0), part_b1.sum(0), part_w2.sum(0),
-                part_b2.sum(0))
+                part_b2.sum(0), None)
 
 
 def cfconv(x: torch.Tensor, src: torch.Tensor, tgt: torch.Tensor, attr: torch.Tensor, env: torch.Tensor,
-           w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+           w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor,
+           symmetric: bool = False) -> torch.Tensor:
     """The messages of one SchNet interaction block, (nodes, filters) fp32:
     ``zeros.index_add_(0, tgt, x[src] * ((W2 softplus(W1 attr + b1) + b2) * env))``.
 
@@ -252,12 +299,21 @@ def cfconv(x: torch.Tensor, src: torch.Tensor, tgt: torch.Tensor, attr: torch.Te
     network's ``nn.Linear`` weights; ``b2``: its second bias with the softplus shift
     folded in. Differentiable in x and the weights; ``ValueError`` when ``attr`` or
     ``env`` requires a gradient, ``RuntimeError`` when :func:`available` is False.
+
+    ``symmetric``: the graph has every edge in both directions with the same ``attr`` and
+    ``env`` (a radius graph without a neighbour cap, ``c2np.models.graph.radius_edges``;
+    ``graph.is_symmetric`` tests the edges), and the backward takes grad_x from a message
+    sum over the targets (``SYMMETRIC_BACKWARD``) instead of adding at the sources with
+    atomics. On any other graph (capped at the nearest neighbours, one-way) it gives a
+    wrong gradient for x, silently; the weight gradients do not depend on it.
     """
     if attr.requires_grad or env.requires_grad:
         raise ValueError("cfconv: the fused kernels have no gradient for attr or env (edge lengths from data "
                          "positions); use the eager path for differentiable positions")
     if not available(x.device):
         raise RuntimeError(f"cfconv: {unavailable_reason(x.device)}")
+    if symmetric and SYMMETRIC_BACKWARD not in ("split", "fused"):
+        raise ValueError(f'cfconv: SYMMETRIC_BACKWARD must be "split" or "fused", not {SYMMETRIC_BACKWARD!r}')
     # fp32 whatever autocast made of lin1's output: the messages accumulate in fp32
     f32 = [t.float().contiguous() for t in (x, attr, env.reshape(-1), w1, b1, w2, b2)]
-    return _CFConv.apply(f32[0], src.contiguous(), tgt.contiguous(), *f32[1:])
+    return _CFConv.apply(f32[0], src.contiguous(), tgt.contiguous(), *f32[1:], symmetric and SYMMETRIC_BACKWARD)

@@ -58,6 +58,13 @@ class SchNetEncoder(nn.Module):
         self.edge_dtype: torch.dtype | None = None
         #: :meth:`interact`'s messages from the fused Triton kernels (``train.compile = "triton"``)
         self.fused_cfconv = False
+        #: the graphs given to :meth:`interact` are symmetric (``graph.is_symmetric``): those of
+        #: :meth:`edges` are (radius graphs without a neighbour cap: every pair both ways with
+        #: equal lengths), and every model here passes those; the fused kernels' backward then
+        #: skips the atomics at the sources (``cfconv(..., symmetric=True)``). Set it False
+        #: before passing other graphs (capped at the nearest neighbours, one-way): the
+        #: gradient of ``h`` would otherwise be wrong
+        self.symmetric_graphs = True
 
     def edges(self, pos: torch.Tensor, ptr: torch.Tensor, edge_index: torch.Tensor | None = None,
               padded=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +115,8 @@ class SchNetEncoder(nn.Module):
         (``c2np.models.cfconv_triton``), fp32, without any (edges x filters) tensor;
         ``edge_dtype`` is then ignored. A call whose ``attr`` or ``length`` requires a
         gradient (differentiable positions) takes the eager path: the kernels have none
-        for them.
+        for them. With ``symmetric_graphs`` (the default: the graphs of :meth:`edges`) the
+        kernels' backward takes the gradient of ``x`` from a message sum over the targets.
         """
         low = self.edge_dtype
         envelope = (0.5 * (torch.cos(length * math.pi / self.cutoff) + 1.0)).view(-1, 1)
@@ -124,7 +132,8 @@ class SchNetEncoder(nn.Module):
             bias = second.bias - block.mlp[1].shift * second.weight.sum(1)
             x = conv.lin1(h)
             if fused:
-                msg = cfconv(x, src, tgt, attr, envelope, first.weight, first.bias, second.weight, bias)
+                msg = cfconv(x, src, tgt, attr, envelope, first.weight, first.bias, second.weight, bias,
+                             symmetric=self.symmetric_graphs)
             elif low is None:
                 w = F.linear(F.softplus(first(attr)), second.weight, bias) * envelope
                 msg = torch.zeros_like(x).index_add_(0, tgt, x.index_select(0, src) * w)

@@ -151,6 +151,16 @@ def radius_edges_host(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> to
     return edges[:, cell_list_order(p, ptr.cpu(), edges, cutoff)]
 
 
+def is_symmetric(edge_index: torch.Tensor) -> bool:
+    """Whether every edge ``[source, target]`` of ``edge_index`` (2, E) has its reverse,
+    as many times as itself: true of :func:`radius_edges` and the graphs that give its
+    edge set (the test ``d^2 < cutoff^2`` is symmetric), false of graphs capped at the
+    nearest neighbours (:func:`nearest_edges`). One sort of the edges each way."""
+    src, tgt = edge_index
+    n = int(edge_index.max()) + 1 if edge_index.numel() else 0
+    return torch.equal(torch.sort(src * n + tgt).values, torch.sort(tgt * n + src).values)
+
+
 def nearest_edges(edge_index: torch.Tensor, length: torch.Tensor, n_nodes: int, k: int) -> torch.Tensor:
     """Indices of the edges to keep so that every target keeps its ``k`` shortest edges.
 

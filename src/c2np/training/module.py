@@ -148,7 +148,9 @@ def compile_interactions(model: torch.nn.Module, backend: str = "inductor") -> N
 def fuse_interactions(model: torch.nn.Module, device: torch.device) -> None:
     """The SchNet interaction stacks' messages from the fused Triton kernels, in place
     (``train.compile = "triton"``, ``c2np.models.cfconv_triton``); the rest of the step
-    stays eager. ``ConfigError`` when the kernels cannot run on ``device``."""
+    stays eager. Their backward is the symmetric one where the encoder's graphs are
+    symmetric (``SchNetEncoder.symmetric_graphs``, true of every model here).
+    ``ConfigError`` when the kernels cannot run on ``device``."""
     from c2np.models import cfconv_triton
     from c2np.models.components import SchNetEncoder
 
