@@ -11,6 +11,14 @@ atoms within 0.3 A of the carving sphere (|r| > R - 0.3), and the smallest and m
 nearest-neighbour distances; the reference's row below each generated one. Materials are
 every k-th of the split at each radius (k chosen to spread N over the materials).
 
+``--score`` adds each generated particle's official Task 1 scores (RMSD, RDF and LEV
+errors, as `c2np evaluate` computes them) and a per-radius summary (mean, largest), to tell
+whether a split's outlying mean comes from a rare particle or from every one; ``--n 0``
+takes every particle of those radii, generated ``--batch`` at a time (seed SEED + batch):
+
+    python benchmarks/particle_geometry.py --checkpoint RUN/best.ckpt --store c2np-store-materials \
+        --split id --radii 11 --n 0 --batch 8 --score --out r11.csv
+
 With ``--predictions`` it reads particles already generated instead (a `c2np predict`
 parquet file, or the ``.chunks`` folder of one still in progress) and prints, per radius,
 how many atoms have a neighbour closer than ``--close`` (0.5 A; in the 81 materials' reference
@@ -32,6 +40,7 @@ import pandas as pd
 import torch
 from scipy.spatial import cKDTree
 
+from c2np.metrics.structure import task1_metrics
 from c2np.store.dataset import open_dataset
 from c2np.tasks.targets import task1_samples
 from c2np.training.chunks import MANIFEST, ChunkFolder
@@ -106,7 +115,10 @@ def main() -> None:
     ap.add_argument("--store", default="c2np-store")
     ap.add_argument("--split", default="ood")
     ap.add_argument("--radii", type=int, nargs="+", default=[6])
-    ap.add_argument("--n", type=int, default=4, help="Particles per radius.")
+    ap.add_argument("--n", type=int, default=4, help="Particles per radius (0: all of the split's).")
+    ap.add_argument("--batch", type=int, default=0, help="Particles generated at once (0: all).")
+    ap.add_argument("--score", action="store_true", help="Also the official Task 1 scores of each particle.")
+    ap.add_argument("--out", type=Path, help="Write the per-particle rows as CSV.")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default=None, help="Default: CUDA when present, else CPU.")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on the CPU.")
@@ -127,20 +139,39 @@ def main() -> None:
         if not at:
             raise SystemExit(f"no {a.split} particle at R = {r}; this split's radii: "
                              f"{sorted({p[0].radius for p in pairs})}")
-        pick += at[:: max(1, len(at) // a.n)][: a.n]
+        pick += at[:: max(1, len(at) // a.n)][: a.n] if a.n > 0 else at
     t0, c0 = time.perf_counter(), time.process_time()
-    made = generate_particles(module.model, module.device, pick, seed=a.seed, skin=None)
+    size = a.batch if a.batch > 0 else len(pick)
+    made = pd.concat([generate_particles(module.model, module.device, pick[i:i + size], seed=a.seed + i // size,
+                                         skin=None) for i in range(0, len(pick), size)], ignore_index=True)
     print(f"{len(pick)} particles in {time.perf_counter() - t0:.1f} s wall, {time.process_time() - c0:.1f} CPU-s "
           f"({module.model.__class__.__name__}, {a.checkpoint})\n")
+    scored = ["rmsd", "rdf_error", "lev_error"] if a.score else []
     print("| material | R | particle | atoms | largest distance from the centroid (A) | within 0.3 A of the sphere | "
-          "nearest neighbour min / median (A) |")
-    print("|---|---|---|---|---|---|---|")
+          "nearest neighbour min / median (A) |" + "".join(f" {k} |" for k in scored))
+    print("|---|---|---|---|---|---|---|" + "---|" * len(scored))
+    rows = []
     for rec, cid in pick:
         ref = ds.canonical(rec.material, int(rec.radius))
-        gen = made.loc[made.config_id == cid, ["x", "y", "z"]].to_numpy()
-        for name, pos in (("generated", gen), ("reference", ref.positions)):
+        g = made.loc[made.config_id == cid]
+        scores = task1_metrics(g[["x", "y", "z"]].to_numpy(), g["Z"].to_numpy(), ref.positions, ref.numbers) \
+            if a.score else {}
+        for name, pos in (("generated", g[["x", "y", "z"]].to_numpy()), ("reference", ref.positions)):
             n, far, shell, nmin, nmed = geometry(pos, rec.radius)
-            print(f"| {rec.material} | {rec.radius} | {name} | {n} | {far:.2f} | {shell:.2f} | {nmin:.2f} / {nmed:.2f} |")
+            cells = "".join(f" {scores[k]:.3g} |" for k in scored) if name == "generated" else " - |" * len(scored)
+            print(f"| {rec.material} | {rec.radius} | {name} | {n} | {far:.2f} | {shell:.2f} | {nmin:.2f} / {nmed:.2f} |"
+                  + cells)
+            if name == "generated":
+                rows.append({"config_id": cid, "material": rec.material, "radius": rec.radius, "atoms": n,
+                             "nearest_min": nmin, **{k: scores[k] for k in scored}})
+    frame = pd.DataFrame(rows)
+    if a.score:
+        print("\n| R | particles | " + " | ".join(f"{k} mean / largest" for k in scored) + " |")
+        print("|---|---|" + "---|" * len(scored))
+        for radius, g in frame.groupby("radius"):
+            print(f"| {radius} | {len(g)} | " + " | ".join(f"{g[k].mean():.3g} / {g[k].max():.3g}" for k in scored) + " |")
+    if a.out is not None:
+        frame.to_csv(a.out, index=False)
 
 
 if __name__ == "__main__":
