@@ -65,3 +65,42 @@ def test_predictions_of_another_split_are_refused(pg, small_store, tmp_path):
         pg.overlap_table(pg.read_predictions(path), ds, "ood", close=0.5)
     with pytest.raises(SystemExit, match="no Task 1 predictions"):
         pg.read_predictions(tmp_path / "missing.parquet")
+
+
+def test_score_names_the_one_broken_particle_and_takes_every_particle_in_batches(pg, small_store, tmp_path,
+                                                                                  monkeypatch, capsys):
+    """--checkpoint --score --n 0 --batch: every particle of the radius, generated a batch at a
+    time with seed + batch, each scored; the per-radius line's largest LEV error is the broken one's."""
+    from types import SimpleNamespace
+
+    from c2np.evaluation.predictions import task1_frame
+
+    ds = open_dataset(small_store)
+    radius = int(task1_samples(ds, "id")["radius"].iloc[0])
+    calls = []
+
+    def generate(model, device, chunk, seed, skin):
+        calls.append((len(chunk), seed))
+        made = {}
+        for rec, cid in chunk:
+            atoms = ds.canonical(rec.material, int(rec.radius)).copy()
+            if rec.material == chunk[0][0].material and seed == 5:  # one particle squeezed
+                atoms.positions = atoms.positions * 0.5
+            made[cid] = atoms
+        return task1_frame(made)
+
+    monkeypatch.setattr(pg, "load_module", lambda ck, device: SimpleNamespace(model=object(), device="cpu"))
+    monkeypatch.setattr(pg, "generate_particles", generate)
+    out = tmp_path / "rows.csv"
+    monkeypatch.setattr(sys, "argv", ["pg", "--checkpoint", "x.ckpt", "--store", str(small_store), "--split", "id",
+                                      "--radii", str(radius), "--n", "0", "--batch", "2", "--seed", "5",
+                                      "--score", "--out", str(out)])
+    pg.main()
+    rows = pd.read_csv(out)
+    n = int((task1_samples(ds, "id")["radius"] == radius).sum())
+    assert len(rows) == n and [c[1] for c in calls] == list(range(5, 5 + len(calls)))
+    assert sum(c[0] for c in calls) == n and max(c[0] for c in calls) == 2
+    assert (rows["rmsd"] > 1e-6).sum() == 1 and rows["lev_error"].idxmax() == rows["rmsd"].idxmax()
+    summary = capsys.readouterr().out.strip().splitlines()[-1].split("|")
+    assert int(summary[1]) == radius and int(summary[2]) == n
+    assert float(summary[5].split("/")[1]) == pytest.approx(rows["lev_error"].max(), rel=1e-2)
