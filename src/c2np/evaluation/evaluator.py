@@ -25,7 +25,7 @@ from c2np.metrics.lattice import Tolerances, task2_metrics, task2_sample_scores
 from c2np.metrics.structure import task1_metrics
 from c2np.progress import map_with_progress
 from c2np.store.dataset import Dataset, open_dataset
-from c2np.store.layout import atomic_write, atomic_write_text
+from c2np.store.layout import atomic_write_text
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
 RESULT_FORMAT = "c2np-result"
@@ -217,12 +217,8 @@ class Evaluator:
 
 def write_scores(scores: pd.DataFrame, path: str | Path) -> None:
     """Write :meth:`Evaluator.evaluate_with_scores`'s per-sample rows (Parquet or CSV by suffix)."""
-    path = Path(path)
     try:
-        if path.suffix.lower() == ".csv":
-            atomic_write(path, lambda tmp: scores.to_csv(tmp, index=False))
-        else:
-            atomic_write(path, lambda tmp: scores.to_parquet(tmp, index=False))
+        P.write_table(Path(path), scores)
     except OSError as exc:
         raise C2NPError(f"{path}: cannot write the per-sample scores ({exc.strerror})") from None
 

@@ -247,10 +247,14 @@ def write_task1(path: Path, particles: dict[int, Atoms] | pd.DataFrame) -> None:
     atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    """Write ``frame`` atomically as CSV (a ``.csv`` suffix) or else Parquet."""
+    if Path(path).suffix.lower() == ".csv":
+        atomic_write(Path(path), lambda tmp: frame.to_csv(tmp, index=False))
+    else:
+        atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
 def write_task2(path: Path, frame: pd.DataFrame) -> None:
     """Write Task 2 predictions (CSV or Parquet by suffix)."""
-    cols = ["config_id", *LATTICE_COLUMNS, "spacegroup"]
-    if Path(path).suffix.lower() == ".csv":
-        atomic_write(Path(path), lambda tmp: frame[cols].to_csv(tmp, index=False))
-    else:
-        atomic_write(Path(path), lambda tmp: frame[cols].to_parquet(tmp, index=False))
+    write_table(path, frame[["config_id", *LATTICE_COLUMNS, "spacegroup"]])
