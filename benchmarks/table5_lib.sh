@@ -21,7 +21,8 @@ stopped_for_good() {
 #
 # needless_excludes W F PREFIX [stopped]: appends to the array `excl` tar --exclude options
 # (member names PREFIX/F/...) for the checkpoints and predictions of the runs W/F/scored.txt
-# lists (scored on every split), the batches of finished predictions and W/F/superseded/; with "stopped", also
+# lists (scored on every split), the predictions of every split scored (W/F/results/STEM.json),
+# the batches of finished predictions and W/F/superseded/; with "stopped", also
 # the last.ckpt of runs that stopped for good (only prediction is left, from best.ckpt).
 needless_excludes() {
     local w=$1/$2 f=$2 pre=$3 run p r
@@ -36,6 +37,12 @@ needless_excludes() {
     fi
     for p in "$w"/preds/*.parquet; do
         [ -f "$p" ] && excl+=(--exclude="$pre$f/preds/$(basename "$p").chunks")
+    done
+    # the predictions of a split already scored (results/STEM.json): scoring is their only use
+    for r in "$w"/results/*.json; do
+        [[ -f $r && $r != *.partial.json ]] || continue
+        p=$(basename "${r%.json}").parquet
+        excl+=(--exclude="$pre$f/preds/$p" --exclude="$pre$f/preds/$p.chunks")
     done
     [ "${4:-}" = stopped ] || return 0
     for r in "$w"/runs/*/; do

@@ -37,8 +37,9 @@ for tier in 2-ckpt-task2 3-ckpt-task1 4-preds; do
 done
 # The runners' console logs and dmon.txt have the same names at every call: a copy of this
 # call's stays in gpu-work/calls/FOLDER (FOLDER's name, e.g. the device folder's number).
+# The device folders' numbers start again every session: an older session's call N is cleared.
 keep=gpu-work/calls/$(basename "$IN")
-mkdir -p "$keep"
+rm -rf "$keep" && mkdir -p "$keep"
 for f in gpu-work/dmon.txt gpu-work/gpus.txt gpu-work/layout.txt gpu-work/left-out.txt; do
     [ -f "$f" ] && cp "$f" "$keep/"
 done

@@ -44,7 +44,7 @@ from pathlib import Path
 from c2np import open_dataset
 from c2np.config import OBJECTIVE_VERSIONS, recorded_objective
 from c2np.errors import StoreError
-from c2np.training.chunks import chunk_dir, chunk_progress
+from c2np.training.chunks import chunk_batch_size, chunk_dir, chunk_progress
 
 FINAL = ("converged", "max_epochs", "max_time")
 
@@ -162,12 +162,13 @@ class Runner:
 
     def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
                  deadline: float, reserve: float, overrides: list[str], gpus_per_run: int = 1,
-                 compile_predict: frozenset[str] = frozenset(), predict_batch: int = 0) -> None:
+                 compile_predict: frozenset[str] = frozenset(), predict_batch: int = 0,
+                 score_only: bool = False) -> None:
         if gpus % gpus_per_run:
             raise ValueError(f"{gpus} GPUs do not split into groups of {gpus_per_run}")
         self.pipe, self.c2np, self.gpus, self.first_gpu, self.per_gpu = pipe, c2np, gpus, first_gpu, per_gpu
         self.gpus_per_run, self.compile_predict = gpus_per_run, compile_predict
-        self.predict_batch = predict_batch
+        self.predict_batch, self.score_only = predict_batch, score_only
         self.overrides = [arg for o in overrides for arg in ("--set", o)]
         self.jobs, self.deadline, self.reserve = jobs, deadline, reserve
         self.lock = threading.Lock()
@@ -197,23 +198,35 @@ class Runner:
 
     def pipeline(self, job: Job, gpus: list[int]) -> None:
         """Train (DDP over all of ``gpus`` when there are several), then predict on the first
-        of them and score on the CPU."""
+        of them and score on the CPU; with ``score_only``, only score."""
+        if not self.score_only:
+            if not self.train(job, gpus):
+                return
+            self.predict(job, gpus)
+        self.score(job)
+
+    def train(self, job: Job, gpus: list[int]) -> bool:
+        """Train ``job`` until it has finished or the deadline; whether it has finished."""
         p = self.pipe
         where = f"GPU{'s' if len(gpus) > 1 else ''} {','.join(map(str, gpus))}"
         ddp = ["--devices", str(len(gpus))] if len(gpus) > 1 else []
-        if not p.trained(job):
-            budget = self.left() - 45  # start-up and the last checkpoint must fit before the kill
-            if budget < 60:
-                return
-            self.say(f"{job.name}: train on {where} for up to {budget:.0f} s")
-            rc = self.call(["train", "--task", str(job.task), "--model", job.model, "--seed", str(job.seed),
-                       "--store", str(p.store), "--out", str(p.work / "runs"), "-q", "--resume",
-                       "--budget", f"{budget:.0f}", *ddp, *self.overrides], p.log(job, "train"), gpus)
-            info = p.run_info(job) or {}
-            self.say(f"{job.name}: rc {rc}, epoch {info.get('epochs')}, {info.get('stop_reason')}, best val. "
-                     f"{info.get('best_val_loss')} (epoch {info.get('best_epoch')})")
-            if not p.trained(job):
-                return
+        if p.trained(job):
+            return True
+        budget = self.left() - 45  # start-up and the last checkpoint must fit before the kill
+        if budget < 60:
+            return False
+        self.say(f"{job.name}: train on {where} for up to {budget:.0f} s")
+        rc = self.call(["train", "--task", str(job.task), "--model", job.model, "--seed", str(job.seed),
+                        "--store", str(p.store), "--out", str(p.work / "runs"), "-q", "--resume",
+                        "--budget", f"{budget:.0f}", *ddp, *self.overrides], p.log(job, "train"), gpus)
+        info = p.run_info(job) or {}
+        self.say(f"{job.name}: rc {rc}, epoch {info.get('epochs')}, {info.get('stop_reason')}, best val. "
+                 f"{info.get('best_val_loss')} (epoch {info.get('best_epoch')})")
+        return p.trained(job)
+
+    def predict(self, job: Job, gpus: list[int]) -> None:
+        """Predict every split not predicted (or scored) yet, on the first of ``gpus``."""
+        p = self.pipe
         for split in p.splits:
             out = p.pred(job, split)
             # a scored split's predictions may have stayed behind on a return trip: not redone
@@ -223,8 +236,11 @@ class Runner:
             self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
             # OUT is written atomically once every batch is done; the batches go to OUT.chunks/
             extra = ["--compile"] if job.task == 1 and job.model in self.compile_predict else []
-            if self.predict_batch:
-                extra += ["--batch-size", str(self.predict_batch)]
+            # a prediction under way keeps the batch size its batches on disk were cut at (a
+            # layout's new --predict-batch applies to predictions not started yet)
+            batch = chunk_batch_size(out) or self.predict_batch
+            if batch:
+                extra += ["--batch-size", str(batch)]
             rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
                             "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume",
                             *extra], p.log(job, "predict"), gpus[:1])
@@ -233,6 +249,10 @@ class Runner:
                 self.say(f"{job.name}: predict {split} stopped (rc {rc})"
                          + (f", {kept[0]}/{kept[1]} batches kept for the next call" if kept else "")
                          + f", see {p.log(job, 'predict')}")
+
+    def score(self, job: Job) -> None:
+        """Score every split whose predictions are complete and not scored yet, on the CPU."""
+        p = self.pipe
         for split in p.splits:
             res, pred = p.result(job, split), p.pred(job, split)
             if res.exists() or not pred.exists() or self.left() < 20:
@@ -368,8 +388,11 @@ def main() -> None:
                          "before a family's first prediction: --resume refuses to mix compiled and eager batches.")
     ap.add_argument("--predict-batch", type=int, default=0,
                     help="Particles per prediction batch for every run of the plan (0: each run's config, "
-                         "[predict] batch_size). A prediction cut off keeps its batch size: keep this the same "
-                         "until it is done (c2np predict --resume refuses another).")
+                         "[predict] batch_size), for predictions not started yet: one cut off keeps the batch "
+                         "size of its batches on disk (c2np predict --resume refuses another).")
+    ap.add_argument("--score-only", action="store_true",
+                    help="Only score the predictions that are complete and not scored yet, on the CPU; no "
+                         "training, no prediction (e.g. at home, with W as the GPU calls brought it back).")
     ap.add_argument("--pack", type=Path, help="Write W as 15 MiB tar parts into this folder at the end.")
     ap.add_argument("--keep-ckpt", action="store_true", help="Pack the checkpoints of scored runs too.")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
@@ -408,7 +431,7 @@ def main() -> None:
     deadline = time.time() + a.deadline if a.deadline > 0 else float("inf")
     compile_predict = frozenset(m for m in a.compile_predict.split(",") if m)
     runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides,
-                    a.gpus_per_run, compile_predict, a.predict_batch)
+                    a.gpus_per_run, compile_predict, a.predict_batch, a.score_only)
     todo = [j for j in jobs if not pipe.scored(j)]
     runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s)"
                + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")

@@ -84,7 +84,8 @@ def test_pack_returns_by_priority_within_the_budget(tmp_path):
 
     # the unpacked copy holds what came back, in gpu-work/ of the current folder
     home = tmp_path / "home"
-    home.mkdir()
+    # an older session's call of the same folder name (the device folders' numbers start again)
+    _file(home / "gpu-work/calls/out/t7.log", text="an older session\n")
     res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_unpack.sh"), str(out)], cwd=home,
                          check=True, capture_output=True, text=True)
     g = home / "gpu-work" / "t5"
@@ -94,6 +95,7 @@ def test_pack_returns_by_priority_within_the_budget(tmp_path):
     kept = home / "gpu-work/calls/out"  # this call's logs, kept apart
     assert (kept / "left-out.txt").exists() and (kept / "t5.log").read_text() == "this call\n"
     assert not (kept / "t9.log").exists() and (home / "gpu-work/t9.log").exists()
+    assert not (kept / "t7.log").exists()
 
 
 def test_pack_returns_everything_that_fits(tmp_path):
@@ -140,6 +142,8 @@ def test_bundle_leaves_scored_runs_checkpoints_and_predictions_home(tmp_path):
     _file(g / "preds" / "cdvae-task2-ood-seed1.parquet", 0.1)  # scored: stays home
     _file(g / "preds" / "cdvae-task2-id-seed0.parquet.chunks" / "batch-00000.parquet", 0.1)  # finished
     _file(g / "superseded" / "objective-v1" / "preds" / "cdvae-task1-id-seed0.parquet", 0.1)  # set aside
+    _file(g / "preds" / "cdvae-task1-id-seed0.parquet", 0.1)  # complete, not scored yet: travels
+    _file(g / "results" / "cdvae-task1-ood-seed0.partial.json", text="{}")  # a scoring cut off
     res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "1", "t5", "t9"], cwd=home,
                          check=True, capture_output=True, text=True)
     assert "gpu-work/carry-1.tar" in res.stdout
@@ -156,7 +160,9 @@ def test_bundle_leaves_scored_runs_checkpoints_and_predictions_home(tmp_path):
     again = subprocess.run(["tar", "tf", str(home / "gpu-work/carry-2.tar")], capture_output=True, check=True)
     assert "t5/runs/cdvae-task1-seed0/last.ckpt" in again.stdout.decode().split()
     assert "t5/preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet" in names  # unfinished
-    assert "t5/preds/cdvae-task2-id-seed0.parquet" in names
+    # seed 0's ID split is scored (results/cdvae-task2-id-seed0.json): its predictions stay home
+    assert "t5/preds/cdvae-task2-id-seed0.parquet" not in names
+    assert "t5/preds/cdvae-task1-id-seed0.parquet" in names
     assert not [n for n in names if "seed1" in n and (n.endswith(".ckpt") or "/preds/" in n)]
     assert not [n for n in names if "cdvae-task2-id-seed0.parquet.chunks" in n or "superseded" in n]
     assert "t5/results/cdvae-task2-id-seed1.json" in names and "t9/README.txt" in names  # t9: a new runner
@@ -243,7 +249,7 @@ def test_every_layout_names_real_models_stores_and_gpus(path):
     folders = [f[0] for f in lines]
     assert len(folders) == len(set(folders)), f"{path.name}: a work folder runs twice"
     for f in lines:
-        assert len(f) in (7, 8), f"{path.name}: {f[0]} has {len(f)} fields"
+        assert len(f) in (7, 8, 9), f"{path.name}: {f[0]} has {len(f)} fields"
         folder, store, plan, seeds, gpus, first, per_gpu = f[:7]
         assert store in ("c2np-store", "c2np-store-materials"), (folder, store)
         for item in plan.split():
@@ -252,6 +258,10 @@ def test_every_layout_names_real_models_stores_and_gpus(path):
         assert all(s.isdigit() for s in seeds.split()), (folder, seeds)
         assert int(gpus) >= 1 and 0 <= int(first) and int(first) + int(gpus) <= 4, (folder, gpus, first)
         assert per_gpu == "P" or int(per_gpu) >= 1, (folder, per_gpu)
+        if len(f) > 7:  # GPUs per run (DDP), then particles per prediction batch
+            assert int(gpus) % int(f[7]) == 0, (folder, gpus, f[7])
+        if len(f) > 8:
+            assert int(f[8]) >= 0, (folder, f[8])
 
 
 def test_newest_layout_bundles_every_work_folder_exactly_once():

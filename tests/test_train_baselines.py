@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from c2np.config import SPLITS, UNSEEN_SPLITS
+from c2np.training.chunks import ChunkFolder, chunk_batch_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +50,10 @@ elif args[0] == "predict":
     # 4 batches kept in OUT.chunks/ as `c2np predict --resume` keeps them; FAKE_HANG_AFTER=k
     # hangs before batch k, as a sampler that the deadline cuts off
     out = Path(opt("--out"))
-    chunks = ChunkFolder(out, {"split": opt("--split"), "seed": opt("--seed"), "batches": 4})
+    manifest = {"split": opt("--split"), "seed": opt("--seed"), "batches": 4}
+    if "--batch-size" in args:  # as the real one, a folder cut at another batch size is refused
+        manifest["batch_size"] = int(opt("--batch-size"))
+    chunks = ChunkFolder(out, manifest)
     assert "--resume" in args
     done = chunks.open()
     for b in sorted(set(range(4)) - done):
@@ -253,6 +257,47 @@ def test_a_runner_predicts_in_batches_of_the_size_it_is_given(tb, tmp_path, monk
     runner.run([job])
     assert [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("predict")] == [
         "predict cdvae batch8"]
+
+
+def _converged(pipe, job) -> None:
+    pipe.run_dir(job).mkdir(parents=True)
+    (pipe.run_dir(job) / "run.json").write_text(json.dumps({"epochs": 3, "stop_reason": "converged",
+                                                            "objective_version": 2}))
+    (pipe.run_dir(job) / "best.ckpt").write_text("w")
+
+
+def test_a_prediction_under_way_keeps_its_batch_size_when_the_layout_changes_it(tb, tmp_path, monkeypatch):
+    # s13: a layout gave --predict-batch 8 to a run whose ID prediction was cut at 4 a batch;
+    # every call refused to resume it (rc 2), and its ID split was never finished
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    job = tb.Job("cdvae", 1, 0)
+    _converged(pipe, job)
+    folder = ChunkFolder(pipe.pred(job, "id"), {"split": "id", "seed": "0", "batches": 4, "batch_size": 4})
+    folder.open()
+    folder.path(0).write_text("id batch 0\n")
+    assert chunk_batch_size(pipe.pred(job, "id")) == 4 and chunk_batch_size(pipe.pred(job, "ood")) is None
+    runner.predict_batch = 8
+    runner.run([job])
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert [c for c in calls if c.startswith("predict")] == ["predict cdvae batch4", "predict cdvae batch8"]
+    assert [c for c in calls if c.startswith("batch id")] == [f"batch id {b}" for b in (1, 2, 3)]
+    assert pipe.scored(job)
+
+
+def test_score_only_scores_finished_predictions_and_neither_trains_nor_predicts(tb, tmp_path, monkeypatch):
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    runner.score_only = True
+    done, untrained = tb.Job("cdvae", 1, 0), tb.Job("adit", 1, 0)
+    _converged(pipe, done)
+    pipe.pred(done, "id").parent.mkdir(parents=True, exist_ok=True)
+    pipe.pred(done, "id").write_text("id predictions")  # ood: not predicted (still on the GPU machine)
+    runner.run([done, untrained])
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls == ["evaluate cdvae"]
+    assert pipe.result(done, "id").exists() and not pipe.result(done, "ood").exists()
+    assert not pipe.run_dir(untrained).exists()
+    runner.run([done, untrained])  # a scored split is not scored again
+    assert (tmp_path / "calls.log").read_text().splitlines() == calls
 
 
 def test_status_table_shows_a_staged_runs_finished_stages(tb, tmp_path):

@@ -43,6 +43,16 @@ def chunk_progress(out: Path) -> tuple[int, int] | None:
     return len(ChunkFolder(out, {"batches": total}).finished()), total
 
 
+def chunk_batch_size(out: Path) -> int | None:
+    """The batch size of a prediction of ``out`` in progress (its manifest's), else None.
+
+    A resumed prediction must keep it: the batches on disk were cut at that size."""
+    try:
+        return int(json.loads((chunk_dir(out) / MANIFEST).read_text())["batch_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 class ChunkFolder:
     """``OUT.chunks/`` of one prediction, identified by ``manifest`` (which must hold
     ``batches``, the number of batches). Callers write each batch file atomically (a
