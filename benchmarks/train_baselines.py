@@ -14,8 +14,9 @@ its files exist in W:
    (``test_loss-SPLIT.json``); ``c2np predict --resume`` keeps every finished batch in
    ``preds/NAME.parquet.chunks/``, so a prediction cut off at the deadline continues in the
    next call where it stopped (the status table shows it as e.g. ``id 37/61`` batches);
-3. score: ``c2np evaluate --run-info`` into ``W/results`` (NAME.json and its per-sample rows,
-   NAME.scores.parquet).
+3. score: ``c2np evaluate --run-info --resume`` into ``W/results`` (NAME.json and its
+   per-sample rows, NAME.scores.parquet); a Task 1 scoring cut off at the deadline keeps its
+   scored samples in ``results/NAME.partial.json.chunks/`` and the next call continues it.
 
 A pool of ``GPUS x PER_GPU`` slots takes pipelines in PLAN order; a slot whose run has
 converged goes straight on to its prediction and scoring, then to the next pipeline, so no
@@ -260,7 +261,7 @@ class Runner:
             self.say(f"{job.name}: score {split}")
             partial = res.with_name(res.stem + ".partial.json")
             rc = self.call(["evaluate", "--task", str(job.task), "--split", split, "--predictions", str(pred),
-                            "--store", str(p.store), "-q", "-j", str(self.jobs),
+                            "--store", str(p.store), "-q", "-j", str(self.jobs), "--resume",
                             "--run-info", str(p.run_dir(job) / "run.json"), "--out", str(partial),
                             "--scores", str(res.with_name(res.stem + ".scores.parquet"))],
                            p.log(job, "eval"), None)

@@ -282,3 +282,70 @@ def test_cli_evaluate_writes_per_sample_scores(small_store, perfect_t2, tmp_path
     assert rows.loc[rows["config_id"] == pred.loc[0, "config_id"], "spacegroup_correct"].item() is False
     res = runner.invoke(app, [*args, "--scores", str(tmp_path / "s.txt")])
     assert res.exit_code == 2 and "--scores takes a .parquet or .csv" in res.output
+
+
+def test_a_task1_scoring_cut_off_resumes_where_it_stopped_and_gives_the_same_result(ds, tmp_path, monkeypatch):
+    """`c2np evaluate --resume`: a scoring killed after some chunks keeps them; the next call
+    scores only the rest, and the result and rows equal one uninterrupted call's."""
+    from c2np.evaluation import evaluator as E
+    from c2np.training.chunks import chunk_dir
+
+    monkeypatch.setattr(E, "ROWS_PER_CHUNK", 2)  # 3 ID samples: chunks of 2 and 1
+    preds = _t1_predictions(ds, "id")
+    rng = np.random.default_rng(1)
+    for a in preds.values():
+        a.positions = a.positions + rng.normal(0, 0.2, a.positions.shape)
+    path = tmp_path / "p.parquet"
+    write_task1(path, preds)
+    ev = Evaluator(1, "id", ds)
+    whole, whole_rows = ev.evaluate_with_scores(path)
+
+    scored = []
+    real = E._score_task1
+
+    def dies_at_the_third(args):
+        if len(scored) == 2:
+            raise KeyboardInterrupt("the deadline")
+        scored.append(args[0])
+        return real(args)
+
+    out = tmp_path / "r.json"
+    monkeypatch.setattr(E, "_score_task1", dies_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_with_scores(path, resume=out)
+    assert sorted(p.name for p in chunk_dir(out).glob("batch-*")) == ["batch-00000.parquet"]
+
+    def counts(args):
+        scored.append(args[0])
+        return real(args)
+
+    monkeypatch.setattr(E, "_score_task1", counts)
+    resumed, rows = ev.evaluate_with_scores(path, resume=out)
+    assert len(scored) == 3 and scored[2] not in scored[:2]  # only the third sample, once
+    assert resumed.pop("resumed_samples") == 2 and not chunk_dir(out).exists()
+    for res in (whole, resumed):
+        res.pop("seconds")
+    assert resumed == whole and whole["metrics"]["rmsd"] > 0.01
+    pd.testing.assert_frame_equal(rows, whole_rows)
+
+    # the kept rows belong to these predictions: other ones are refused, and say which key
+    monkeypatch.setattr(E, "_score_task1", dies_at_the_third)
+    scored.clear()
+    with pytest.raises(KeyboardInterrupt):
+        ev.evaluate_with_scores(path, resume=out)
+    preds[sorted(preds)[0]].positions += 0.1
+    write_task1(path, preds)
+    with pytest.raises(C2NPError, match="another scoring \\(predictions_sha256"):
+        ev.evaluate_with_scores(path, resume=out)
+    with pytest.raises(C2NPError, match="from a file"):
+        ev.evaluate_with_scores(preds, resume=out)
+
+
+def test_cli_evaluate_resume_needs_out(small_store, tmp_path):
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", "--task", "1", "--split", "id", "--predictions",
+                                   str(tmp_path / "p.parquet"), "--store", str(small_store), "--resume", "-q"])
+    assert res.exit_code != 0 and "--resume keeps the scored samples beside the result" in res.output

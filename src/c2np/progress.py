@@ -101,18 +101,24 @@ def map_with_progress(fn: Callable, items, total: int, description: str, jobs: i
                       enabled: bool = True, chunksize: int = 8) -> list:
     """``[fn(x) for x in items]`` in order, in ``jobs`` processes when > 1, with a bar.
     The processes share the cores: each gets ``worker_threads(jobs)`` BLAS threads."""
+    return list(imap_with_progress(fn, items, total, description, jobs, enabled, chunksize))
+
+
+def imap_with_progress(fn: Callable, items, total: int, description: str, jobs: int = 1,
+                       enabled: bool = True, chunksize: int = 8, start: int = 0) -> Iterator:
+    """:func:`map_with_progress` as a generator: each result as soon as it and all before it
+    are done, so a caller can keep them as they come (``start``: items done before, for the
+    bar of a resumed job)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    out = []
-    with progress_bar(total, description, enabled=enabled) as advance:
+    with progress_bar(total, description, enabled=enabled, start=start) as advance:
         if jobs > 1:
             with ProcessPoolExecutor(max_workers=jobs, initializer=_share_cores,
                                      initargs=(worker_threads(jobs),)) as pool:
                 for res in pool.map(fn, items, chunksize=chunksize):
-                    out.append(res)
+                    yield res
                     advance()
         else:
             for item in items:
-                out.append(fn(item))
+                yield fn(item)
                 advance()
-    return out

@@ -53,6 +53,10 @@ def evaluate(
         help="Also write one row per sample (config_id, material, radius and that sample's scores) "
              "to this .parquet or .csv file: the rows behind every mean of the result, to find "
              "the few samples that move a mean.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Task 1: keep every 16 scored samples in OUT.chunks/ (needs --out), and continue "
+                         "from there when an earlier call with the same predictions was cut off; the result "
+                         "equals that of one uninterrupted call.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Score a prediction file with the official metrics (docs/metrics.md); --out writes the result JSON.
@@ -75,6 +79,8 @@ def evaluate(
             seed = extra["model_run"]["seed"] if seed is None else seed
         if out is not None and out.is_dir():
             raise C2NPError(f"{out}: is a directory; give a file name for the result JSON")
+        if resume and out is None:
+            raise C2NPError("--resume keeps the scored samples beside the result: give --out FILE.json")
         # checked before scoring: a long Task 1 scoring must not end in a refused file name
         if scores is not None and scores.suffix.lower() not in (".parquet", ".csv"):
             raise C2NPError(f"{scores}: --scores takes a .parquet or .csv file name")
@@ -82,7 +88,7 @@ def evaluate(
         ev = Evaluator(task, split, store, Tolerances(length_rtol, angle_atol), sample_per_group=sample)
         result, rows = ev.evaluate_with_scores(predictions, model=model, seed=seed,
                                                jobs=jobs or os.cpu_count() or 1, progress=not quiet,
-                                               extra=extra)
+                                               extra=extra, resume=out if resume else None)
     except C2NPError as exc:
         _fail(exc)
     try:

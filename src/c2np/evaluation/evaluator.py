@@ -5,6 +5,7 @@
 >>> result = ev.evaluate("my_predictions.csv", model="MyNet", seed=0)
 >>> ev.save(result, "results/mynet-task2-ood-seed0.json")
 >>> result, scores = ev.evaluate_with_scores("my_predictions.csv")   # + one row per sample
+>>> ev.evaluate("t1.parquet", resume="t1-id.json")   # Task 1: keeps finished rows in t1-id.json.chunks/
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from c2np.metrics import METRICS
 from c2np.metrics.alignment import UNMATCHED_PENALTY
 from c2np.metrics.lattice import Tolerances, task2_metrics, task2_sample_scores
 from c2np.metrics.structure import task1_metrics
-from c2np.progress import map_with_progress
+from c2np.progress import imap_with_progress
 from c2np.store.dataset import Dataset, open_dataset
-from c2np.store.layout import atomic_write_text
+from c2np.store.layout import atomic_write, atomic_write_text, sha256_file
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
 
 RESULT_FORMAT = "c2np-result"
@@ -38,6 +39,9 @@ MAX_ATOM_FACTOR = 2
 MIN_ATOM_LIMIT = 20_000
 _T1_KEYS = ["rmsd", "hausdorff", "hull_volume_error", "volume_ratio", "volume_ratio_error",
             "rdf_error", "lev_error", "atom_count_error"]
+#: A resumed Task 1 scoring keeps its finished samples in files of this many rows: small
+#: enough that a call cut off loses little, large enough that a split is a few dozen files.
+ROWS_PER_CHUNK = 16
 
 
 def _score_task1(args):
@@ -125,17 +129,26 @@ class Evaluator:
                 "c2np_version": c2np.__version__}
 
     def evaluate(self, predictions, model: str | None = None, seed: int | None = None,
-                 jobs: int = 1, progress: bool = False, extra: dict | None = None) -> dict:
+                 jobs: int = 1, progress: bool = False, extra: dict | None = None,
+                 resume: str | Path | None = None) -> dict:
         """Validate and score ``predictions`` (a path, a DataFrame or {config_id: Atoms})."""
-        return self.evaluate_with_scores(predictions, model, seed, jobs, progress, extra)[0]
+        return self.evaluate_with_scores(predictions, model, seed, jobs, progress, extra, resume)[0]
 
     def evaluate_with_scores(self, predictions, model: str | None = None, seed: int | None = None,
-                             jobs: int = 1, progress: bool = False,
-                             extra: dict | None = None) -> tuple[dict, pd.DataFrame]:
+                             jobs: int = 1, progress: bool = False, extra: dict | None = None,
+                             resume: str | Path | None = None) -> tuple[dict, pd.DataFrame]:
         """:meth:`evaluate`, and the per-sample scores behind its means: one row per target
         (config_id, material, radius, then Task 1's metrics of that particle, or Task 2's
         per-sample errors and checks, :func:`~c2np.metrics.lattice.task2_sample_scores`).
-        A split's mean can hide one failed sample among hundreds; these rows show which."""
+        A split's mean can hide one failed sample among hundreds; these rows show which.
+
+        ``resume`` (Task 1, predictions from a file): the result file being made. Every
+        ``ROWS_PER_CHUNK`` finished samples are kept in ``RESUME.chunks/``, and a later call
+        with the same predictions (SHA-256), store, split and sample scores only the samples
+        still missing; the result equals that of one uninterrupted call (the same rows, summed
+        in the same order), with ``resumed_samples`` saying how many came from earlier calls
+        and ``seconds`` this call's time. The folder is removed once the result is complete.
+        Task 2 scores a split in seconds and ignores it."""
         start = time.perf_counter()
         ids = self._targets["config_id"].to_numpy()
         if self.task == 2:
@@ -143,12 +156,27 @@ class Evaluator:
             result, scores = self._task2(frame)
         else:
             where = "predictions" if isinstance(predictions, dict) else str(predictions)
-            result, scores = self._task1(P.read_task1(predictions, ids), jobs, progress, where)
+            rows = None
+            if resume is not None:
+                if isinstance(predictions, (dict, pd.DataFrame)):
+                    raise C2NPError("resume needs predictions read from a file (its SHA-256 names the scoring)")
+                rows = self._rows_folder(Path(predictions), Path(resume))
+            result, scores = self._task1(P.read_task1(predictions, ids), jobs, progress, where, rows)
         out = self._header(model, seed)
         out.update(result)
         out["seconds"] = round(time.perf_counter() - start, 3)
         out.update(extra or {})
         return out, scores
+
+    def _rows_folder(self, predictions: Path, resume: Path):
+        from c2np.training.chunks import ChunkFolder
+
+        n = len(self._targets)
+        return ChunkFolder(resume, {
+            "task": self.task, "split": self.split, "sample": self.sample, "store": self.ds.fingerprint,
+            "predictions_sha256": sha256_file(predictions), "c2np_version": c2np.__version__,
+            "rows_per_batch": ROWS_PER_CHUNK, "batches": -(-n // ROWS_PER_CHUNK), "samples": n},
+            command="evaluate")
 
     def _task2(self, frame: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
         t = self._targets
@@ -166,7 +194,8 @@ class Evaluator:
                  "tolerances": {"length_rtol": self.tol.length_rtol, "angle_atol_deg": self.tol.angle_atol}},
                 scores)
 
-    def _task1(self, preds: dict, jobs: int, progress: bool, where: str) -> tuple[dict, pd.DataFrame]:
+    def _task1(self, preds: dict, jobs: int, progress: bool, where: str,
+               folder=None) -> tuple[dict, pd.DataFrame]:
         t = self._targets
         work = []
         for row in t.itertuples():
@@ -182,16 +211,40 @@ class Evaluator:
         # no longer leaves the other idle (a 4-sample chunk of R = 26 took 2-3 s). The
         # rows go back to target order, so every mean sums in the same order as before.
         order = sorted(range(len(work)), key=lambda i: -(len(work[i][1]) + len(work[i][3])))
-        done = map_with_progress(_score_task1, [work[i] for i in order], len(work), "scoring task 1",
-                                 jobs, progress, 1)
-        rows = [None] * len(work)
-        for i, res in zip(order, done):
+        rows: list = [None] * len(work)
+        # with a rows folder, the scoring order is cut into chunks of ROWS_PER_CHUNK samples:
+        # those finished by an earlier call are read back, the others scored and kept
+        chunks = [order[k:k + ROWS_PER_CHUNK] for k in range(0, len(order), ROWS_PER_CHUNK)]
+        finished = folder.open() if folder is not None else set()
+        for b in sorted(finished):
+            kept = pd.read_parquet(folder.path(b)).to_dict("records")
+            for i, row in zip(chunks[b], kept):
+                cid = int(row.pop("config_id"))
+                if cid != work[i][0]:
+                    raise C2NPError(f"{folder.folder}: chunk {b} holds config_id {cid} where {work[i][0]} belongs; "
+                                    "remove the folder to score afresh")
+                rows[i] = (cid, row)
+        todo = [i for b, chunk in enumerate(chunks) if b not in finished for i in chunk]
+        done = imap_with_progress(_score_task1, [work[i] for i in todo], len(work), "scoring task 1",
+                                  jobs, progress, 1, start=len(work) - len(todo))
+        chunk_of = {i: k // ROWS_PER_CHUNK for k, i in enumerate(order)}
+        pending = []
+        for i, res in zip(todo, done):
             rows[i] = res
+            pending.append(res)
+            b = chunk_of[i]
+            if folder is not None and len(pending) == len(chunks[b]):
+                frame = pd.DataFrame([{"config_id": cid, **m} for cid, m in pending])
+                atomic_write(folder.path(b), lambda tmp: frame.to_parquet(tmp, index=False))
+                pending = []
         scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
         first = ["config_id", "material", "radius"]
         scores = scores[first + [c for c in scores.columns if c not in first]]
-        return {"metrics": _mean(scores), "per_radius": per_radius,
+        if folder is not None:
+            folder.remove()
+        resumed = {"resumed_samples": len(work) - len(todo)} if finished else {}
+        return {**resumed, "metrics": _mean(scores), "per_radius": per_radius,
                 "certificate": _certificate(scores),
                 "definitions": {"rdf": "g(r), 0-6 A, 0.05 A bins", "lev_cutoff_A": 3.0,
                                 "rmsd_unmatched_penalty_A": UNMATCHED_PENALTY,

@@ -12,6 +12,8 @@ another machine, with the folder carried over) generates only the batches still 
       batch-00001.parquet  ...
 
 When every batch is there they are joined into OUT in batch order and the folder removed.
+``c2np evaluate --resume`` keeps the per-sample rows of a Task 1 scoring the same way, in
+``RESULT.chunks/`` (c2np.evaluation.evaluator).
 This module needs no PyTorch, so that scripts can read a folder's progress cheaply.
 """
 
@@ -58,10 +60,12 @@ class ChunkFolder:
     ``batches``, the number of batches). Callers write each batch file atomically (a
     temporary, then a rename), so a file that exists is a finished batch."""
 
-    def __init__(self, out: Path, manifest: dict) -> None:
+    def __init__(self, out: Path, manifest: dict, command: str = "predict") -> None:
         self.folder = chunk_dir(out)
         self.manifest = dict(manifest)
         self.batches = int(manifest["batches"])
+        #: the c2np command whose batches these are, for the message of a refused folder
+        self.command = command
 
     def path(self, b: int) -> Path:
         """The file of batch ``b``."""
@@ -87,8 +91,10 @@ class ChunkFolder:
             for key in [*self.manifest, *(k for k in before if k not in self.manifest)]:
                 if before.get(key) != self.manifest.get(key):
                     raise C2NPError(
-                        f"{self.folder}: holds batches of another prediction ({key} {before.get(key)!r} there, "
-                        f"{self.manifest.get(key)!r} now); remove the folder, or predict without --resume")
+                        f"{self.folder}: holds batches of another "
+                        f"{'prediction' if self.command == 'predict' else 'scoring'} ({key} {before.get(key)!r} "
+                        f"there, {self.manifest.get(key)!r} now); remove the folder, or {self.command} "
+                        "without --resume")
             for tmp in self.folder.iterdir():
                 if is_temporary(tmp.name):
                     tmp.unlink()
