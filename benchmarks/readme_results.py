@@ -77,6 +77,15 @@ def cell(values: pd.Series) -> str:
     return mean_std_text(values.mean(), values.std()) if len(values) else "–"
 
 
+def seeds_text(by_split: dict[str, pd.Series]) -> str:
+    """The seeds behind a row: their number when every split has the same ones, else the
+    seeds of each split (a row whose ID and OOD cells come from different runs says so)."""
+    sets = {s: sorted(int(x) for x in v.unique()) for s, v in by_split.items()}
+    if len({tuple(v) for v in sets.values()}) == 1:
+        return str(len(next(iter(sets.values()))))
+    return " / ".join(f"{s.upper()} {','.join(map(str, v)) or '–'}" for s, v in sets.items())
+
+
 def block(runs: pd.DataFrame) -> str:
     """Markdown of the raw tables (radius scheme): a row per model, ID | OOD columns."""
     runs = runs[runs["scheme"] == "radius"]
@@ -94,7 +103,7 @@ def block(runs: pd.DataFrame) -> str:
             rows = frame[frame["model"] == model]
             by = {s: rows[rows["split"] == s] for s in ("id", "ood")}
             cells = [cell(by[s][c]) for c in cols for s in ("id", "ood")]
-            seeds = rows["seed"].nunique() if model not in REFERENCE_ORDER else "–"
+            seeds = seeds_text({s: by[s]["seed"] for s in ("id", "ood")}) if model not in REFERENCE_ORDER else "–"
             scored = " / ".join(by[s]["samples"].iloc[0] if len(by[s]) else "–" for s in ("id", "ood"))
             lines.append("| " + " | ".join([model, *cells, str(seeds), scored]) + " |")
         out.append("\n".join(lines))
