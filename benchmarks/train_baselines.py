@@ -15,8 +15,10 @@ its files exist in W:
    ``preds/NAME.parquet.chunks/``, so a prediction cut off at the deadline continues in the
    next call where it stopped (the status table shows it as e.g. ``id 37/61`` batches);
 3. score: ``c2np evaluate --run-info --resume`` into ``W/results`` (NAME.json and its
-   per-sample rows, NAME.scores.parquet); a Task 1 scoring cut off at the deadline keeps its
-   scored samples in ``results/NAME.partial.json.chunks/`` and the next call continues it.
+   per-sample rows, NAME.scores.parquet), on the CPU, for each split as soon as its
+   prediction is complete (up to ``--score-workers`` at once, beside the GPU work); a Task 1
+   scoring cut off at the deadline keeps its scored samples in
+   ``results/NAME.partial.json.chunks/`` and the next call continues it.
 
 A pool of ``GPUS x PER_GPU`` slots takes pipelines in PLAN order; a slot whose run has
 converged goes straight on to its prediction and scoring, then to the next pipeline, so no
@@ -39,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,16 +163,18 @@ class Runner:
     #: least seconds left to take a pipeline or to start (or continue) a prediction: a
     #: resumed prediction keeps every batch it finishes, so a short slice is not wasted
     start_s = 60.0
+    #: least seconds left to start (or continue: --resume keeps every 16 samples) a scoring
+    score_s = 20.0
 
     def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
                  deadline: float, reserve: float, overrides: list[str], gpus_per_run: int = 1,
                  compile_predict: frozenset[str] = frozenset(), predict_batch: int = 0,
-                 score_only: bool = False) -> None:
+                 score_only: bool = False, score_workers: int = 2) -> None:
         if gpus % gpus_per_run:
             raise ValueError(f"{gpus} GPUs do not split into groups of {gpus_per_run}")
         self.pipe, self.c2np, self.gpus, self.first_gpu, self.per_gpu = pipe, c2np, gpus, first_gpu, per_gpu
         self.gpus_per_run, self.compile_predict = gpus_per_run, compile_predict
-        self.predict_batch, self.score_only = predict_batch, score_only
+        self.predict_batch, self.score_only, self.score_workers = predict_batch, score_only, score_workers
         self.overrides = [arg for o in overrides for arg in ("--set", o)]
         self.jobs, self.deadline, self.reserve = jobs, deadline, reserve
         self.lock = threading.Lock()
@@ -199,7 +204,8 @@ class Runner:
 
     def pipeline(self, job: Job, gpus: list[int]) -> None:
         """Train (DDP over all of ``gpus`` when there are several), then predict on the first
-        of them and score on the CPU; with ``score_only``, only score."""
+        of them; each split is scored on the CPU as soon as its prediction is complete, beside
+        the next prediction (with ``score_only``: only score)."""
         if not self.score_only:
             if not self.train(job, gpus):
                 return
@@ -245,35 +251,50 @@ class Runner:
             rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
                             "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume",
                             *extra], p.log(job, "predict"), gpus[:1])
+            if out.exists():  # scored on the CPU while this slot predicts the next split
+                self.score(job, [split])
             if rc != 0 or not out.exists():
                 kept = chunk_progress(out)
                 self.say(f"{job.name}: predict {split} stopped (rc {rc})"
                          + (f", {kept[0]}/{kept[1]} batches kept for the next call" if kept else "")
                          + f", see {p.log(job, 'predict')}")
 
-    def score(self, job: Job) -> None:
-        """Score every split whose predictions are complete and not scored yet, on the CPU."""
+    def score(self, job: Job, splits: list[str] | None = None) -> None:
+        """Queue the scoring of every split (of ``splits``) whose predictions are complete and
+        not scored yet; ``score_workers`` scorings run at once on the CPU, each split once."""
+        for split in splits or self.pipe.splits:
+            with self.lock:
+                if (job.name, split) in self.queued:
+                    continue
+                self.queued.add((job.name, split))
+            self.scorings.append(self.scoring.submit(self.score_split, job, split))
+
+    def score_split(self, job: Job, split: str) -> None:
+        """Score one split on the CPU (``c2np evaluate --resume``: a scoring stopped at the
+        deadline continues in the next call)."""
         p = self.pipe
-        for split in p.splits:
-            res, pred = p.result(job, split), p.pred(job, split)
-            if res.exists() or not pred.exists() or self.left() < 20:
-                continue
-            self.say(f"{job.name}: score {split}")
-            partial = res.with_name(res.stem + ".partial.json")
-            rc = self.call(["evaluate", "--task", str(job.task), "--split", split, "--predictions", str(pred),
-                            "--store", str(p.store), "-q", "-j", str(self.jobs), "--resume",
-                            "--run-info", str(p.run_dir(job) / "run.json"), "--out", str(partial),
-                            "--scores", str(res.with_name(res.stem + ".scores.parquet"))],
-                           p.log(job, "eval"), None)
-            if rc == 0 and partial.exists():
-                partial.replace(res)
-            else:
-                self.say(f"{job.name}: scoring {split} failed (rc {rc}), see {p.log(job, 'eval')}")
+        res, pred = p.result(job, split), p.pred(job, split)
+        if res.exists() or not pred.exists() or self.left() < self.score_s:
+            return
+        self.say(f"{job.name}: score {split}")
+        partial = res.with_name(res.stem + ".partial.json")
+        rc = self.call(["evaluate", "--task", str(job.task), "--split", split, "--predictions", str(pred),
+                        "--store", str(p.store), "-q", "-j", str(self.jobs), "--resume",
+                        "--run-info", str(p.run_dir(job) / "run.json"), "--out", str(partial),
+                        "--scores", str(res.with_name(res.stem + ".scores.parquet"))],
+                       p.log(job, "eval"), None)
+        if rc == 0 and partial.exists():
+            partial.replace(res)
+        else:
+            self.say(f"{job.name}: scoring {split} stopped (rc {rc}), see {p.log(job, 'eval')}")
 
     def run(self, todo: list[Job]) -> None:
         work: queue.Queue[Job] = queue.Queue()
         for job in todo:
             work.put(job)
+        self.scoring = ThreadPoolExecutor(max_workers=self.score_workers)
+        self.queued: set[tuple[str, str]] = set()
+        self.scorings: list = []
 
         def slot(i: int) -> None:
             while self.left() > self.start_s:
@@ -295,6 +316,10 @@ class Runner:
             time.sleep(self.stagger_s)
         for t in threads:
             t.join()
+        self.scoring.shutdown(wait=True)  # every scoring is stopped at the deadline too
+        for f in self.scorings:
+            if f.exception() is not None:
+                self.say(f"scoring: {type(f.exception()).__name__}: {f.exception()}")
 
 
 def status_table(pipe: Pipeline, jobs: list[Job]) -> str:
@@ -377,6 +402,9 @@ def main() -> None:
                     help="GPUs of one training run (DDP, `c2np train --devices K`); GPUS must be a multiple. "
                          "Prediction uses the first GPU of the group.")
     ap.add_argument("--jobs", type=int, default=0, help="Scoring processes per evaluation (default: cores / slots).")
+    ap.add_argument("--score-workers", type=int, default=2,
+                    help="Evaluations at once: a split is scored on the CPU as soon as its prediction is "
+                         "complete, while its slot goes on predicting or training.")
     ap.add_argument("--deadline", type=float, default=0,
                     help="Seconds from now at which every command is stopped (0: none).")
     ap.add_argument("--reserve", type=float, default=40, help="Seconds kept free before the deadline for packing.")
@@ -432,7 +460,7 @@ def main() -> None:
     deadline = time.time() + a.deadline if a.deadline > 0 else float("inf")
     compile_predict = frozenset(m for m in a.compile_predict.split(",") if m)
     runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides,
-                    a.gpus_per_run, compile_predict, a.predict_batch, a.score_only)
+                    a.gpus_per_run, compile_predict, a.predict_batch, a.score_only, a.score_workers)
     todo = [j for j in jobs if not pipe.scored(j)]
     runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s)"
                + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")

@@ -57,7 +57,8 @@ elif args[0] == "predict":
     assert "--resume" in args
     done = chunks.open()
     for b in sorted(set(range(4)) - done):
-        if b == int(os.environ.get("FAKE_HANG_AFTER", -1)):
+        if b == int(os.environ.get("FAKE_HANG_AFTER", -1)) and os.environ.get("FAKE_HANG_SPLIT",
+                                                                              opt("--split")) == opt("--split"):
             time.sleep(120)
         chunks.path(b).write_text(f"{opt('--split')} batch {b}\n")
         with open(os.environ["FAKE_LOG"], "a") as fh:
@@ -211,6 +212,22 @@ def test_a_prediction_cut_off_at_the_deadline_continues_in_the_next_call(tb, tmp
     stale.mkdir()
     (stale / "batch-00000.parquet").write_text("ood batch 0")
     assert not any(".chunks" in name for name in _packed(tb, pipe, [job], tmp_path / "pack2"))
+
+
+def test_a_split_is_scored_while_the_next_one_is_predicted(tb, tmp_path, monkeypatch):
+    # s13: three ID splits came home unscored because their OOD predictions ran to the
+    # deadline, and the runner scored a run only after all its predictions
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    job = tb.Job("cdvae", 1, 0)
+    _converged(pipe, job)
+    runner.start_s, runner.score_s, runner.deadline = 0.5, 0.5, time.time() + 6
+    monkeypatch.setenv("FAKE_HANG_AFTER", "1")
+    monkeypatch.setenv("FAKE_HANG_SPLIT", "ood")  # the OOD prediction runs to the deadline
+    runner.run([job])
+    assert pipe.result(job, "id").exists() and not pipe.result(job, "ood").exists()
+    assert tb.chunk_progress(pipe.pred(job, "ood")) == (1, 4)
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert calls.count("evaluate cdvae") == 1  # ID, once, while OOD was being predicted
 
 
 def test_a_scored_split_whose_predictions_stayed_behind_is_not_predicted_again(tb, tmp_path, monkeypatch):
