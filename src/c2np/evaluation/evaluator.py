@@ -75,7 +75,8 @@ class Evaluator:
     expected_output_format = ("dict: task, split, split_scheme, n_samples, metrics (overall), per_radius, "
                               "tolerances (Task 2), certificate (Task 1), "
                               "store_fingerprint (SHA-256 over the store files as read), store_verified, "
-                              "build_fingerprint (config + unit cells), c2np_version, model, seed, seconds")
+                              "build_fingerprint (config + unit cells), c2np_version, model, seed, seconds; "
+                              "resumed_samples (Task 1 with resume, when samples came from an earlier call)")
 
     def __init__(self, task: int, split: str, store: str | Path | Dataset = "c2np-store",
                  tolerances: Tolerances = Tolerances(), sample_per_group: int | None = None,
@@ -229,7 +230,8 @@ class Evaluator:
                                   jobs, progress, 1, start=len(work) - len(todo))
         chunk_of = {i: k // ROWS_PER_CHUNK for k, i in enumerate(order)}
         pending = []
-        for i, res in zip(todo, done):
+        # strict: the generator is run to its end (the bar's last line, the pool's shutdown)
+        for i, res in zip(todo, done, strict=True):
             rows[i] = res
             pending.append(res)
             b = chunk_of[i]
