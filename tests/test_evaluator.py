@@ -288,7 +288,7 @@ def test_a_task1_scoring_cut_off_resumes_where_it_stopped_and_gives_the_same_res
     """`c2np evaluate --resume`: a scoring killed after some chunks keeps them; the next call
     scores only the rest, and the result and rows equal one uninterrupted call's."""
     from c2np.evaluation import evaluator as E
-    from c2np.training.chunks import chunk_dir
+    from c2np.training.chunks import ChunkFolder, chunk_dir
 
     monkeypatch.setattr(E, "ROWS_PER_CHUNK", 2)  # 3 ID samples: chunks of 2 and 1
     preds = _t1_predictions(ds, "id")
@@ -322,7 +322,15 @@ def test_a_task1_scoring_cut_off_resumes_where_it_stopped_and_gives_the_same_res
     monkeypatch.setattr(E, "_score_task1", counts)
     resumed, rows = ev.evaluate_with_scores(path, resume=out)
     assert len(scored) == 3 and scored[2] not in scored[:2]  # only the third sample, once
-    assert resumed.pop("resumed_samples") == 2 and not chunk_dir(out).exists()
+    # the rows stay until the result is on disk: a kill before the save loses nothing
+    assert chunk_dir(out).is_dir()
+    ev.save(resumed, out)
+    assert not chunk_dir(out).exists() and E.load_result(out)["resumed_samples"] == 2
+    other = tmp_path / "x.json"  # a folder of that name that is not a scoring's rows is kept
+    ChunkFolder(other, {"batches": 1, "split": "id"}).open()
+    ev.save(resumed, other)
+    assert chunk_dir(other).is_dir()
+    assert resumed.pop("resumed_samples") == 2
     for res in (whole, resumed):
         res.pop("seconds")
     assert resumed == whole and whole["metrics"]["rmsd"] > 0.01

@@ -5,12 +5,14 @@
 >>> result = ev.evaluate("my_predictions.csv", model="MyNet", seed=0)
 >>> ev.save(result, "results/mynet-task2-ood-seed0.json")
 >>> result, scores = ev.evaluate_with_scores("my_predictions.csv")   # + one row per sample
->>> ev.evaluate("t1.parquet", resume="t1-id.json")   # Task 1: keeps finished rows in t1-id.json.chunks/
+>>> r = ev.evaluate("t1.parquet", resume="t1-id.json")   # Task 1: keeps scored rows in t1-id.json.chunks/
+>>> ev.save(r, "t1-id.json")                              # ... until the result is saved
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -148,8 +150,9 @@ class Evaluator:
         with the same predictions (SHA-256), store, split and sample scores only the samples
         still missing; the result equals that of one uninterrupted call (the same rows, summed
         in the same order), with ``resumed_samples`` saying how many came from earlier calls
-        and ``seconds`` this call's time. The folder is removed once the result is complete.
-        Task 2 scores a split in seconds and ignores it."""
+        and ``seconds`` this call's time. :meth:`save` to ``resume`` removes the folder, once
+        the result is on disk (a kill between the two loses nothing). Task 2 scores a split
+        in seconds and ignores it."""
         start = time.perf_counter()
         ids = self._targets["config_id"].to_numpy()
         if self.task == 2:
@@ -243,8 +246,6 @@ class Evaluator:
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
         first = ["config_id", "material", "radius"]
         scores = scores[first + [c for c in scores.columns if c not in first]]
-        if folder is not None:
-            folder.remove()
         resumed = {"resumed_samples": len(work) - len(todo)} if finished else {}
         return {**resumed, "metrics": _mean(scores), "per_radius": per_radius,
                 "certificate": _certificate(scores),
@@ -268,6 +269,21 @@ class Evaluator:
             atomic_write_text(path, text)
         except OSError as exc:
             raise C2NPError(f"{path}: cannot write the result ({exc.strerror})") from None
+        _drop_scored_rows(path)
+
+
+def _drop_scored_rows(path: Path) -> None:
+    """Remove PATH.chunks/ when it holds the rows of a resumed scoring of this result (not,
+    say, a prediction's batches): they are in the saved result now."""
+    from c2np.training.chunks import MANIFEST, chunk_dir
+
+    rows = chunk_dir(path)
+    try:
+        manifest = json.loads((rows / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(manifest, dict) and "rows_per_batch" in manifest:
+        shutil.rmtree(rows, ignore_errors=True)
 
 
 def write_scores(scores: pd.DataFrame, path: str | Path) -> None:
