@@ -151,9 +151,10 @@ def main() -> None:
           "nearest neighbour min / median (A) |" + "".join(f" {k} |" for k in scored))
     print("|---|---|---|---|---|---|---|" + "---|" * len(scored))
     rows = []
+    by_id = dict(tuple(made.groupby("config_id", sort=False)))  # one pass, not a mask per particle
     for rec, cid in pick:
         ref = ds.canonical(rec.material, int(rec.radius))
-        g = made.loc[made.config_id == cid]
+        g = by_id[cid]
         scores = task1_metrics(g[["x", "y", "z"]].to_numpy(), g["Z"].to_numpy(), ref.positions, ref.numbers) \
             if a.score else {}
         for name, pos in (("generated", g[["x", "y", "z"]].to_numpy()), ("reference", ref.positions)):

@@ -30,6 +30,7 @@ from c2np.progress import imap_with_progress
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.store.layout import atomic_write, atomic_write_text, sha256_file
 from c2np.tasks.targets import LATTICE_COLUMNS, task1_samples, task2_targets
+from c2np.training.chunks import MANIFEST, ChunkFolder, chunk_dir
 
 RESULT_FORMAT = "c2np-result"
 #: A Task 1 prediction may hold at most this many times its target's atoms, or
@@ -172,9 +173,7 @@ class Evaluator:
         out.update(extra or {})
         return out, scores
 
-    def _rows_folder(self, predictions: Path, resume: Path):
-        from c2np.training.chunks import ChunkFolder
-
+    def _rows_folder(self, predictions: Path, resume: Path) -> ChunkFolder:
         n = len(self._targets)
         return ChunkFolder(resume, {
             "task": self.task, "split": self.split, "sample": self.sample, "store": self.ds.fingerprint,
@@ -199,7 +198,7 @@ class Evaluator:
                 scores)
 
     def _task1(self, preds: dict, jobs: int, progress: bool, where: str,
-               folder=None) -> tuple[dict, pd.DataFrame]:
+               folder: ChunkFolder | None = None) -> tuple[dict, pd.DataFrame]:
         t = self._targets
         work = []
         for row in t.itertuples():
@@ -236,9 +235,11 @@ class Evaluator:
         # strict: the generator is run to its end (the bar's last line, the pool's shutdown)
         for i, res in zip(todo, done, strict=True):
             rows[i] = res
+            if folder is None:
+                continue
             pending.append(res)
             b = chunk_of[i]
-            if folder is not None and len(pending) == len(chunks[b]):
+            if len(pending) == len(chunks[b]):
                 frame = pd.DataFrame([{"config_id": cid, **m} for cid, m in pending])
                 atomic_write(folder.path(b), lambda tmp: frame.to_parquet(tmp, index=False))
                 pending = []
@@ -275,8 +276,6 @@ class Evaluator:
 def _drop_scored_rows(path: Path) -> None:
     """Remove PATH.chunks/ when it holds the rows of a resumed scoring of this result (not,
     say, a prediction's batches): they are in the saved result now."""
-    from c2np.training.chunks import MANIFEST, chunk_dir
-
     rows = chunk_dir(path)
     try:
         manifest = json.loads((rows / MANIFEST).read_text())

@@ -25,8 +25,9 @@ too, ``grad_x_i = sum over edges e -> i of grad_msg[src_e] * w_e``, whose atomic
 the targets, which the edges are sorted by, instead of the scattered sources:
 ``SYMMETRIC_BACKWARD = "split"`` runs the forward kernel on grad_msg and then the backward
 kernel for the weight gradients alone (one ``tl.dot`` fewer, no grad_x); ``"fused"`` keeps
-one backward kernel that adds ``grad_msg[src] * w`` at the targets. Which is faster is
-for a GPU to say (docs/models.md, "Throughput").
+one backward kernel that adds ``grad_msg[src] * w`` at the targets. On an H200 (one
+block, 25,000 atoms, 520,176 edges) forward + backward took 2.95 ms with "split", 3.00 ms
+with "fused" and 3.07 ms with the atomic backward (docs/models.md, "Throughput").
 
 ``b2'`` is an input computed in torch, so autograd carries its gradient to W2 and b2.
 x, the messages and all accumulation are fp32. There is no gradient for ``attr`` or
