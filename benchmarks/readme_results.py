@@ -164,7 +164,6 @@ def bars(ax, frame: pd.DataFrame, metric: str, splits: tuple[str, ...], names: l
         ax.bar([i + width * (k - (len(splits) - 1) / 2) for i in range(len(models))], stats["mean"], width,
                yerr=stats["std"].fillna(0), capsize=2, label=name)
     ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
-    ax.legend(fontsize=7)
 
 
 def figure(runs: pd.DataFrame, path: Path) -> None:
@@ -183,6 +182,8 @@ def figure(runs: pd.DataFrame, path: Path) -> None:
         ax.set_title(f"Task {task}: {label(metric)}\n({where})", fontsize=9)
         if metric == "joint_accuracy":
             ax.set_ylim(0, 1.05)  # an accuracy: the whole scale, so that 0 looks like 0
+    for row in axes:  # one legend a row, beside it: inside a panel it sat on the bars
+        row[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -6,6 +6,10 @@
 #
 #   bash benchmarks/table5_gpu.sh OUT [SECONDS] [LAYOUT]     (from the repository root)
 #
+# SCORE_WORKERS (default 2) is each runner's number of splits scored at once on the CPU, 8 jobs
+# each: a call left with scoring alone can take more (6 on 64 cores: ten Task 1 splits of
+# CDVAE and SyMat, 486 or 324 particles each, scored in 5 minutes, 2026-11-26).
+#
 # SECONDS = 0 only stages: it installs the wheels, keeps the stores, unpacks the carried
 # bundles and copies the work folders into /tmp/gw, then stops (a second or so). A session
 # can so carry everything in short calls first, and every GPU trains from the first long call.
@@ -76,15 +80,18 @@ P=2; [ "$mem" -gt 100000 ] && P=3
 # PyTorch's advice for several processes on one host is cores / processes threads each.
 # Scoring sets its own BLAS threads (cores / jobs, threadpoolctl).
 slots=$(awk -F'|' '!/^ *#/ && NF >= 7 {p = $7; gsub(/ /, "", p); if (p == "P") p = '"$P"'; n += $5 * p} END {print n + 0}' "$LAYOUT")
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( $(nproc) / (slots > 0 ? slots : 1) > 0 ? $(nproc) / (slots > 0 ? slots : 1) : 1 ))}
-echo "$slots training or prediction processes at most: $OMP_NUM_THREADS OpenMP threads each ($(nproc) cores)"
+# nproc itself honours OMP_NUM_THREADS: count the cores without it.
+cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+per_process=$(( cores / (slots > 0 ? slots : 1) ))
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( per_process > 0 ? per_process : 1 ))}
+echo "$slots training or prediction processes at most: $OMP_NUM_THREADS OpenMP threads each ($cores cores)"
 nvidia-smi dmon -s u -d 15 > "$W/dmon.txt" 2>&1 &
 dmon=$!
 
 runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN PREDICT_BATCH
     python3 benchmarks/train_baselines.py --store "$2" --work "$W/$1" --plan "$3" --seeds $4 \
         --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --predict-batch "$9" --jobs 8 \
-        --deadline "$SECONDS_GIVEN" --reserve 45 > "$W/$1.log" 2>&1
+        --deadline "$SECONDS_GIVEN" --reserve 45 --score-workers "${SCORE_WORKERS:-2}" > "$W/$1.log" 2>&1
 }
 pids=()
 while IFS='|' read -r name store plan seeds gpus first per group batch; do

@@ -22,8 +22,9 @@ its files exist in W:
 
 A pool of ``GPUS x PER_GPU`` slots takes pipelines in PLAN order; a slot whose run has
 converged goes straight on to its prediction and scoring, then to the next pipeline, so no
-slot waits for the slowest run. Call again with the same W until it prints "all done";
-W holds everything (runs with checkpoints, predictions, results, logs, a status table).
+slot waits for the slowest run; the run's other splits go back to the queue ahead of the
+pipelines not started yet, so a free slot predicts them beside it. Call again with the same
+W until it prints "all done"; W holds everything (runs with checkpoints, predictions, results, logs, a status table).
 ``--pack OUT`` tars W into 15 MiB parts (the lent GPU machines return files of at most
 16 MiB; a larger one is silently lost): unpack with ``cat OUT/W.tgz.part-* | tar xzf -``.
 Scored runs leave their checkpoints and predictions out of the pack unless ``--keep-ckpt``;
@@ -33,6 +34,7 @@ the batches of unfinished predictions go into it, those of finished ones do not.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import queue
@@ -51,6 +53,8 @@ from c2np.errors import StoreError
 from c2np.training.chunks import chunk_batch_size, chunk_dir, chunk_progress
 
 FINAL = ("converged", "max_epochs", "max_time")
+#: kinds of work in a runner's queue, in the order free slots take them
+PREDICT, RUN = 0, 1
 
 
 @dataclass(frozen=True)
@@ -205,12 +209,23 @@ class Runner:
     def pipeline(self, job: Job, gpus: list[int]) -> None:
         """Train (DDP over all of ``gpus`` when there are several), then predict on the first
         of them; each split is scored on the CPU as soon as its prediction is complete, beside
-        the next prediction (with ``score_only``: only score)."""
+        the next prediction (with ``score_only``: only score). A trained run's other splits go
+        back to the queue ahead of the runs not started, so that a free slot predicts them
+        beside this one (with no slot free, this one predicts them after its first)."""
         if not self.score_only:
             if not self.train(job, gpus):
                 return
-            self.predict(job, gpus)
+            todo = self.unpredicted(job)
+            for split in todo[1:]:
+                self.put(PREDICT, job, split)
+            self.predict(job, gpus, todo[:1])
         self.score(job)
+
+    def unpredicted(self, job: Job) -> list[str]:
+        """The splits of ``job`` neither predicted nor scored yet (a scored split's
+        predictions may have stayed behind on a return trip: not redone)."""
+        p = self.pipe
+        return [s for s in p.splits if not p.pred(job, s).exists() and not p.result(job, s).exists()]
 
     def train(self, job: Job, gpus: list[int]) -> bool:
         """Train ``job`` until it has finished or the deadline; whether it has finished."""
@@ -231,13 +246,12 @@ class Runner:
                  f"{info.get('best_val_loss')} (epoch {info.get('best_epoch')})")
         return p.trained(job)
 
-    def predict(self, job: Job, gpus: list[int]) -> None:
-        """Predict every split not predicted (or scored) yet, on the first of ``gpus``."""
+    def predict(self, job: Job, gpus: list[int], splits: list[str]) -> None:
+        """Predict those of ``splits`` not predicted (or scored) yet, on the first of ``gpus``."""
         p = self.pipe
-        for split in p.splits:
+        for split in splits:
             out = p.pred(job, split)
-            # a scored split's predictions may have stayed behind on a return trip: not redone
-            if out.exists() or p.result(job, split).exists() or self.left() < self.start_s:
+            if split not in self.unpredicted(job) or self.left() < self.start_s:
                 continue
             kept = chunk_progress(out)
             self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
@@ -263,6 +277,9 @@ class Runner:
         """Queue the scoring of every split (of ``splits``) whose predictions are complete and
         not scored yet; ``score_workers`` scorings run at once on the CPU, each split once."""
         for split in splits or self.pipe.splits:
+            # a split still being predicted in another slot is queued by that slot when done
+            if not self.pipe.pred(job, split).exists():
+                continue
             with self.lock:
                 if (job.name, split) in self.queued:
                     continue
@@ -288,26 +305,43 @@ class Runner:
         else:
             self.say(f"{job.name}: scoring {split} stopped (rc {rc}), see {p.log(job, 'eval')}")
 
+    def put(self, kind: int, job: Job, split: str = "") -> None:
+        """Queue a pipeline (RUN) or one split's prediction (PREDICT, taken first)."""
+        with self.lock:
+            self.pending += 1
+            self.work.put((kind, next(self.order), job, split))
+
     def run(self, todo: list[Job]) -> None:
-        work: queue.Queue[Job] = queue.Queue()
+        self.work: queue.PriorityQueue[tuple[int, int, Job, str]] = queue.PriorityQueue()
+        self.order, self.pending = itertools.count(), 0
         for job in todo:
-            work.put(job)
+            self.put(RUN, job)
         self.scoring = ThreadPoolExecutor(max_workers=self.score_workers)
         self.queued: set[tuple[str, str]] = set()
         self.scorings: list = []
 
         def slot(i: int) -> None:
+            group = i % (self.gpus // self.gpus_per_run)
+            first = self.first_gpu + group * self.gpus_per_run
+            gpus = list(range(first, first + self.gpus_per_run))
             while self.left() > self.start_s:
                 try:
-                    job = work.get_nowait()
+                    kind, _, job, split = self.work.get(timeout=0.2)
                 except queue.Empty:
-                    return
+                    with self.lock:  # a busy slot may still queue the splits of a run it trained
+                        if self.pending == 0:
+                            return
+                    continue
                 try:
-                    group = i % (self.gpus // self.gpus_per_run)
-                    first = self.first_gpu + group * self.gpus_per_run
-                    self.pipeline(job, list(range(first, first + self.gpus_per_run)))
+                    if kind == RUN:
+                        self.pipeline(job, gpus)
+                    else:
+                        self.predict(job, gpus, [split])
                 except Exception as exc:  # one broken run must not stop the others
                     self.say(f"{job.name}: {type(exc).__name__}: {exc}")
+                finally:
+                    with self.lock:
+                        self.pending -= 1
 
         slots = self.gpus // self.gpus_per_run * self.per_gpu
         threads = [threading.Thread(target=slot, args=(i,)) for i in range(slots)]

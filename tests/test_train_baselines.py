@@ -181,6 +181,7 @@ def test_a_prediction_cut_off_at_the_deadline_continues_in_the_next_call(tb, tmp
     (run / "run.json").write_text(json.dumps({"epochs": 9, "stop_reason": "converged", "time_per_epoch": 1.0,
                                               "objective_version": 2}))
     (run / "best.ckpt").write_text("w")
+    runner.per_gpu = 1  # one slot: the splits are predicted one after the other
     # call 1 ends 3 s from now, while the ID prediction hangs before its third batch
     runner.start_s, runner.deadline = 0.5, time.time() + 3
     monkeypatch.setenv("FAKE_HANG_AFTER", "2")
@@ -297,7 +298,7 @@ def test_a_prediction_under_way_keeps_its_batch_size_when_the_layout_changes_it(
     runner.predict_batch = 8
     runner.run([job])
     calls = (tmp_path / "calls.log").read_text().splitlines()
-    assert [c for c in calls if c.startswith("predict")] == ["predict cdvae batch4", "predict cdvae batch8"]
+    assert sorted(c for c in calls if c.startswith("predict")) == ["predict cdvae batch4", "predict cdvae batch8"]
     assert [c for c in calls if c.startswith("batch id")] == [f"batch id {b}" for b in (1, 2, 3)]
     assert pipe.scored(job)
 
@@ -368,3 +369,30 @@ def test_a_run_finished_under_an_older_objective_trains_on_and_is_predicted_afre
     assert calls[0] == "train cdvae" and sorted(calls[1:]) == ["evaluate cdvae"] * 2 + ["predict cdvae"] * 2
     assert pipe.scored(old) and pipe.older_objective(old) is None
     assert (pipe.run_dir(old) / "run.json").exists()  # the run itself stays: it resumes from last.ckpt
+
+
+def test_a_trained_runs_splits_are_predicted_side_by_side_in_free_slots(tb, tmp_path, monkeypatch):
+    # until s14 a trained run's splits were predicted one after the other in its slot, also
+    # while the runner's other slots had nothing left to do
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    monkeypatch.setenv("FAKE_GPU_LOG", str(tmp_path / "gpus.log"))
+    runner.gpus, runner.per_gpu = 2, 1
+    job = tb.Job("cdvae", 1, 0)
+    _converged(pipe, job)
+    runner.run([job])
+    assert pipe.scored(job)
+    lines = (tmp_path / "gpus.log").read_text().splitlines()
+    assert sorted(ln for ln in lines if ln.startswith("predict")) == ["predict - 0 1", "predict - 1 1"]
+    assert sum(ln.startswith("evaluate") for ln in lines) == 2  # each split scored once
+
+
+def test_a_trained_runs_splits_come_before_runs_not_started(tb, tmp_path, monkeypatch):
+    # the OOD split goes back to the queue when its run is trained: a finished run's results
+    # come first, a new run's training after them
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    runner.per_gpu = 1  # one slot
+    done, new = tb.Job("cdvae", 1, 0), tb.Job("adit", 1, 0)
+    _converged(pipe, done)
+    runner.run([done, new])
+    calls = [c for c in (tmp_path / "calls.log").read_text().splitlines() if not c.startswith(("batch", "evaluate"))]
+    assert calls == ["predict cdvae", "predict cdvae", "train adit"]
