@@ -216,8 +216,8 @@ class Runner:
             if not self.train(job, gpus):
                 return
             todo = self.unpredicted(job)
-            for split in todo[1:]:
-                self.put(PREDICT, job, split)
+            for k, split in enumerate(todo[1:], start=1):
+                self.put(PREDICT, job, split, k)
             self.predict(job, gpus, todo[:1])
         self.score(job)
 
@@ -305,14 +305,16 @@ class Runner:
         else:
             self.say(f"{job.name}: scoring {split} stopped (rc {rc}), see {p.log(job, 'eval')}")
 
-    def put(self, kind: int, job: Job, split: str = "") -> None:
-        """Queue a pipeline (RUN) or one split's prediction (PREDICT, taken first)."""
+    def put(self, kind: int, job: Job, split: str = "", k: int = 0) -> None:
+        """Queue a pipeline (RUN) or the prediction of a run's split number ``k`` (PREDICT,
+        taken first; in a group of several GPUs it runs on the group's GPU k, so that the
+        splits of a run trained with DDP are generated on different GPUs)."""
         with self.lock:
             self.pending += 1
-            self.work.put((kind, next(self.order), job, split))
+            self.work.put((kind, next(self.order), job, split, k))
 
     def run(self, todo: list[Job]) -> None:
-        self.work: queue.PriorityQueue[tuple[int, int, Job, str]] = queue.PriorityQueue()
+        self.work: queue.PriorityQueue[tuple[int, int, Job, str, int]] = queue.PriorityQueue()
         self.order, self.pending = itertools.count(), 0
         for job in todo:
             self.put(RUN, job)
@@ -326,7 +328,7 @@ class Runner:
             gpus = list(range(first, first + self.gpus_per_run))
             while self.left() > self.start_s:
                 try:
-                    kind, _, job, split = self.work.get(timeout=0.2)
+                    kind, _, job, split, k = self.work.get(timeout=0.2)
                 except queue.Empty:
                     with self.lock:  # a busy slot may still queue the splits of a run it trained
                         if self.pending == 0:
@@ -336,7 +338,7 @@ class Runner:
                     if kind == RUN:
                         self.pipeline(job, gpus)
                     else:
-                        self.predict(job, gpus, [split])
+                        self.predict(job, [gpus[k % len(gpus)]], [split])
                 except Exception as exc:  # one broken run must not stop the others
                     self.say(f"{job.name}: {type(exc).__name__}: {exc}")
                 finally:
@@ -434,7 +436,8 @@ def main() -> None:
     ap.add_argument("--per-gpu", type=int, default=2, help="Pipelines sharing one GPU (one GPU group).")
     ap.add_argument("--gpus-per-run", type=int, default=1,
                     help="GPUs of one training run (DDP, `c2np train --devices K`); GPUS must be a multiple. "
-                         "Prediction uses the first GPU of the group.")
+                         "A run's split k (0: the first) is predicted on GPU k mod K of the group whose slot takes it, so "
+                         "with --per-gpu 2 or more the splits of a run go to different GPUs at once.")
     ap.add_argument("--jobs", type=int, default=0, help="Scoring processes per evaluation (default: cores / slots).")
     ap.add_argument("--score-workers", type=int, default=2,
                     help="Evaluations at once: a split is scored on the CPU as soon as its prediction is "

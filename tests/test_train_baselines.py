@@ -396,3 +396,15 @@ def test_a_trained_runs_splits_come_before_runs_not_started(tb, tmp_path, monkey
     runner.run([done, new])
     calls = [c for c in (tmp_path / "calls.log").read_text().splitlines() if not c.startswith(("batch", "evaluate"))]
     assert calls == ["predict cdvae", "predict cdvae", "train adit"]
+
+
+def test_the_splits_of_a_run_trained_with_ddp_are_predicted_on_different_gpus_of_its_group(tb, tmp_path, monkeypatch):
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    monkeypatch.setenv("FAKE_GPU_LOG", str(tmp_path / "gpus.log"))
+    runner.gpus, runner.per_gpu, runner.gpus_per_run = 2, 2, 2  # two slots on one group of GPUs 0,1
+    job = tb.Job("cdvae", 1, 0)
+    _converged(pipe, job)
+    runner.run([job])
+    assert pipe.scored(job)
+    lines = (tmp_path / "gpus.log").read_text().splitlines()
+    assert sorted(ln for ln in lines if ln.startswith("predict")) == ["predict - 0 1", "predict - 1 1"]
