@@ -24,7 +24,8 @@ A pool of ``GPUS x PER_GPU`` slots takes pipelines in PLAN order; a slot whose r
 converged goes straight on to its prediction and scoring, then to the next pipeline, so no
 slot waits for the slowest run; the run's other splits go back to the queue ahead of the
 pipelines not started yet, so a free slot predicts them beside it. Call again with the same
-W until it prints "all done"; W holds everything (runs with checkpoints, predictions, results, logs, a status table).
+W until it prints "all done"; W holds everything (runs with checkpoints, predictions,
+results, logs, a status table).
 ``--pack OUT`` tars W into 15 MiB parts (the lent GPU machines return files of at most
 16 MiB; a larger one is silently lost): unpack with ``cat OUT/W.tgz.part-* | tar xzf -``.
 Scored runs leave their checkpoints and predictions out of the pack unless ``--keep-ckpt``;
@@ -307,7 +308,7 @@ class Runner:
 
     def put(self, kind: int, job: Job, split: str = "", k: int = 0) -> None:
         """Queue a pipeline (RUN) or the prediction of a run's split number ``k`` (PREDICT,
-        taken first; in a group of several GPUs it runs on the group's GPU k, so that the
+        taken first; in a group of K GPUs it runs on the group's GPU k mod K, so that the
         splits of a run trained with DDP are generated on different GPUs)."""
         with self.lock:
             self.pending += 1
@@ -436,8 +437,8 @@ def main() -> None:
     ap.add_argument("--per-gpu", type=int, default=2, help="Pipelines sharing one GPU (one GPU group).")
     ap.add_argument("--gpus-per-run", type=int, default=1,
                     help="GPUs of one training run (DDP, `c2np train --devices K`); GPUS must be a multiple. "
-                         "A run's split k (0: the first) is predicted on GPU k mod K of the group whose slot takes it, so "
-                         "with --per-gpu 2 or more the splits of a run go to different GPUs at once.")
+                         "A run's split k (0: the first) is predicted on GPU k mod K of the group whose slot "
+                         "takes it, so with --per-gpu 2 or more the splits of a run go to different GPUs at once.")
     ap.add_argument("--jobs", type=int, default=0, help="Scoring processes per evaluation (default: cores / slots).")
     ap.add_argument("--score-workers", type=int, default=2,
                     help="Evaluations at once: a split is scored on the CPU as soon as its prediction is "
