@@ -371,12 +371,15 @@ def test_a_run_finished_under_an_older_objective_trains_on_and_is_predicted_afre
     assert (pipe.run_dir(old) / "run.json").exists()  # the run itself stays: it resumes from last.ckpt
 
 
-def test_a_trained_runs_splits_are_predicted_side_by_side_in_free_slots(tb, tmp_path, monkeypatch):
+@pytest.mark.parametrize("per_gpu, gpus_per_run", [(1, 1), (2, 2)], ids=["a slot a GPU", "a DDP group of 2"])
+def test_a_trained_runs_splits_are_predicted_side_by_side_on_different_gpus(tb, tmp_path, monkeypatch,
+                                                                            per_gpu, gpus_per_run):
     # until s14 a trained run's splits were predicted one after the other in its slot, also
-    # while the runner's other slots had nothing left to do
+    # while the runner's other slots had nothing left to do; a run trained with DDP now
+    # generates its split k on GPU k of its group
     pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
     monkeypatch.setenv("FAKE_GPU_LOG", str(tmp_path / "gpus.log"))
-    runner.gpus, runner.per_gpu = 2, 1
+    runner.gpus, runner.per_gpu, runner.gpus_per_run = 2, per_gpu, gpus_per_run  # two slots, GPUs 0 and 1
     job = tb.Job("cdvae", 1, 0)
     _converged(pipe, job)
     runner.run([job])
@@ -397,14 +400,3 @@ def test_a_trained_runs_splits_come_before_runs_not_started(tb, tmp_path, monkey
     calls = [c for c in (tmp_path / "calls.log").read_text().splitlines() if not c.startswith(("batch", "evaluate"))]
     assert calls == ["predict cdvae", "predict cdvae", "train adit"]
 
-
-def test_the_splits_of_a_run_trained_with_ddp_are_predicted_on_different_gpus_of_its_group(tb, tmp_path, monkeypatch):
-    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
-    monkeypatch.setenv("FAKE_GPU_LOG", str(tmp_path / "gpus.log"))
-    runner.gpus, runner.per_gpu, runner.gpus_per_run = 2, 2, 2  # two slots on one group of GPUs 0,1
-    job = tb.Job("cdvae", 1, 0)
-    _converged(pipe, job)
-    runner.run([job])
-    assert pipe.scored(job)
-    lines = (tmp_path / "gpus.log").read_text().splitlines()
-    assert sorted(ln for ln in lines if ln.startswith("predict")) == ["predict - 0 1", "predict - 1 1"]
