@@ -134,6 +134,11 @@ class Pipeline:
         kept = [(s, chunk_progress(self.pred(job, s))) for s in self.splits if not self.pred(job, s).exists()]
         return ", ".join(f"{s} {k[0]}/{k[1]}" for s, k in kept if k)
 
+    def to_predict(self, job: Job, split: str) -> bool:
+        """Whether ``split`` of ``job`` is neither predicted nor scored yet (a scored split's
+        predictions may have stayed behind on a return trip: not redone)."""
+        return not self.pred(job, split).exists() and not self.result(job, split).exists()
+
     def scored(self, job: Job) -> bool:
         return all(self.result(job, s).is_file() and self.result(job, s).stat().st_size > 0 for s in self.splits)
 
@@ -216,17 +221,11 @@ class Runner:
         if not self.score_only:
             if not self.train(job, gpus):
                 return
-            todo = self.unpredicted(job)
+            todo = [s for s in self.pipe.splits if self.pipe.to_predict(job, s)]
             for k, split in enumerate(todo[1:], start=1):
                 self.put(PREDICT, job, split, k)
             self.predict(job, gpus, todo[:1])
         self.score(job)
-
-    def unpredicted(self, job: Job) -> list[str]:
-        """The splits of ``job`` neither predicted nor scored yet (a scored split's
-        predictions may have stayed behind on a return trip: not redone)."""
-        p = self.pipe
-        return [s for s in p.splits if not p.pred(job, s).exists() and not p.result(job, s).exists()]
 
     def train(self, job: Job, gpus: list[int]) -> bool:
         """Train ``job`` until it has finished or the deadline; whether it has finished."""
@@ -252,7 +251,7 @@ class Runner:
         p = self.pipe
         for split in splits:
             out = p.pred(job, split)
-            if split not in self.unpredicted(job) or self.left() < self.start_s:
+            if not p.to_predict(job, split) or self.left() < self.start_s:
                 continue
             kept = chunk_progress(out)
             self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
