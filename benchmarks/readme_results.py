@@ -17,8 +17,8 @@ the result JSONs, so that no number there is typed by hand:
    reference rows of MATERIALS_REFERENCE), per task a row per model and a column per
    (seen/unseen material, ID/OOD radius) cell;
 4. the README block between ``<!-- learned-runs:begin -->`` and ``<!-- learned-runs:end -->``:
-   every training run of LEARNED/runs and MATERIALS/runs (run.json), converged or not, with
-   its validation curve's first and best value and its time per epoch;
+   every training run of LEARNED/runs, LEARNED/pending/runs and MATERIALS/runs (run.json),
+   converged or not, with its validation curve's first and best value and its time per epoch;
 5. LEARNED/report/families.png: Task 1 RMSD, Task 2 lattice RMSE and joint accuracy per
    model, ID and OOD, and Task 2 lattice RMSE on seen vs unseen materials; error bars =
    std over seeds.
@@ -210,7 +210,10 @@ def main() -> None:
     runs = runs_frame(results)
     figure(runs, report / "families.png")
     text = args.readme.read_text()
-    trained = runs_block([("radius", args.learned), ("held-out", args.materials)])
+    # pending/: converged runs retrained after their first weights were lost, whose splits are
+    # not generated yet (the committed results of the same seed still come from the first run)
+    trained = runs_block([("radius", args.learned), ("radius, awaiting generation", args.learned / "pending"),
+                          ("held-out", args.materials)])
     for begin, end, body in ((BEGIN, END, block(runs)), (HELD_BEGIN, HELD_END, held_block(runs)),
                              (RUNS_BEGIN, RUNS_END, trained)):
         if begin not in text or end not in text:

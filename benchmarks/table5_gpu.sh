@@ -69,6 +69,12 @@ if [ "$SECONDS_GIVEN" = 0 ]; then
     for d in "$W"/*/; do echo "  $(basename "$d"): $(du -sm "$d" | cut -f1) MB"; done
     exit 0
 fi
+# A converged run whose best.ckpt is committed (results/learned; docs/models.md, "Converged
+# runs on the whole test sets") needs no carrying: a work folder on the machine that lacks
+# it gets it from the checkout, with its committed results (benchmarks/table5_seed.py).
+# Only in a training call, after every staging call has brought what the session carries:
+# a folder seeded here is no longer "not held yet", so a later carry of it would be ignored.
+python3 benchmarks/table5_seed.py "$LAYOUT" --work "$W" | sed 's/^/seeded: /'
 nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$W/gpus.txt"
 n_gpu=$(nvidia-smi -L | wc -l)
 need=$(awk -F'|' '!/^ *#/ && NF >= 7 {n = $5 + $6; if (n > m) m = n} END {print m + 0}' "$LAYOUT")

@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -287,3 +288,44 @@ def test_the_shell_knows_the_objective_versions_of_c2np_config():
         out = subprocess.run(["bash", "-c", f'source "{lib}"; objective_version w/runs/cdvae-task{task}-seed0'],
                              capture_output=True, text=True, check=True).stdout.strip()
         assert out == str(version), (task, out)
+
+
+def test_seed_copies_committed_runs_and_only_their_own_results(tmp_path):
+    """benchmarks/table5_seed.py: a new checkout's work folders get the committed converged
+    runs (pending/ first), with the result JSONs of that same training and no other (an older
+    training's result would make the runner skip that split), and a run the work folder
+    already has is left alone."""
+    learned, work = tmp_path / "learned", tmp_path / "gw"
+    run = {"best_epoch": 75, "best_val_loss": 0.44}
+    for home, info in (("runs/diffcsp-task1-seed0", run), ("pending/runs/diffcsp-task1-seed1", run),
+                       ("runs/diffcsp-task1-seed1", {"best_epoch": 60, "best_val_loss": 0.5}),
+                       ("runs/diffcsp-task1-seed2", run), ("materials/runs/diffcsp-task1-seed0", run)):
+        _file(learned / home / "best.ckpt", text="weights " + home)
+        _file(learned / home / "run.json", text=json.dumps(info))
+    mine, older = {"model_run": run}, {"model_run": {"best_epoch": 60, "best_val_loss": 0.5}}
+    _file(learned / "diffcsp-task1-ood-seed0.json", text=json.dumps(mine))
+    _file(learned / "diffcsp-task1-ood-seed0.scores.parquet", text="rows")
+    _file(learned / "diffcsp-task1-id-seed1.json", text=json.dumps(older))
+    _file(learned / "materials" / "diffcsp-task1-unseen_id-seed0.json", text=json.dumps(mine))
+    _file(work / "u9" / "runs" / "diffcsp-task1-seed2" / "last.ckpt", text="newer")
+    layout = tmp_path / "layout.txt"
+    layout.write_text("# a comment | not a line\n"
+                      "u1 | c2np-store | diffcsp:1 | 0 1 3 | 1 | 0 | 2\n"
+                      "u9 | c2np-store | diffcsp:1 | 2 | 1 | 1 | 1\n"
+                      "uh | c2np-store-materials | diffcsp:1 | 0 | 1 | 2 | 1\n")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table5_seed.py"), str(layout), "--work", str(work),
+                          "--learned", str(learned)], capture_output=True, text=True, check=True).stdout
+    u1 = work / "u1"
+    assert (u1 / "runs/diffcsp-task1-seed0/best.ckpt").read_text() == "weights runs/diffcsp-task1-seed0"
+    assert (u1 / "runs/diffcsp-task1-seed1/best.ckpt").read_text() == "weights pending/runs/diffcsp-task1-seed1"
+    assert sorted(p.name for p in (u1 / "results").iterdir()) == [
+        "diffcsp-task1-ood-seed0.json", "diffcsp-task1-ood-seed0.scores.parquet"]
+    assert not (u1 / "runs/diffcsp-task1-seed3").exists()  # nothing committed for seed 3
+    # the work folder's own run of seed 2 (paused, newer) is not overwritten by the committed one
+    assert sorted(p.name for p in (work / "u9/runs/diffcsp-task1-seed2").iterdir()) == ["last.ckpt"]
+    assert (work / "uh/runs/diffcsp-task1-seed0/best.ckpt").read_text() == "weights materials/runs/diffcsp-task1-seed0"
+    assert [p.name for p in (work / "uh/results").iterdir()] == ["diffcsp-task1-unseen_id-seed0.json"]
+    assert "(scored: ood)" in out and "(scored: unseen_id)" in out
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table5_seed.py"), str(layout), "--work", str(work),
+                            "--learned", str(learned)], capture_output=True, text=True, check=True).stdout
+    assert again.startswith("nothing to seed")
