@@ -4,6 +4,7 @@ halfway, and unpacks into gpu-work/."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -235,8 +236,11 @@ def test_a_large_bundle_travels_in_parts_and_unpacks_once_all_are_there(tmp_path
 
 
 def _layout_lines(path: Path) -> list[list[str]]:
-    return [[f.strip() for f in line.split("|")] for line in path.read_text().splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    """The runner lines of a layout, as benchmarks/table5_seed.py reads them."""
+    spec = importlib.util.spec_from_file_location("table5_seed", ROOT / "benchmarks" / "table5_seed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.layout_lines(path)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "table5").glob("layout-*.txt")),
