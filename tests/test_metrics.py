@@ -301,6 +301,41 @@ def test_sparse_matching_falls_back_when_not_certified(monkeypatch):
         _sparse_matching(np.array([[1.0, 2, 3]] * 4), np.array([[0, 1, 2]] * 4), 100)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_full_matching_test_agrees_with_scipys_solver(seed, monkeypatch):
+    """The max-flow feasibility test says "no full matching" exactly where scipy's LAPJVsp
+    does (random sparse graphs where a crowd of rows shares a few columns, feasible or not),
+    and an infeasible graph no longer reaches LAPJVsp, whose exhaustive search kept one
+    particle's scoring busy for over 24 CPU-minutes."""
+    import c2np.metrics.alignment as alignment
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    rng = np.random.default_rng(seed)
+    n, n_cols, k = 60, 70, 4
+    idx = np.stack([rng.choice(n_cols, k, replace=False) for _ in range(n)])
+    crowd = 4 + seed  # rows whose candidates all lie among 6 columns: feasible up to seed 2
+    idx[:crowd] = np.stack([rng.choice(6, k, replace=False) for _ in range(crowd)])
+    cost = np.sort(rng.random((n, k)), axis=1)
+    graph = csr_matrix((cost.ravel(), (np.repeat(np.arange(n), k), idx.ravel())), shape=(n, n_cols))
+    try:
+        min_weight_full_bipartite_matching(graph)
+        feasible = True
+    except ValueError:
+        feasible = False
+    assert alignment._full_matching_exists(idx, n_cols) == feasible
+    monkeypatch.setattr(alignment, "min_weight_full_bipartite_matching",
+                        lambda g: pytest.fail("LAPJVsp called on an infeasible graph") if not feasible
+                        else min_weight_full_bipartite_matching(g))
+    if feasible:
+        rows, cols = _scipy_matching(cost, idx, n_cols)
+        assert len(np.unique(cols)) == n and seed <= 2
+    else:
+        assert seed > 2
+        with pytest.raises(ValueError):
+            _scipy_matching(cost, idx, n_cols)
+
+
 def test_symmetric_copies_are_recognised_and_not_refined(particles):
     """A cube rotation of a cubic particle is a symmetric copy of the identity; a generic
     rotation is not; and a noisy copy's search drops such copies instead of refining them."""
