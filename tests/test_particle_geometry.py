@@ -3,7 +3,6 @@ particles are counted per radius, beside the references, from a file or a chunks
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from benchmark_scripts import load_benchmark
 
 from c2np.store.dataset import open_dataset
 from c2np.tasks.targets import task1_samples
@@ -20,11 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def pg():
-    spec = importlib.util.spec_from_file_location("particle_geometry", ROOT / "benchmarks" / "particle_geometry.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("particle_geometry")
 
 
 def _particle(ds, row, duplicate: int) -> pd.DataFrame:

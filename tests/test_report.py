@@ -62,15 +62,10 @@ def test_results_of_an_older_objective_are_rows_of_their_own():
 def test_readme_rows_name_their_seeds_when_id_and_ood_come_from_different_runs():
     """benchmarks/readme_results.py: a row whose ID cell is seed 1's and OOD cell seed 0's
     must not read as two seeds of both splits."""
-    import importlib.util
-    from pathlib import Path
-
     import pandas as pd
+    from benchmark_scripts import load_benchmark
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "readme_results.py"
-    spec = importlib.util.spec_from_file_location("readme_results", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("readme_results")
     same = {"id": pd.Series([0, 1, 2]), "ood": pd.Series([2, 1, 0])}
     assert module.seeds_text(same) == "3"
     assert module.seeds_text({"id": pd.Series([1]), "ood": pd.Series([0])}) == "ID 1 / OOD 0"

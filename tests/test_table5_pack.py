@@ -4,7 +4,6 @@ halfway, and unpacks into gpu-work/."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("tar") is None,
@@ -237,10 +237,7 @@ def test_a_large_bundle_travels_in_parts_and_unpacks_once_all_are_there(tmp_path
 
 def _layout_lines(path: Path) -> list[list[str]]:
     """The runner lines of a layout, as benchmarks/table5_seed.py reads them."""
-    spec = importlib.util.spec_from_file_location("table5_seed", ROOT / "benchmarks" / "table5_seed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.layout_lines(path)
+    return load_benchmark("table5_seed").layout_lines(path)
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "table5").glob("layout-*.txt")),

@@ -4,7 +4,6 @@ for training, prediction and scoring."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from benchmark_scripts import load_benchmark
 
 from c2np.config import SPLITS, UNSEEN_SPLITS
 from c2np.training.chunks import ChunkFolder, chunk_batch_size
@@ -74,11 +74,7 @@ elif args[0] == "evaluate":
 
 @pytest.fixture
 def tb():
-    spec = importlib.util.spec_from_file_location("train_baselines", ROOT / "benchmarks" / "train_baselines.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve their annotations through it
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_baselines")
 
 
 def _runner(tb, tmp_path: Path, monkeypatch, splits: list[str]):
