@@ -2,7 +2,7 @@
 # Bundle work folders of gpu-work/ into one file for the trip to a lent GPU machine, whose
 # calls carry at most 8 paths and about 64 MiB: gpu-work/carry-N.tar, which
 # benchmarks/table5_gpu.sh unpacks into gpu-work/ before its runners start. A bundle over
-# BUNDLE_MIB (default 55) is split into gpu-work/carry-N.tar.part-K-of-M, one call each.
+# BUNDLE_MIB is split into gpu-work/carry-N.tar.part-K-of-M, one call each.
 # What a runner no longer needs stays home: the checkpoints and predictions of the runs its
 # scored.txt lists (scored on every split), the batches of finished predictions, and the
 # last.ckpt of a run that stopped for good (its predictions need best.ckpt alone).
@@ -26,9 +26,19 @@ for f in "$@"; do
 done
 tar cf "$out" "${excl[@]}" -C gpu-work "$@"
 echo "$out: $(( $(stat -c %s "$out") >> 20 )) MiB"
-# A call carries about 64 MiB with the tracked files: a larger bundle goes in parts of
-# BUNDLE_MIB (default 55), one call each; table5_gpu.sh unpacks it once every part is there.
-limit=${BUNDLE_MIB:-55}
+# A call carries 64 MiB together with the checkout's tracked files, which travel in every call:
+# a larger bundle goes in parts of what they leave less 2 MiB (BUNDLE_MIB overrides it), one
+# call each; table5_gpu.sh unpacks it once every part is there. A fixed 55 MiB, the default
+# until s17, no longer fitted once committed checkpoints made the tracked files 29 MiB.
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if git -C "$repo" rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+    tracked=$( (cd "$repo" && git ls-files -z | xargs -0 -r stat -c %s 2> /dev/null || true) \
+        | awk '{s += $1} END {print int(s / 1048576) + 1}')
+    limit=${BUNDLE_MIB:-$((62 - tracked))}
+else
+    limit=${BUNDLE_MIB:-30}  # not a git checkout: what travels is unknown, so leave room
+    tracked="unknown"
+fi
 if [ "$(stat -c %s "$out")" -gt $((limit << 20)) ]; then
     rm -f "$out".part-*
     split -b "${limit}M" -d -a 3 "$out" "$out.piece-"
@@ -37,5 +47,6 @@ if [ "$(stat -c %s "$out")" -gt $((limit << 20)) ]; then
         k=$((k + 1)); mv "$piece" "$out.part-$k-of-$m"
     done
     rm "$out"
-    echo "  in $m parts, one call each: $(cd gpu-work && ls carry-"$N".tar.part-* | sort -t- -k3 -n | tr '\n' ' ')"
+    echo "  in $m parts of at most $limit MiB (tracked files: $tracked MiB of a call's 64), one call each:\
+ $(cd gpu-work && ls carry-"$N".tar.part-* | sort -t- -k3 -n | tr '\n' ' ')"
 fi

@@ -57,7 +57,7 @@ done
 mkdir -p "$OUT" "$W"
 # A call carries at most 8 paths: several work folders travel as one bundle, made at home with
 #   bash benchmarks/table5_bundle.sh 1 t6b t6m t6mg      (-> gpu-work/carry-1.tar)
-# and a bundle over 55 MiB (ADiT Task 1's checkpoints: about 230 MB) in parts carried over
+# and a larger bundle (ADiT Task 1's checkpoints: about 230 MB) in parts carried over
 # several calls, unpacked once all are here.
 source benchmarks/table5_lib.sh
 unpack_bundles gpu-work "$W.carry"

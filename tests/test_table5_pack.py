@@ -330,3 +330,22 @@ def test_seed_copies_committed_runs_and_only_their_own_results(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table5_seed.py"), str(layout), "--work", str(work),
                             "--learned", str(learned)], capture_output=True, text=True, check=True).stdout
     assert again.startswith("nothing to seed")
+
+
+def test_bundle_parts_fit_a_call_beside_the_tracked_files(tmp_path):
+    """Without BUNDLE_MIB a part and the checkout's tracked files (which travel in every
+    call) fit the 64 MiB a call carries."""
+    home = tmp_path / "home"
+    _work(home).rename(home / "gpu-work")
+    _file(home / "gpu-work" / "t5" / "runs" / "symat-task1-seed0" / "last.ckpt", 62.0)  # paused: travels
+    env = {k: v for k, v in os.environ.items() if k != "BUNDLE_MIB"}
+    res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "5", "t5"], cwd=home, env=env,
+                         check=True, capture_output=True, text=True)
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout: the tracked files are unknown")
+    size = sum((ROOT / f).stat().st_size for f in tracked.stdout.decode().split("\0") if f and (ROOT / f).exists())
+    parts = list((home / "gpu-work").glob("carry-5.tar.part-*"))
+    assert parts, res.stdout  # over 62 MiB: never one call, whatever the tracked files weigh
+    assert max(p.stat().st_size for p in parts) + size <= 64 * 2**20
+    assert f"tracked files: {size // 2**20 + 1} MiB" in res.stdout
