@@ -39,7 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from c2np.config import OBJECTIVE_VERSIONS, recorded_objective  # noqa: E402
+from c2np.config import objective_version, recorded_objective  # noqa: E402
 from c2np.reporting.tables import label, mean_std_text, runs_frame, split_label, write_report  # noqa: E402
 
 BEGIN, END = "<!-- learned-results:begin -->", "<!-- learned-results:end -->"
@@ -145,8 +145,9 @@ def runs_block(folders: list[tuple[str, Path]]) -> str:
             state += "".join(f" ({st['stage']} stage converged at epoch {st['converged_epoch']})"
                              for st in info.get("stages") or [])
             version = recorded_objective(info)
-            if version != OBJECTIVE_VERSIONS[int(info["task"])]:
-                state += f", under objective v{version} (trains on)"
+            current = objective_version(int(info["task"]), info["model"])
+            if version != current:
+                state += f", under objective v{version}, superseded by v{current}"
             state += "".join(f"; objective v{ch['to']} from epoch {ch['epoch']}"
                              for ch in info.get("objective_changes") or [])
             lines.append(f"| {scheme} | {info['model']} | {info['task']} | {info['seed']} | {state} | "

@@ -1,10 +1,10 @@
 # Sourced by table5_pack.sh, table5_bundle.sh, table5_return.sh and table5_gpu.sh: what of a
 # runner's work folder need not travel (to or from a lent GPU machine), and the bundles.
 
-# objective_version RUN_DIR: the current objective version of the run's task, as
-# c2np.config.OBJECTIVE_VERSIONS has it (tests/test_table5_pack.py keeps the two equal).
+# objective_version RUN_DIR: the current objective version of the run's model and task, as
+# c2np.config.objective_version has it (tests/test_table5_pack.py keeps the two equal).
 objective_version() {
-    case $(basename "$1") in *-task1-*) echo 2 ;; *) echo 1 ;; esac
+    case $(basename "$1") in flowmm-task1-*) echo 3 ;; *-task1-*) echo 2 ;; *) echo 1 ;; esac
 }
 
 # stopped_for_good RUN_DIR: true when the run stopped for good (converged, or its epoch or

@@ -13,7 +13,9 @@ win: they may be newer), together with the committed result JSONs (and per-sampl
 that same training, recognised by their ``model_run`` (best epoch and best validation loss
 equal to the run's run.json), so that train_baselines.py generates only the splits still
 missing. Results of another training of the seed are never copied: the runner would take
-that split as done. benchmarks/table5_gpu.sh runs it on the GPU machine before its runners
+that split as done. Nor is a run of an older objective than its model's current one
+(``c2np.config.objective_version``; FlowMM Task 1 seed 0's version-2 weights, kept as a
+reference): the work folder then trains that seed afresh. benchmarks/table5_gpu.sh runs it on the GPU machine before its runners
 start, so these runs need no carrying.
 """
 
@@ -24,6 +26,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+from c2np.config import objective_version, recorded_objective
 
 MATERIALS_STORE = "c2np-store-materials"
 
@@ -55,8 +59,10 @@ def seed_folder(work: Path, scheme: Path, plan: str, seeds: str) -> list[str]:
                         if (h / name / "best.ckpt").is_file()), None)
             if src is None:
                 continue
-            shutil.copytree(src, dest)
             run = json.loads((src / "run.json").read_text())
+            if recorded_objective(run) != objective_version(int(task), model):
+                continue
+            shutil.copytree(src, dest)
             copied = []
             for res in sorted(scheme.glob(f"{model}-task{task}-*-seed{seed}.json")):
                 if same_training(json.loads(res.read_text()), run):

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c2np import open_dataset
-from c2np.config import OBJECTIVE_VERSIONS, recorded_objective
+from c2np.config import objective_version, recorded_objective
 from c2np.errors import StoreError
 from c2np.training.chunks import chunk_batch_size, chunk_dir, chunk_progress
 
@@ -93,13 +93,13 @@ class Pipeline:
 
     def older_objective(self, job: Job) -> int | None:
         """The objective version a finished run was trained under when its model's objective
-        has changed since (``c2np.config.OBJECTIVE_VERSIONS``; the run trains on, see
+        has changed since (``c2np.config.objective_version``; the run trains on, see
         RunMonitor), else None."""
         info = self.run_info(job)
         if not info or info.get("stop_reason") not in FINAL:
             return None
         old = recorded_objective(info)
-        return old if old != OBJECTIVE_VERSIONS[job.task] else None
+        return old if old != objective_version(job.task, job.model) else None
 
     def set_aside(self, job: Job, version: int) -> list[Path]:
         """Move what ``job``'s weights of objective ``version`` made (predictions, their
@@ -403,7 +403,7 @@ def set_aside_superseded(pipe: Pipeline, jobs: list[Job], say=print) -> None:
         if (version := pipe.older_objective(job)) is not None:
             moved = pipe.set_aside(job, version)
             say(f"{job.name}: finished under objective version {version}, trains on under "
-                f"{OBJECTIVE_VERSIONS[job.task]}; {len(moved)} files set aside in "
+                f"{objective_version(job.task, job.model)}; {len(moved)} files set aside in "
                 f"{pipe.work / 'superseded' / f'objective-v{version}'}")
 
 

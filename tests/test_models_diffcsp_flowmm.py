@@ -141,6 +141,82 @@ def test_generation_is_seeded_and_makes_the_predicted_particle(records, name):
     assert not np.allclose(a[0][1], c[0][1])
 
 
+def _uniform_ball_points(n: int, radius: float, gen: torch.Generator) -> torch.Tensor:
+    v = torch.randn(n, 3, generator=gen, dtype=torch.float64)
+    v = v / v.norm(dim=1, keepdim=True)
+    return v * radius * torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1 / 3)
+
+
+@pytest.mark.parametrize("kappa", [0.15, 0.5, 0.85])
+def test_uniform_ball_drift_is_the_conditional_mean_of_the_target(kappa):
+    """uniform_ball_drift is E[(x_base - x_data) / R | x_t] for data and base uniform in the
+    ball: in every shell of |x_t| the mean radial part of the flow-matching target (Monte
+    Carlo, 400,000 pairs) equals that of the drift within 4 standard errors, and the drift
+    takes a good share of the target's mean square from the network."""
+    from c2np.models.flowmm import uniform_ball_drift
+
+    gen = torch.Generator().manual_seed(3)
+    radius, n = 5.0, 400_000
+    data, base = _uniform_ball_points(n, radius, gen), _uniform_ball_points(n, radius, gen)
+    x = (1 - kappa) * data + kappa * base
+    target = (base - data) / radius
+    drift = uniform_ball_drift(x, torch.full((n,), kappa, dtype=torch.float64), torch.full((n,), radius))
+    size = x.norm(dim=1)
+    unit = x / size.unsqueeze(1)
+    shell = torch.bucketize(size, torch.quantile(size, torch.linspace(0.1, 0.9, 9, dtype=torch.float64)))
+    for b in range(10):
+        at = shell == b
+        t_rad, d_rad = (target[at] * unit[at]).sum(1), (drift[at] * unit[at]).sum(1)
+        err = float(t_rad.std()) / at.sum().item() ** 0.5
+        assert abs(float(t_rad.mean() - d_rad.mean())) < 4 * err, (b, float(t_rad.mean()), float(d_rad.mean()))
+    if kappa == 0.5:  # data and base are exchangeable given x_t: no drift
+        assert float(drift.abs().max()) < 1e-9
+    else:  # the drift takes over a third of the target's mean square from the network
+        assert ((target - drift) ** 2).sum(1).mean() < 0.7 * (target ** 2).sum(1).mean()
+
+
+def test_uniform_ball_drift_at_the_ends_of_the_path_and_off_the_ball():
+    """At the base (kappa -> 1) the drift is x / R; at the data (kappa -> 0) -x / R, as the
+    path gives for a point that stays where it is; a sampled atom outside the ball gets a
+    finite drift back towards it."""
+    from c2np.models.flowmm import uniform_ball_drift
+
+    x = torch.tensor([[1.0, 2.0, -0.5], [0.0, 0.0, 0.0], [0.3, -4.0, 1.0]], dtype=torch.float64)
+    radius = torch.full((3,), 5.0)
+    near_base = uniform_ball_drift(x, torch.full((3,), 1 - 1e-7, dtype=torch.float64), radius)
+    torch.testing.assert_close(near_base, x / 5.0, atol=1e-5, rtol=0)
+    near_data = uniform_ball_drift(x, torch.full((3,), 1e-7, dtype=torch.float64), radius)
+    torch.testing.assert_close(near_data, -x / 5.0, atol=1e-5, rtol=0)
+    out = torch.tensor([[0.0, 0.0, 7.0]])
+    for kappa in (0.01, 0.3, 0.9):
+        d = uniform_ball_drift(out, torch.tensor([kappa]), torch.tensor([5.0]))
+        assert torch.isfinite(d).all() and d[0, 2] > 0  # (x_base - x_data) points out: the flow moves it in
+
+
+def test_flowmm_task1_velocity_is_the_drift_plus_the_network(records):
+    """Objective version 3: FlowMM Task 1's velocity is the uniform-ball drift plus the
+    network's output (a network that outputs zero leaves exactly the drift); the config
+    turns it on, version 2's checkpoints (no drift) keep their velocity, and an unknown
+    drift is refused."""
+    from c2np.config import objective_version
+    from c2np.models.flowmm import uniform_ball_drift
+
+    assert load_training_config("flowmm", 1)["model"]["drift"] == "uniform_ball"
+    assert objective_version(1, "flowmm") == 3 and objective_version(1, "diffcsp") == 2
+    torch.manual_seed(0)
+    with_drift, without = tiny("flowmm", 1), tiny("flowmm", 1, drift="none")
+    without.load_state_dict(with_drift.state_dict())
+    batch = COLLATE[1]([(r, 0) for r in records[:2]])
+    cond = with_drift.cell_condition(batch)
+    t = torch.tensor([0.3, 0.7])
+    gap = with_drift.displacement(batch, batch.pos, cond, t) - without.displacement(batch, batch.pos, cond, t)
+    kappa, _ = with_drift.interpolant(t)
+    want = uniform_ball_drift(batch.pos, kappa[batch.batch], batch.radius[batch.batch])
+    torch.testing.assert_close(gap, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown drift"):
+        tiny("flowmm", 1, drift="gaussian")
+
+
 def test_flowmm_samples_with_the_weight_average(records):
     """FlowMM's EMA: training moves the average behind the weights; sampling uses the
     average and leaves the trained weights in place."""

@@ -57,6 +57,10 @@ def test_results_of_an_older_objective_are_rows_of_their_own():
     raw, _ = summary_tables(frame)[(1, "id")]
     assert raw.loc["cdvae", ("rmsd", "mean")] == pytest.approx(2.1)
     assert raw.loc["cdvae [objective v1]", ("rmsd", "mean")] == pytest.approx(2.0)
+    # a model whose objective moved on alone (FlowMM Task 1, version 3): its version-2
+    # results are rows of their own, while CDVAE's version 2 is current
+    flow = [task1(0, 6.0, 2) | {"model": "flowmm"}, task1(0, 2.0, 3) | {"model": "flowmm"}]
+    assert list(runs_frame(flow + [task1(0, 2.0, 2)])["model"]) == ["flowmm [objective v2]", "flowmm", "cdvae"]
 
 
 def test_readme_rows_name_their_seeds_when_id_and_ood_come_from_different_runs():

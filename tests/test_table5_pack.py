@@ -281,26 +281,30 @@ def test_newest_layout_bundles_every_work_folder_exactly_once():
 
 def test_the_shell_knows_the_objective_versions_of_c2np_config():
     """table5_lib.sh's objective_version (which run's last.ckpt must travel) equals
-    c2np.config.OBJECTIVE_VERSIONS for both tasks."""
-    from c2np.config import OBJECTIVE_VERSIONS
+    c2np.config.objective_version for every model and task."""
+    from c2np.config import objective_version
+    from c2np.models.registry import MODELS
 
     lib = ROOT / "benchmarks" / "table5_lib.sh"
-    for task, version in OBJECTIVE_VERSIONS.items():
-        out = subprocess.run(["bash", "-c", f'source "{lib}"; objective_version w/runs/cdvae-task{task}-seed0'],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        assert out == str(version), (task, out)
+    for model in MODELS:
+        for task in (1, 2):
+            out = subprocess.run(["bash", "-c", f'source "{lib}"; objective_version w/runs/{model}-task{task}-seed0'],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            assert out == str(objective_version(task, model)), (model, task, out)
 
 
 def test_seed_copies_committed_runs_and_only_their_own_results(tmp_path):
     """benchmarks/table5_seed.py: a new checkout's work folders get the committed converged
     runs (pending/ first), with the result JSONs of that same training and no other (an older
     training's result would make the runner skip that split), and a run the work folder
-    already has is left alone."""
+    already has is left alone; a committed run of an older objective than its model's
+    (FlowMM Task 1's version 2) is not copied, so that the seed trains afresh."""
     learned, work = tmp_path / "learned", tmp_path / "gw"
-    run = {"best_epoch": 75, "best_val_loss": 0.44}
+    run = {"best_epoch": 75, "best_val_loss": 0.44, "objective_version": 2}
     for home, info in (("runs/diffcsp-task1-seed0", run), ("pending/runs/diffcsp-task1-seed1", run),
                        ("runs/diffcsp-task1-seed1", {"best_epoch": 60, "best_val_loss": 0.5}),
-                       ("runs/diffcsp-task1-seed2", run), ("materials/runs/diffcsp-task1-seed0", run)):
+                       ("runs/diffcsp-task1-seed2", run), ("materials/runs/diffcsp-task1-seed0", run),
+                       ("runs/flowmm-task1-seed0", run)):
         _file(learned / home / "best.ckpt", text="weights " + home)
         _file(learned / home / "run.json", text=json.dumps(info))
     mine, older = {"model_run": run}, {"model_run": {"best_epoch": 60, "best_val_loss": 0.5}}
@@ -313,7 +317,8 @@ def test_seed_copies_committed_runs_and_only_their_own_results(tmp_path):
     layout.write_text("# a comment | not a line\n"
                       "u1 | c2np-store | diffcsp:1 | 0 1 3 | 1 | 0 | 2\n"
                       "u9 | c2np-store | diffcsp:1 | 2 | 1 | 1 | 1\n"
-                      "uh | c2np-store-materials | diffcsp:1 | 0 | 1 | 2 | 1\n")
+                      "uh | c2np-store-materials | diffcsp:1 | 0 | 1 | 2 | 1\n"
+                      "uf | c2np-store | flowmm:1 | 0 | 1 | 3 | 1\n")
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table5_seed.py"), str(layout), "--work", str(work),
                           "--learned", str(learned)], capture_output=True, text=True, check=True).stdout
     u1 = work / "u1"
@@ -327,6 +332,7 @@ def test_seed_copies_committed_runs_and_only_their_own_results(tmp_path):
     assert (work / "uh/runs/diffcsp-task1-seed0/best.ckpt").read_text() == "weights materials/runs/diffcsp-task1-seed0"
     assert [p.name for p in (work / "uh/results").iterdir()] == ["diffcsp-task1-unseen_id-seed0.json"]
     assert "(scored: ood)" in out and "(scored: unseen_id)" in out
+    assert not (work / "uf" / "runs" / "flowmm-task1-seed0").exists()  # version 2 of 3
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table5_seed.py"), str(layout), "--work", str(work),
                             "--learned", str(learned)], capture_output=True, text=True, check=True).stdout
     assert again.startswith("nothing to seed")

@@ -16,7 +16,19 @@ paper's Table 3 (``interpolant = "linear"`` is FlowMM's own geodesic), and the n
 predicts (x_base - x_data) / R; the velocity is kappa'_t R times that. FlowMM removes the mean
 of the coordinate velocity because a torus has no origin; a particle has one (the
 carving centre, where its sphere sits), so nothing is removed; atoms that end outside
-the sphere are put on it, as in every Task 1 sampler here. Size and species come
+the sphere are put on it, as in every Task 1 sampler here.
+
+The drift (objective version 3 of FlowMM Task 1, ``drift = "uniform_ball"``): on the torus
+the uniform base and the data's uniform-ish coordinates leave the marginal velocity no
+global part. In a ball they do: x_t mixes two independent points of the ball, so the
+cloud contracts towards the centre and expands again (its radius of gyration 16.3 -> 11.8
+-> 16.3 A at R = 21), and the velocity of an interior atom points along x / |x|. The
+network sees |x| / R but no direction to the centre, so it cannot give that part; trained
+without it (version 2), it answered with local output that pulled neighbours together and
+collapsed particles from R = 17 on (docs/models.md, "FlowMM"). So the velocity is
+parametrised as :func:`uniform_ball_drift`, the exact E[(x_base - x_data) / R | x_t] when
+the data are uniform in the ball as well, plus the network's residual: the same
+flow-matching loss, the network regressing what a lattice adds to a uniform particle. Size and species come
 from the shared head of :class:`~c2np.models.task1_base.Task1Generator`.
 
 Task 2: flow matching on the six standardised lattice parameters from a Gaussian base
@@ -45,6 +57,9 @@ from c2np.models.task1_base import SampleStart, Task1Generator
 from c2np.models.task2_base import LatticeGenerator
 
 INTERPOLANTS = {"cosine": cosine_interpolant, "linear": linear_interpolant}
+#: What the Task 1 velocity adds to the network's output: nothing (objective versions 1-2)
+#: or the exact drift of uniform-ball data (version 3; :func:`uniform_ball_drift`).
+DRIFTS = ("none", "uniform_ball")
 
 
 def _interpolant(name: str):
@@ -102,6 +117,51 @@ class WeightAverage:
                     p.copy_(old)
 
 
+def uniform_ball_drift(x: torch.Tensor, kappa: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+    """E[(x_base - x_data) / R | x_t = x] for x_data and x_base independent and uniform in the
+    ball of radius R, x_t = (1 - kappa) x_data + kappa x_base; ``x`` (n, 3), ``kappa`` and
+    ``radius`` (n,) or (n, 1). Exact, in closed form.
+
+    Given x_t, x_data is uniform on the lens of the ball |d| <= R and the ball
+    |d - x / (1 - kappa)| <= kappa R / (1 - kappa) (where x_base is in the ball too), and
+    E[x_base - x_data | x_t] = (x - E[x_data | x_t]) / kappa. The lens is symmetric about the
+    line through x, so its centroid lies on it: slices across the line are discs, of the
+    second ball up to the plane where the two spheres cross and of the first beyond it, and
+    their moments are polynomials. A point no lens holds (outside both balls, as a sampled
+    atom may be) takes the nearest point of the first ball.
+    """
+    dtype = x.dtype
+    x = x.double()
+    k = kappa.reshape(-1).double().clamp(1e-6, 1 - 1e-6)
+    big = radius.reshape(-1).double()
+    rx = x.norm(dim=-1)
+    c = rx / (1 - k)                       # centre of the second ball, along x / |x|
+    r = k * big / (1 - k)                  # its radius
+    lo = torch.maximum(-big, c - r)
+    hi = torch.minimum(big, c + r)
+    # where the two spheres cross; for c -> 0 the second ball holds the first or lies in it
+    cross = (big ** 2 - r ** 2 + c ** 2) / (2 * c).clamp_min(1e-12)
+    z1 = cross.clamp(lo, hi)
+
+    def second(a, b):  # moments 0 and 1 of the discs of the second ball over z in [a, b]
+        a, b = a - c, b - c
+        m0 = r ** 2 * (b - a) - (b ** 3 - a ** 3) / 3
+        return m0, (r ** 2 * (b ** 2 - a ** 2) / 2 - (b ** 4 - a ** 4) / 4) + c * m0
+
+    def first(a, b):  # the same for the first ball
+        return (big ** 2 * (b - a) - (b ** 3 - a ** 3) / 3,
+                big ** 2 * (b ** 2 - a ** 2) / 2 - (b ** 4 - a ** 4) / 4)
+
+    s0, s1 = second(lo, z1)
+    f0, f1 = first(z1, hi)
+    m0, m1 = s0 + f0, s1 + f1
+    ok = (hi > lo) & (m0 > 0)
+    centroid = torch.where(ok, m1 / m0.clamp_min(1e-300), c.clamp(max=big))
+    unit = x / rx.clamp_min(1e-12).unsqueeze(-1)
+    drift = (x - unit * centroid.unsqueeze(-1)) / (k * big).unsqueeze(-1)
+    return drift.to(dtype)
+
+
 def _uniform_ball(radius: torch.Tensor) -> torch.Tensor:
     """One point uniform in the ball of ``radius`` (n,) per entry, on its device (training
     draws; sampling starts from the seeded points of ``Task1Generator.start_sampling``)."""
@@ -116,9 +176,12 @@ class FlowMMTask1(WeightAverage, Task1Generator):
     def __init__(self, hidden: int = 128, layers: int = 4, edge_freq: int = 16, cutoff: float = 7.0,
                  max_neighbors: int = 20, gaussians: int = 16, interpolant: str = "cosine",
                  sample_steps: int = 200, anneal_slope: float = 0.0, anneal_offset: float = 0.0,
-                 ema_decay: float = 0.999, **kw):
+                 ema_decay: float = 0.999, drift: str = "none", **kw):
         kw.pop("latent", None)
         super().__init__(hidden=hidden, latent=0, **kw)
+        if drift not in DRIFTS:
+            raise ValueError(f"unknown drift {drift!r}; use {' or '.join(DRIFTS)}")
+        self.drift = drift
         self.interpolant = _interpolant(interpolant)
         self.sample_steps = sample_steps
         self.anneal_slope, self.anneal_offset = anneal_slope, anneal_offset
@@ -128,9 +191,14 @@ class FlowMMTask1(WeightAverage, Task1Generator):
 
     def displacement(self, batch: Task1Batch, pos: torch.Tensor, cond: torch.Tensor,
                      t: torch.Tensor) -> torch.Tensor:
-        """The network's estimate of (x_base - x_data) / R at time ``t`` (G,): divided by R
-        so that the target is of order one for every particle size."""
-        return self.velocity(batch, pos, self.site_condition(batch, pos), cond, t)
+        """The estimate of (x_base - x_data) / R at time ``t`` (G,), divided by R so that the
+        target is of order one for every particle size: the network's output, plus the
+        uniform-ball drift when ``drift = "uniform_ball"`` (the module docstring says why)."""
+        out = self.velocity(batch, pos, self.site_condition(batch, pos), cond, t)
+        if self.drift == "uniform_ball":
+            kappa, _ = self.interpolant(t)
+            out = out + uniform_ball_drift(pos, kappa[batch.batch], batch.radius[batch.batch])
+        return out
 
     def coordinate_loss(self, batch, cond, lat):
         self.update_average()

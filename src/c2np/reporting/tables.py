@@ -21,7 +21,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from c2np.config import OBJECTIVE_VERSIONS, recorded_objective
+from c2np.config import objective_version, recorded_objective
 from c2np.errors import C2NPError
 from c2np.metrics import METRICS, RANKED
 from c2np.reporting.normalise import robust_scores
@@ -90,13 +90,13 @@ def runs_frame(results: list[dict]) -> pd.DataFrame:
 
 def model_name(result: dict) -> str:
     """The result's model, marked ``[objective vN]`` when a learned run trained it under an
-    older objective than the current one (``c2np.config.OBJECTIVE_VERSIONS``): such results
+    older objective than the current one (``c2np.config.objective_version``): such results
     are rows of their own, never averaged with the current objective's seeds."""
     name = result.get("model") or "unnamed"
     run = result.get("model_run")
     if run is not None:
         version = recorded_objective(run)
-        if version != OBJECTIVE_VERSIONS[int(result["task"])]:
+        if version != objective_version(int(result["task"]), name):
             name += f" [objective v{version}]"
     return name
 

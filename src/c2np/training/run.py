@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from c2np.config import OBJECTIVE_VERSIONS, recorded_objective
+from c2np.config import objective_version, recorded_objective
 from c2np.errors import ConfigError
 from c2np.models.padding import pad_spec
 from c2np.store.dataset import Dataset, open_dataset
@@ -78,7 +78,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     task = int(m["task"])
     where = run_dir(out, m["name"], task, seed)
     ckpt = where / "last.ckpt"
-    version = OBJECTIVE_VERSIONS[task]
+    version = objective_version(task, m["name"])
     if resume and ckpt.exists() and (where / "run.json").exists():
         info = json.loads((where / "run.json").read_text())
         if _finished(info, t, version):
