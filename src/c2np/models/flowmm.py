@@ -21,7 +21,7 @@ the sphere are put on it, as in every Task 1 sampler here.
 The drift (objective version 3 of FlowMM Task 1, ``drift = "uniform_ball"``): on the torus
 the uniform base and the data's uniform-ish coordinates leave the marginal velocity no
 global part. In a ball they do: x_t mixes two independent points of the ball, so the
-cloud contracts towards the centre and expands again (its radius of gyration 16.3 -> 11.8
+cloud contracts towards the centre and expands again (its radius of gyration 16.2 -> 11.6
 -> 16.3 A at R = 21), and the velocity of an interior atom points along x / |x|. The
 network sees |x| / R but no direction to the centre, so it cannot give that part; trained
 without it (version 2), it answered with local output that pulled neighbours together and
