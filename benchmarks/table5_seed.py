@@ -15,8 +15,8 @@ equal to the run's run.json), so that train_baselines.py generates only the spli
 missing. Results of another training of the seed are never copied: the runner would take
 that split as done. Nor is a run of an older objective than its model's current one
 (``c2np.config.objective_version``; FlowMM Task 1 seed 0's version-2 weights, kept as a
-reference): the work folder then trains that seed afresh. benchmarks/table5_gpu.sh runs it on the GPU machine before its runners
-start, so these runs need no carrying.
+reference): the work folder then trains that seed afresh. benchmarks/table5_gpu.sh runs it
+on the GPU machine before its runners start, so these runs need no carrying.
 """
 
 from __future__ import annotations

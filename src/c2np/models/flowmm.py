@@ -28,8 +28,10 @@ without it (version 2), it answered with local output that pulled neighbours tog
 collapsed particles from R = 17 on (docs/models.md, "FlowMM"). So the velocity is
 parametrised as :func:`uniform_ball_drift`, the exact E[(x_base - x_data) / R | x_t] when
 the data are uniform in the ball as well, plus the network's residual: the same
-flow-matching loss, the network regressing what a lattice adds to a uniform particle. Size and species come
-from the shared head of :class:`~c2np.models.task1_base.Task1Generator`.
+flow-matching loss, the network regressing what a lattice adds to a uniform particle.
+
+Size and species come from the shared head of
+:class:`~c2np.models.task1_base.Task1Generator`.
 
 Task 2: flow matching on the six standardised lattice parameters from a Gaussian base
 fitted to the training lattices (the standardisation, FlowMM's "normal base"),
