@@ -5,6 +5,8 @@ predicted particle, a large particle runs, and train -> predict -> evaluate work
 from __future__ import annotations
 
 import json
+import sys
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -22,6 +24,7 @@ from c2np.models.registry import build_model
 from c2np.store.dataset import open_dataset
 from c2np.training.configs import load_training_config
 from c2np.training.data import COLLATE, load_records
+from benchmark_scripts import load_benchmark
 from model_checks import check_generative_task2, fit_fixed_batch, lattice_draws_and_range, task1_cli_round_trip
 
 runner = CliRunner()
@@ -261,7 +264,7 @@ def test_large_particle_trains_and_generates(small_store, name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path, name):
+def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path, capsys, name):
     tiny_set = ["--set", "model.hidden=16", "--set", "train.epochs=1"]
     runs = tmp_path / "runs"
     t2 = [*tiny_set, "--set", "model.interactions=1", "--set", "model.samples=2"]
@@ -287,3 +290,15 @@ def test_train_predict_evaluate_from_the_command_line(small_store, tmp_path, nam
           "--set", "model.sample_steps=2", "--set", "train.radii=[8, 9]", "--set", "train.val_radii=[9]"]
     r1 = task1_cli_round_trip(small_store, runs, tmp_path, name, t1)
     assert r1["n_samples"] == 1 and r1["metrics"]["rmsd"] > 0
+    if name == "flowmm":  # the next GPU session's check of version 3 runs on such a checkpoint
+        trajectory = load_benchmark("flowmm_trajectory")
+        ckpt = runs / "flowmm-task1-seed0" / "last.ckpt"
+        argv = ["flowmm_trajectory.py", str(ckpt), "--store", str(small_store), "--material", "KMgH3",
+                "--radius", "10", "--steps", "4"]
+        with patch.object(sys, "argv", argv):
+            trajectory.main()
+        out = capsys.readouterr().out
+        # the header, a row per step (4 steps: every step is a tenth or less) and the end
+        assert "drift uniform_ball" in out and out.count("\n| ") == 6 and "| end | 0 |" in out
+        with patch.object(sys, "argv", argv[:-4] + ["--radius", "8"]), pytest.raises(SystemExit):
+            trajectory.main()  # R = 8 is a training radius: no test particle
