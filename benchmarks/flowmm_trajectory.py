@@ -8,7 +8,7 @@ For one test particle it prints, every tenth of the steps, the median nearest-ne
 distance of the atoms, the share of atoms within 0.5 A of another and the radius of
 gyration, for the sampled state and for a training-path state of the real particle (one
 seeded base draw), and at the end the same for the generated particle and the reference.
-The sampler is the model's own (``sample_positions`` step for step, EMA weights). A model
+The sampler is the model's own (``sample_positions``, EMA weights). A model
 that collapses a particle shows it here: objective version 2's seed 0 (results/learned/runs/
 flowmm-task1-seed0/best.ckpt) at R = 21 ends at 0.20 A and 56 % where the reference has
 2.03 A and 0 % (docs/models.md, "FlowMM").
@@ -24,7 +24,6 @@ import torch
 from scipy.spatial import cKDTree
 
 from c2np.models.flowmm import _uniform_ball
-from c2np.models.generation import into_sphere
 from c2np.models.graph import DEFAULT_SKIN, reused_neighbours
 from c2np.store.dataset import open_dataset
 from c2np.training.data import COLLATE, load_records
@@ -64,33 +63,26 @@ def main() -> None:
             continue
     if record is None:
         ap.error(f"no test particle of {a.material} at R = {a.radius} in {a.store}")
-    steps = a.steps or model.sample_steps
+    model.sample_steps = a.steps or model.sample_steps
+    every = max(model.sample_steps // 10, 1)
     batch = COLLATE[1]([(record, -1)]).to(a.device)
     torch.manual_seed(a.seed)
     started = time.perf_counter()
-    print(f"{a.material} R = {a.radius}, {steps} Euler steps, drift {getattr(model, 'drift', 'none')}")
+    print(f"{a.material} R = {a.radius}, {model.sample_steps} Euler steps, drift {getattr(model, 'drift', 'none')}")
     print("| step | t | sampled: median NN (A), share < 0.5 A, Rg (A) | training path: the same |")
     print("|---|---|---|---|")
-    # the neighbour lists of generation (rebuilt only when an atom moved half the skin)
+
+    def report(i: int, t: torch.Tensor, x: torch.Tensor) -> None:
+        if i % every == 0:
+            kappa, _ = model.interpolant(t)
+            s, p = crowding(x), crowding((1 - kappa) * batch.pos + kappa * base)
+            print(f"| {i} | {float(t):.2f} | {s[0]:.2f}, {s[1]:.2f}, {s[2]:.1f} | {p[0]:.2f}, {p[1]:.2f}, {p[2]:.1f} |")
+
+    # the model's own sampler, with the neighbour lists of generation
     with torch.no_grad(), model.averaged_weights(), reused_neighbours(model, DEFAULT_SKIN):
         start = model.start_sampling(batch, a.seed)
-        sample, x = start.batch, start.batch.pos
-        radius = sample.radius[sample.batch].view(-1, 1)
         base = _uniform_ball(batch.radius[batch.batch])
-        times = torch.linspace(1.0, 0.0, steps + 1)
-        for i in range(steps):
-            kappa, speed = model.interpolant(times[i])
-            if i % max(steps // 10, 1) == 0:
-                path = (1 - kappa) * batch.pos + kappa * base
-                s, p = crowding(x), crowding(path)
-                print(f"| {i} | {float(times[i]):.2f} | {s[0]:.2f}, {s[1]:.2f}, {s[2]:.1f} | "
-                      f"{p[0]:.2f}, {p[1]:.2f}, {p[2]:.1f} |")
-            t = torch.full((sample.n_graphs,), float(times[i]), device=x.device)
-            # FlowMM's inference annealing, as in FlowMMTask1.sample_positions
-            anneal = 1.0 + model.anneal_slope * max(0.0, 1.0 - float(times[i]) - model.anneal_offset)
-            x = x + float(times[i + 1] - times[i]) * anneal * float(speed) * radius * model.displacement(
-                sample, x, start.cond, t)
-        x = into_sphere(x, radius)
+        x = model.sample_positions(start, on_step=report)
     s, r = crowding(x), crowding(batch.pos)
     print(f"| end | 0 | {s[0]:.2f}, {s[1]:.2f}, {s[2]:.1f} | reference: {r[0]:.2f}, {r[1]:.2f}, {r[2]:.1f} |")
     print(f"{len(x)} atoms generated ({len(batch.pos)} in the reference), "

@@ -213,13 +213,17 @@ class FlowMMTask1(WeightAverage, Task1Generator):
         target = (base - batch.pos) / batch.radius[batch.batch].view(-1, 1)
         return {"coords": torch.mean((out - target) ** 2)}
 
-    def sample_positions(self, start: SampleStart) -> torch.Tensor:
+    def sample_positions(self, start: SampleStart, on_step=None) -> torch.Tensor:
+        """Euler steps of the ODE from the base; ``on_step(i, t, x)``, if given, sees the
+        state before every step (``benchmarks/flowmm_trajectory.py`` measures it)."""
         sample = start.batch
         device = sample.pos.device
         times = torch.linspace(1.0, 0.0, self.sample_steps + 1)
         x = sample.pos
         radius = sample.radius[sample.batch].view(-1, 1)
         for i in range(self.sample_steps):
+            if on_step is not None:
+                on_step(i, times[i], x)
             t = torch.full((sample.n_graphs,), float(times[i]), device=device)
             _, speed = self.interpolant(times[i])
             # FlowMM's inference annealing: velocity x (1 + slope relu(t_flowmm - offset))
