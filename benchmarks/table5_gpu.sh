@@ -27,7 +27,9 @@
 #
 # What comes back: benchmarks/table5_pack.sh packs /tmp/gw into OUT (the runs' curves, results,
 # logs and nvidia-smi dmon first, then the checkpoints and predictions of unscored runs while
-# the ~64 MiB a call may return lasts; the rest stays in /tmp/gw for the next call).
+# the ~64 MiB a call may return lasts; the rest stays in /tmp/gw for the next call); files an
+# earlier call returned unchanged are not sent again, and the call's last line begins
+# "NOT RETURNED" while anything stays behind: then table5_return.sh before giving the machine back).
 # benchmarks/table5_unpack.sh OUT unpacks it into gpu-work/.
 set -uo pipefail
 OUT=${1:?out folder}; SECONDS_GIVEN=${2:-545}

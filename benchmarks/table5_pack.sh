@@ -8,7 +8,11 @@
 #   3-ckpt-task1.tgz.part-*  checkpoints of Task 1 runs not scored yet     } this order, while
 #   4-preds.tgz.part-*       predictions (and their chunks) of those runs  } MIB lasts
 # A run that stopped for good (converged) sends best.ckpt alone, and the predictions of a
-# split whose result exists stay behind.
+# split whose result exists stay behind. A checkpoint or prediction file that an earlier call
+# of the same machine returned and that has not changed since (same size and modification
+# time, recorded in W/returned.txt) is not sent again: in s18 a converged run's best.ckpt went
+# home three times while another run's, never sent, was lost with the machine. PACK_RESEND=1
+# sends them all again (when a call's files did not reach home).
 # A run counts as scored when its runner listed it in W/NAME/scored.txt (all its test splits
 # scored; train_baselines.py writes it at the end of every call). What did not fit is listed
 # in W/left-out.txt (also inside 1-small.tgz). benchmarks/table5_unpack.sh OUT unpacks it.
@@ -63,22 +67,46 @@ small_parts() {
     fi
     ls -l "$OUT"
 }
+touch "$W/returned.txt"
+[ "${PACK_RESEND:-0}" = 1 ] && : > "$W/returned.txt"
+stamp() {  # FILES...: "path size mtime" lines (paths relative to W)
+    (cd "$W" && stat -c '%n %s %Y' "$@")
+}
+unchanged=0
 tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in order, as fit
     local name=$1 item mib files keep=()
     shift
     for item in "$@"; do
         IFS=: read -ra files <<< "$item"
+        # a file already home and unchanged since (stamped alike in returned.txt) stays; the
+        # item's other files still travel together
+        mapfile -t files < <(stamp "${files[@]}" | grep -vxFf "$W/returned.txt" | sed 's/ [0-9]* [0-9]*$//')
+        unchanged=$((unchanged + $(tr ':' '\n' <<< "$item" | wc -l) - ${#files[@]}))
+        [ ${#files[@]} -eq 0 ] && continue
         mib=$(( ($(cd "$W" && stat -c %s "${files[@]}" | awk '{s += $1} END {print s}') >> 20) + 1 ))
         if [ $((spent + mib)) -le "$RETURN_MIB" ]; then keep+=("${files[@]}"); spent=$((spent + mib))
         else printf '%s\n' "${files[@]}" >> "$W/left-out.txt"; fi
     done
-    [ ${#keep[@]} -gt 0 ] && tar czf - -C "$W" "${keep[@]}" | split -b 15M - "$OUT/$name.tgz.part-"
+    if [ ${#keep[@]} -gt 0 ]; then
+        tar czf - -C "$W" "${keep[@]}" | split -b 15M - "$OUT/$name.tgz.part-"
+        stamp "${keep[@]}" >> "$W/returned.txt"
+    fi
     return 0
 }
 tier 2-ckpt-task2 $(unscored ckpt2)
 tier 3-ckpt-task1 $(unscored ckpt1)
 tier 4-preds $(unscored preds)
-[ -s "$W/left-out.txt" ] && { echo "left in $W (not returned):"; cat "$W/left-out.txt"; }
+[ -s "$W/left-out.txt" ] && { echo "left in $W (not returned):"; sed 's/^/  left: /' "$W/left-out.txt"; }
 # left-out.txt is final only now: 1-small.tgz is packed last, into the MiB set aside first
 tar czf "$OUT/1-small.tgz" -C "$W" "${small_excl[@]}" .
 small_parts
+[ "$unchanged" -gt 0 ] && echo "not sent again: $unchanged files returned unchanged by an earlier call ($W/returned.txt)"
+# The last line of the call, and loud: a caller that filters the output above (as s18's did,
+# losing a machine's worth of checkpoints) still sees what stays behind.
+if [ -s "$W/left-out.txt" ]; then
+    echo "NOT RETURNED: $(wc -l < "$W/left-out.txt") files," \
+         "$(cd "$W" && cat left-out.txt | tr '\n' '\0' | du -cm --files0-from=- | tail -1 | cut -f1) MiB" \
+         "stay in $W: bring them home with benchmarks/table5_return.sh OUT K (K = 0, 1, ...) before the machine goes back"
+else
+    echo "everything the runners still need came back"
+fi

@@ -50,4 +50,8 @@ for w in $(grep -v '^[[:space:]]*#' gpu-work/layout.txt 2>/dev/null | cut -d'|' 
 done
 echo "this call's logs: $keep"
 for s in gpu-work/*/status.md; do echo "== $(dirname "$s")"; cat "$s"; done
-if [ -s gpu-work/left-out.txt ]; then echo "not returned (still on the GPU machine):"; cat gpu-work/left-out.txt; fi
+if [ -s gpu-work/left-out.txt ]; then
+    echo "not returned (still on the GPU machine):"; sed 's/^/  left: /' gpu-work/left-out.txt
+    echo "NOT RETURNED: $(wc -l < gpu-work/left-out.txt) files stayed on the GPU machine (gpu-work/left-out.txt);" \
+         "if it is gone, so are they"
+fi

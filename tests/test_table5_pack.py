@@ -110,6 +110,31 @@ def test_pack_returns_everything_that_fits(tmp_path):
     assert not [n for n in everything if "seed1" in n]
 
 
+def test_a_later_call_does_not_resend_what_came_back_unchanged(tmp_path):
+    w = _work(tmp_path)
+    pack = ["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w)]
+    # call 1, 10 MiB: as in the priority test, the paused Task 1 pair stays behind, loudly
+    first = subprocess.run(pack + [str(tmp_path / "out1"), "10"], check=True, capture_output=True, text=True)
+    assert first.stdout.strip().splitlines()[-1].startswith("NOT RETURNED: 2 files, 6 MiB stay in")
+    # call 2, 11 MiB, nothing changed on the machine but the Task 2 run's last.ckpt (it trained
+    # on): the files already home are not sent again (else 16 MiB), so the pair left out fits
+    last = w / "t5/runs/cdvae-task2-seed0/last.ckpt"
+    os.utime(last, (last.stat().st_atime, last.stat().st_mtime + 60))
+    second = subprocess.run(pack + [str(tmp_path / "out2"), "11"], check=True, capture_output=True, text=True)
+    out2 = tmp_path / "out2"
+    assert _members(out2, "2-ckpt-task2") == {"t5/runs/cdvae-task2-seed0/last.ckpt"}
+    assert _members(out2, "3-ckpt-task1") == {"t5/runs/symat-task1-seed0/best.ckpt",
+                                              "t5/runs/symat-task1-seed0/last.ckpt"}
+    assert _members(out2, "4-preds") == set()
+    assert (w / "left-out.txt").read_text() == ""
+    lines = second.stdout.strip().splitlines()
+    assert "not sent again: 3 files" in second.stdout and lines[-1] == "everything the runners still need came back"
+    # PACK_RESEND=1 (a call's files lost on the way): everything goes again, within the budget
+    env = dict(os.environ, PACK_RESEND="1")
+    subprocess.run(pack + [str(tmp_path / "out3")], check=True, capture_output=True, env=env)
+    assert len(_members(tmp_path / "out3", "3-ckpt-task1")) == 3
+
+
 def test_large_small_tarball_goes_in_parts_and_counts_against_the_budget(tmp_path):
     w, out = _work(tmp_path), tmp_path / "out"
     # the stores kept on the machine between calls never travel back
