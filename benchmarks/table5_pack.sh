@@ -46,7 +46,12 @@ unscored() {  # ckpt1 | ckpt2 | preds: files (relative to W) of runs not all sco
             ckpt2) [[ $n == *task2* ]] && ckpts "$r" ;;
             preds) compgen -G "$w/preds/${n%-seed*}-*-seed${n##*-seed}*" | while read -r p; do
                        stem=$(basename "${p%.chunks}"); stem=${stem%.*}
-                       [ -f "$w/results/$stem.json" ] || find "$p" -type f
+                       [ -f "$w/results/$stem.json" ] && continue
+                       # a batch travels with its folder's manifest (without it, the next
+                       # call would discard the batches as another prediction's)
+                       if [ -f "$p/manifest.json" ]; then
+                           find "$p" -type f ! -name manifest.json | sed "s|.*|$p/manifest.json:&|"
+                       else find "$p" -type f; fi
                    done ;;
         esac
     done | sed "s|$W/||g"
@@ -72,7 +77,8 @@ touch "$W/returned.txt"
 stamp() {  # FILES...: "path size mtime" lines (paths relative to W)
     (cd "$W" && stat -c '%n %s %Y' "$@")
 }
-unchanged=0
+before=$(mktemp) && cp "$W/returned.txt" "$before"
+declare -A unchanged=()  # files an earlier call returned, not sent again
 tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in order, as fit
     local name=$1 item mib files keep=()
     shift
@@ -80,27 +86,30 @@ tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in orde
         IFS=: read -ra files <<< "$item"
         # a file already home and unchanged since (stamped alike in returned.txt) stays; the
         # item's other files still travel together
+        while read -r f; do unchanged[$f]=1; done < <(stamp "${files[@]}" | grep -xFf "$before" | sed 's/ [0-9]* [0-9]*$//')
         mapfile -t files < <(stamp "${files[@]}" | grep -vxFf "$W/returned.txt" | sed 's/ [0-9]* [0-9]*$//')
-        unchanged=$((unchanged + $(tr ':' '\n' <<< "$item" | wc -l) - ${#files[@]}))
         [ ${#files[@]} -eq 0 ] && continue
         mib=$(( ($(cd "$W" && stat -c %s "${files[@]}" | awk '{s += $1} END {print s}') >> 20) + 1 ))
-        if [ $((spent + mib)) -le "$RETURN_MIB" ]; then keep+=("${files[@]}"); spent=$((spent + mib))
+        if [ $((spent + mib)) -le "$RETURN_MIB" ]; then
+            keep+=("${files[@]}"); spent=$((spent + mib))
+            stamp "${files[@]}" >> "$W/returned.txt"  # at once: a later item's shared manifest is sent once
         else printf '%s\n' "${files[@]}" >> "$W/left-out.txt"; fi
     done
     if [ ${#keep[@]} -gt 0 ]; then
         tar czf - -C "$W" "${keep[@]}" | split -b 15M - "$OUT/$name.tgz.part-"
-        stamp "${keep[@]}" >> "$W/returned.txt"
     fi
     return 0
 }
 tier 2-ckpt-task2 $(unscored ckpt2)
 tier 3-ckpt-task1 $(unscored ckpt1)
 tier 4-preds $(unscored preds)
+sort -u -o "$W/left-out.txt" "$W/left-out.txt"  # a manifest shared by several batches left out
+rm -f "$before"
 [ -s "$W/left-out.txt" ] && { echo "left in $W (not returned):"; sed 's/^/  left: /' "$W/left-out.txt"; }
 # left-out.txt is final only now: 1-small.tgz is packed last, into the MiB set aside first
 tar czf "$OUT/1-small.tgz" -C "$W" "${small_excl[@]}" .
 small_parts
-[ "$unchanged" -gt 0 ] && echo "not sent again: $unchanged files returned unchanged by an earlier call ($W/returned.txt)"
+[ ${#unchanged[@]} -gt 0 ] && echo "not sent again: ${#unchanged[@]} files returned unchanged by an earlier call ($W/returned.txt)"
 # The last line of the call, and loud: a caller that filters the output above (as s18's did,
 # losing a machine's worth of checkpoints) still sees what stays behind.
 if [ -s "$W/left-out.txt" ]; then

@@ -135,6 +135,25 @@ def test_a_later_call_does_not_resend_what_came_back_unchanged(tmp_path):
     assert len(_members(tmp_path / "out3", "3-ckpt-task1")) == 3
 
 
+def test_prediction_batches_travel_with_their_manifest(tmp_path):
+    w = _work(tmp_path)
+    chunks = w / "t5/preds/cdvae-task2-ood-seed0.parquet.chunks"
+    _file(chunks / "manifest.json", text='{"batches": 3}')
+    for b in (1, 2):
+        _file(chunks / f"batch-0000{b}.parquet", 1.2)
+    pack = ["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w)]
+    # 2 small + 4 Task 2 pair + 2 converged best + 7 paused pair = 15; then the batches (each
+    # with its manifest) at 1, 2 and 2 MiB: 19 MiB takes the first two of them only
+    subprocess.run(pack + [str(tmp_path / "out1"), "19"], check=True, capture_output=True)
+    sent = _members(tmp_path / "out1", "4-preds")
+    assert f"t5/preds/{chunks.name}/manifest.json" in sent and len(sent) == 3
+    left = (w / "left-out.txt").read_text().split()
+    assert len(left) == 1 and left[0].endswith(".parquet")  # the manifest went with the first batch
+    # the next call sends the last batch alone: its manifest is home, unchanged
+    subprocess.run(pack + [str(tmp_path / "out2"), "19"], check=True, capture_output=True)
+    assert _members(tmp_path / "out2", "4-preds") == set(left)
+
+
 def test_large_small_tarball_goes_in_parts_and_counts_against_the_budget(tmp_path):
     w, out = _work(tmp_path), tmp_path / "out"
     # the stores kept on the machine between calls never travel back
