@@ -9,9 +9,10 @@ distance of the atoms, the share of atoms within 0.5 A of another and the radius
 gyration, for the sampled state and for a training-path state of the real particle (one
 seeded base draw), and at the end the same for the generated particle and the reference.
 The sampler is the model's own (``sample_positions``, EMA weights). A model
-that collapses a particle shows it here: objective version 2's seed 0 (results/learned/runs/
-flowmm-task1-seed0/best.ckpt) at R = 21 ends at 0.20 A and 56 % where the reference has
-2.03 A and 0 % (docs/models.md, "FlowMM").
+that collapses a particle shows it here: objective version 2's seed 0 (in the history:
+git show 0bf331d:results/learned/runs/flowmm-task1-seed0/best.ckpt) at R = 21 ends at 0.20 A
+and 56 % where the reference has 2.03 A and 0 %; version 3's seed 0
+(results/learned/runs/flowmm-task1-seed0/best.ckpt) at 1.13 A and 22 % (docs/models.md, "FlowMM").
 """
 
 from __future__ import annotations
