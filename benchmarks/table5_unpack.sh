@@ -6,6 +6,10 @@
 #
 #   bash benchmarks/table5_unpack.sh FOLDER
 #   bash benchmarks/table5_unpack.sh --return FOLDER...   (the folders of table5_return.sh's calls)
+#
+# Unpack every training call's FOLDER, in the order of the calls: a file that one call brought
+# home is not sent again while it stays unchanged (table5_pack.sh), so a later call's folder
+# alone can lack it.
 set -euo pipefail
 if [ "${1:-}" = --return ]; then
     shift
