@@ -4,8 +4,10 @@
 # benchmarks/table5_gpu.sh unpacks into gpu-work/ before its runners start. A bundle over
 # BUNDLE_MIB is split into gpu-work/carry-N.tar.part-K-of-M, one call each.
 # What a runner no longer needs stays home: the checkpoints and predictions of the runs its
-# scored.txt lists (scored on every split), the batches of finished predictions, and the
-# last.ckpt of a run that stopped for good (its predictions need best.ckpt alone).
+# scored.txt lists (scored on every split), the batches of finished predictions, the
+# last.ckpt of a run that stopped for good (its predictions need best.ckpt alone), and its
+# best.ckpt where the repository holds the same file (results/learned/.../runs/NAME/), which
+# table5_seed.py copies in on the machine.
 #
 #   bash benchmarks/table5_bundle.sh N FOLDER...     (from the repository root; FOLDER = t6b ...)
 #
@@ -23,6 +25,16 @@ for f in "$@"; do
         mkdir -p "$w" && echo "work folder of a new train_baselines.py runner" > "$w/README.txt"
     fi
     needless_excludes gpu-work "$f" "" stopped
+    # a converged run's best.ckpt committed as the same file: table5_seed.py puts the
+    # checkout's copy into the carried run folder on the machine
+    for r in "$w"/runs/*/; do
+        [ -f "$r/best.ckpt" ] && stopped_for_good "$r" || continue
+        for c in results/learned/{pending/,materials/,materials/pending/,}runs/"$(basename "$r")"/best.ckpt; do
+            if [ -f "$c" ] && cmp -s "$c" "$r/best.ckpt"; then
+                excl+=(--exclude="$f/runs/$(basename "$r")/best.ckpt"); break
+            fi
+        done
+    done
 done
 tar cf "$out" "${excl[@]}" -C gpu-work "$@"
 echo "$out: $(( $(stat -c %s "$out") >> 20 )) MiB"

@@ -4,11 +4,14 @@
 # total are silently lost). OUT gets:
 #   1-small.tgz[.part-*]     everything but checkpoints, predictions and the stores (runs'
 #                            curves and run.json, results, logs, status tables, left-out.txt)
-#   2-ckpt-task2.tgz.part-*  checkpoints of Task 2 runs not scored yet     } file by file, in
-#   3-ckpt-task1.tgz.part-*  checkpoints of Task 1 runs not scored yet     } this order, while
-#   4-preds.tgz.part-*       predictions (and their chunks) of those runs  } MIB lasts
-# A run that stopped for good (converged) sends best.ckpt alone, and the predictions of a
-# split whose result exists stay behind. A checkpoint or prediction file that an earlier call
+#   2-ckpt-final.tgz.part-*  best.ckpt of runs that stopped for good       } file by file,
+#                            (converged), not scored yet                   } in this order,
+#   2-ckpt-task2.tgz.part-*  checkpoints of paused Task 2 runs               } while MIB
+#   3-ckpt-task1.tgz.part-*  checkpoints of paused Task 1 runs               } lasts
+#   4-preds.tgz.part-*       predictions (and their chunks) of unscored runs }
+# A converged run's best.ckpt is the whole of its training and a few MB: it goes first (in
+# s18 the paused runs' pairs took the room of one, which was then lost with the machine).
+# The predictions of a split whose result exists stay behind. A checkpoint or prediction file that an earlier call
 # of the same machine returned and that has not changed since (same size and modification
 # time, recorded in W/returned.txt) is not sent again: in s18 a converged run's best.ckpt went
 # home three times while another run's, never sent, was lost with the machine. PACK_RESEND=1
@@ -23,27 +26,29 @@ source "$(dirname "${BASH_SOURCE[0]}")/table5_lib.sh"
 W=${1:?work root}; OUT=${2:?out folder}; RETURN_MIB=${3:-60}
 mkdir -p "$OUT"
 
-ckpts() {  # RUN_DIR: the checkpoints a run still needs, as one item (a:b): both while it
-           # trains (resuming needs both), best.ckpt alone once it stopped for good (only
-           # prediction is left; last.ckpt, with Adam's moments, is twice its size)
+ckpts() {  # RUN_DIR final|paused: the checkpoints a run still needs, as one item (a:b):
+           # best.ckpt alone once it stopped for good (only prediction is left; last.ckpt,
+           # with Adam's moments, is twice its size), both while it trains (resuming needs both)
     local d=${1%/}
     if stopped_for_good "$d"; then
-        echo "$d/best.ckpt"
+        [ "$2" = final ] && echo "$d/best.ckpt"
     else
-        compgen -G "$d/*.ckpt" | paste -sd:
+        [ "$2" = paused ] && compgen -G "$d/*.ckpt" | paste -sd:
     fi
+    return 0
 }
 
-unscored() {  # ckpt1 | ckpt2 | preds: files (relative to W) of runs not all scored, one
-              # item per line; predictions of a split already scored stay behind
+unscored() {  # final | ckpt1 | ckpt2 | preds: files (relative to W) of runs not all scored,
+              # one item per line; predictions of a split already scored stay behind
     local r w n p stem
     for r in "$W"/*/runs/*/; do
         [ -d "$r" ] || continue
         w=$(dirname "$(dirname "$r")"); n=$(basename "$r")
         grep -qxF "$n" "$w/scored.txt" 2> /dev/null && continue
         case $1 in
-            ckpt1) [[ $n == *task1* ]] && ckpts "$r" ;;
-            ckpt2) [[ $n == *task2* ]] && ckpts "$r" ;;
+            final) ckpts "$r" final ;;
+            ckpt1) [[ $n == *task1* ]] && ckpts "$r" paused ;;
+            ckpt2) [[ $n == *task2* ]] && ckpts "$r" paused ;;
             preds) compgen -G "$w/preds/${n%-seed*}-*-seed${n##*-seed}*" | while read -r p; do
                        stem=$(basename "${p%.chunks}"); stem=${stem%.*}
                        [ -f "$w/results/$stem.json" ] && continue
@@ -100,6 +105,7 @@ tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in orde
     fi
     return 0
 }
+tier 2-ckpt-final $(unscored final)
 tier 2-ckpt-task2 $(unscored ckpt2)
 tier 3-ckpt-task1 $(unscored ckpt1)
 tier 4-preds $(unscored preds)

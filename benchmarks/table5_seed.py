@@ -9,7 +9,9 @@ whose test splits are not all generated keeps its ``best.ckpt`` in the repositor
 of committed results of an earlier training of the same seed, in ``LEARNED/pending/runs/NAME``.
 For every run a layout line names (plan x seeds), this copies such a folder into
 ``WORK/FOLDER/runs/NAME`` unless the work folder has the run already (its own checkpoints
-win: they may be newer), together with the committed result JSONs (and per-sample rows) of
+win: they may be newer; a folder of the same converged training that lacks only its
+best.ckpt, which table5_bundle.sh leaves home when the committed copy is the same file, gets
+that file), together with the committed result JSONs (and per-sample rows) of
 that same training, recognised by their ``model_run`` (best epoch and best validation loss
 equal to the run's run.json), so that train_baselines.py generates only the splits still
 missing. Results of another training of the seed are never copied: the runner would take
@@ -30,6 +32,7 @@ from pathlib import Path
 from c2np.config import objective_version, recorded_objective
 
 MATERIALS_STORE = "c2np-store-materials"
+FINAL_STOPS = ("converged", "max_epochs", "max_time")  # as table5_lib.sh's stopped_for_good
 
 
 def layout_lines(path: Path) -> list[list[str]]:
@@ -53,14 +56,22 @@ def seed_folder(work: Path, scheme: Path, plan: str, seeds: str) -> list[str]:
         for seed in seeds.split():
             name = f"{model}-task{task}-seed{seed}"
             dest = work / "runs" / name
-            if dest.exists():
-                continue
             src = next((h / name for h in (scheme / "pending" / "runs", scheme / "runs")
                         if (h / name / "best.ckpt").is_file()), None)
             if src is None:
                 continue
             run = json.loads((src / "run.json").read_text())
             if recorded_objective(run) != objective_version(int(task), model):
+                continue
+            if dest.exists():
+                # a carried run folder of this same training, stopped for good, whose best.ckpt
+                # stayed home because the committed copy is the same file (table5_bundle.sh)
+                mine = dest / "run.json"
+                if (not (dest / "best.ckpt").exists() and mine.is_file()
+                        and run.get("stop_reason") in FINAL_STOPS
+                        and same_training({"model_run": json.loads(mine.read_text())}, run)):
+                    shutil.copy2(src / "best.ckpt", dest / "best.ckpt")
+                    done.append(f"{dest}/best.ckpt <- {src}")
                 continue
             shutil.copytree(src, dest)
             copied = []

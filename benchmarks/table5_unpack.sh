@@ -35,7 +35,7 @@ IN=${1:?folder with 1-small.tgz (or its parts) and the *.tgz.part-* files}
 mkdir -p gpu-work
 if [ -f "$IN/1-small.tgz" ]; then tar xzf "$IN/1-small.tgz" -C gpu-work
 else cat "$IN/1-small.tgz.part-"* | tar xzf - -C gpu-work; fi
-for tier in 2-ckpt-task2 3-ckpt-task1 4-preds; do
+for tier in 2-ckpt-final 2-ckpt-task2 3-ckpt-task1 4-preds; do
     compgen -G "$IN/$tier.tgz.part-*" > /dev/null || continue
     cat "$IN/$tier.tgz.part-"* | tar xzf - -C gpu-work
 done

@@ -4,6 +4,7 @@ halfway, and unpacks into gpu-work/."""
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import shutil
@@ -67,14 +68,15 @@ def test_pack_returns_by_priority_within_the_budget(tmp_path):
     _file(w / "layout.txt", text="# comment | x\n t5 | c2np-store | cdvae:2 | 0 | 1 | 0 | 1\n")
     _file(w / "t5.log", text="this call\n")
     _file(w / "t9.log", text="an older call\n")
-    # 10 MiB: 2 kept for the small tarball, the Task 2 pair (2 x 1.5 MiB -> 4), the converged
-    # Task 1 run's best.ckpt alone (2), the OOD chunk (1); the paused Task 1 pair (2 x 3 MiB
-    # -> 7) no longer fits and stays behind, both files together
+    # 10 MiB: 2 kept for the small tarball, first the converged Task 1 run's best.ckpt alone
+    # (2), then the paused Task 2 pair (2 x 1.5 MiB -> 4), the OOD chunk (1); the paused Task 1
+    # pair (2 x 3 MiB -> 7) no longer fits and stays behind, both files together
     subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(out), "10"],
                    check=True, capture_output=True)
     assert _members(out, "2-ckpt-task2") == {"t5/runs/cdvae-task2-seed0/best.ckpt",
                                              "t5/runs/cdvae-task2-seed0/last.ckpt"}
-    assert _members(out, "3-ckpt-task1") == {"t5/runs/cdvae-task1-seed0/best.ckpt"}
+    assert _members(out, "2-ckpt-final") == {"t5/runs/cdvae-task1-seed0/best.ckpt"}
+    assert _members(out, "3-ckpt-task1") == set()
     # the ID split is scored: its predictions stay behind
     assert _members(out, "4-preds") == {"t5/preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet"}
     left = set((w / "left-out.txt").read_text().split())
@@ -104,9 +106,10 @@ def test_pack_returns_everything_that_fits(tmp_path):
     w, out = _work(tmp_path), tmp_path / "out"
     subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(out)],
                    check=True, capture_output=True)
-    assert len(_members(out, "3-ckpt-task1")) == 3 and (w / "left-out.txt").read_text() == ""
+    assert len(_members(out, "3-ckpt-task1")) == 2 and (w / "left-out.txt").read_text() == ""
     # a scored run's checkpoints and predictions never travel
-    everything = set().union(*(_members(out, t) for t in ("2-ckpt-task2", "3-ckpt-task1", "4-preds")))
+    everything = set().union(*(_members(out, t) for t in ("2-ckpt-final", "2-ckpt-task2", "3-ckpt-task1",
+                                                          "4-preds")))
     assert not [n for n in everything if "seed1" in n]
 
 
@@ -132,7 +135,7 @@ def test_a_later_call_does_not_resend_what_came_back_unchanged(tmp_path):
     # PACK_RESEND=1 (a call's files lost on the way): everything goes again, within the budget
     env = dict(os.environ, PACK_RESEND="1")
     subprocess.run(pack + [str(tmp_path / "out3")], check=True, capture_output=True, env=env)
-    assert len(_members(tmp_path / "out3", "3-ckpt-task1")) == 3
+    assert len(_members(tmp_path / "out3", "2-ckpt-final") | _members(tmp_path / "out3", "3-ckpt-task1")) == 3
 
 
 def test_prediction_batches_travel_with_their_manifest(tmp_path):
@@ -161,23 +164,24 @@ def test_large_small_tarball_goes_in_parts_and_counts_against_the_budget(tmp_pat
     # 17 MiB of incompressible logs: over the 16 MiB a returned file may have
     (w / "t5" / "logs").mkdir()
     (w / "t5" / "logs" / "train.log").write_bytes(np.random.default_rng(0).bytes(17 * 2**20))
-    # 24 MiB in all: 17 + 2 for the small tarball leave 5, the Task 2 pair (4) and nothing more
+    # 24 MiB in all: 17 + 2 for the small tarball leave 5, the converged run's best.ckpt (2) and
+    # the OOD chunk (1); the Task 2 pair (4) no longer fits
     subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(out), "24"],
                    check=True, capture_output=True)
     assert not (out / "1-small.tgz").exists()
     parts = sorted(out.glob("1-small.tgz.part-*"))
     assert len(parts) == 2 and all(p.stat().st_size <= 15 * 2**20 for p in parts)
-    assert _members(out, "2-ckpt-task2") == {"t5/runs/cdvae-task2-seed0/best.ckpt",
-                                             "t5/runs/cdvae-task2-seed0/last.ckpt"}
-    assert _members(out, "3-ckpt-task1") == set()
+    assert _members(out, "2-ckpt-final") == {"t5/runs/cdvae-task1-seed0/best.ckpt"}
+    assert _members(out, "2-ckpt-task2") == set() and _members(out, "3-ckpt-task1") == set()
     home = tmp_path / "home"
     home.mkdir()
     subprocess.run(["bash", str(ROOT / "benchmarks/table5_unpack.sh"), str(out)], cwd=home,
                    check=True, capture_output=True, text=True)
     assert (home / "gpu-work/t5/logs/train.log").stat().st_size == 17 * 2**20
     assert not (home / "gpu-work/stores").exists()
+    assert (home / "gpu-work/t5/runs/cdvae-task1-seed0/best.ckpt").exists()
     left = (home / "gpu-work/left-out.txt").read_text().split()
-    assert "t5/runs/cdvae-task1-seed0/best.ckpt" in left
+    assert "t5/runs/cdvae-task2-seed0/last.ckpt" in left
 
 
 def test_bundle_leaves_scored_runs_checkpoints_and_predictions_home(tmp_path):
@@ -380,6 +384,44 @@ def test_seed_copies_committed_runs_and_only_their_own_results(tmp_path):
     again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "table5_seed.py"), str(layout), "--work", str(work),
                             "--learned", str(learned)], capture_output=True, text=True, check=True).stdout
     assert again.startswith("nothing to seed")
+
+
+def test_a_committed_best_ckpt_stays_home_and_is_seeded_on_the_machine(tmp_path):
+    """A converged run's best.ckpt that the repository holds as the same file does not travel
+    in the bundle; table5_seed.py puts the committed copy into the carried run folder (of the
+    same training only), so the runner finds it."""
+    home = tmp_path / "home"
+    _work(home).rename(home / "gpu-work")
+    run = json.loads((home / "gpu-work/t5/runs/cdvae-task1-seed0/run.json").read_text())
+    run |= {"best_epoch": 70, "best_val_loss": 1.46}
+    (home / "gpu-work/t5/runs/cdvae-task1-seed0/run.json").write_text(json.dumps(run))
+    committed = home / "results/learned/runs/cdvae-task1-seed0"
+    committed.mkdir(parents=True)
+    shutil.copy2(home / "gpu-work/t5/runs/cdvae-task1-seed0/best.ckpt", committed / "best.ckpt")
+    (committed / "run.json").write_text(json.dumps(run))
+    # symat's best.ckpt differs from a committed one of the same name: it travels
+    _file(home / "results/learned/runs/symat-task1-seed0/best.ckpt", 0.5)
+    subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "1", "t5"], cwd=home, check=True,
+                   capture_output=True)
+    names = set(subprocess.run(["tar", "tf", str(home / "gpu-work/carry-1.tar")], capture_output=True,
+                               check=True).stdout.decode().split())
+    assert "t5/runs/cdvae-task1-seed0/run.json" in names and "t5/runs/cdvae-task1-seed0/best.ckpt" not in names
+    assert "t5/runs/symat-task1-seed0/best.ckpt" in names
+    machine = tmp_path / "machine"
+    machine.mkdir()
+    subprocess.run(["tar", "xf", str(home / "gpu-work/carry-1.tar"), "-C", str(machine)], check=True)
+    layout = tmp_path / "layout.txt"
+    layout.write_text("t5 | c2np-store | cdvae:1 | 0 | 1 | 0 | 1\n")
+    seed = [sys.executable, str(ROOT / "benchmarks" / "table5_seed.py"), str(layout), "--work", str(machine),
+            "--learned", str(home / "results/learned")]
+    out = subprocess.run(seed, capture_output=True, text=True, check=True).stdout
+    assert "t5/runs/cdvae-task1-seed0/best.ckpt <- " in out
+    assert filecmp.cmp(machine / "t5/runs/cdvae-task1-seed0/best.ckpt", committed / "best.ckpt", shallow=False)
+    # a run folder of another training of that seed gets nothing
+    (machine / "t5/runs/cdvae-task1-seed0/best.ckpt").unlink()
+    (machine / "t5/runs/cdvae-task1-seed0/run.json").write_text(json.dumps(run | {"best_epoch": 12}))
+    assert subprocess.run(seed, capture_output=True, text=True, check=True).stdout.startswith("nothing to seed")
+    assert not (machine / "t5/runs/cdvae-task1-seed0/best.ckpt").exists()
 
 
 def test_bundle_parts_fit_a_call_beside_the_tracked_files(tmp_path):
