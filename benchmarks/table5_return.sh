@@ -9,7 +9,9 @@
 # Each call prints how many parts there are and which call brings the last one. The parts are
 # 15 MiB pieces of one tar of W (default /tmp/gw): everything but the stores, the checkpoints
 # and predictions of scored runs and the batches of finished predictions, and the
-# checkpoints of a run that stopped for good but best.ckpt. At home, once every part is there
+# checkpoints of a run that stopped for good but best.ckpt, and the files a training call's
+# pack brought home that have not changed since (PACK_RESEND=1 sends them too; unpack every
+# training call first). At home, once every part is there
 # (after unpacking the training calls' packs, so that the newest files win):
 #
 #   bash benchmarks/table5_unpack.sh --return CALL1 CALL2 ...
@@ -24,8 +26,18 @@ if [ "$K" -eq 0 ] || [ ! -f "$R/parts.txt" ]; then
     for w in "$W"/*/; do
         needless_excludes "$W" "$(basename "$w")" ./ stopped
     done
+    # what a training call's pack brought home and has not changed since (W/returned.txt,
+    # table5_pack.sh) stays, unless PACK_RESEND=1
+    same=0
+    if [ "${PACK_RESEND:-0}" != 1 ] && [ -s "$W/returned.txt" ]; then
+        while read -r f size mtime; do
+            [ "$(stat -c '%s %Y' "$W/$f" 2> /dev/null)" = "$size $mtime" ] || continue
+            excl+=(--exclude="./$f"); same=$((same + 1))
+        done < "$W/returned.txt"
+    fi
     tar cf - -C "$W" "${excl[@]}" . | split -b 15M -d -a 3 - "$R/return.tar.part-"
     ls "$R" | grep -c '^return.tar.part-' > "$R/parts.txt"
+    if [ "$same" -gt 0 ]; then echo "return: $same files stay, unchanged since a training call brought them home"; fi
 fi
 n=$(cat "$R/parts.txt")
 cp "$R/parts.txt" "$OUT/return-parts.txt"  # lets the unpacking at home check that none is missing

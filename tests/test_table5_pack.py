@@ -250,6 +250,31 @@ def test_return_brings_everything_needed_over_several_calls(tmp_path):
     assert (g / "preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet").exists()
 
 
+def test_return_leaves_what_a_training_call_brought_home_unchanged(tmp_path):
+    w = _work(tmp_path)
+    # the training call's pack (10 MiB) brought the converged best.ckpt, the Task 2 pair and
+    # the OOD chunk home; then the Task 2 run trained on (its last.ckpt changed)
+    subprocess.run(["bash", str(ROOT / "benchmarks/table5_pack.sh"), str(w), str(tmp_path / "train"), "10"],
+                   check=True, capture_output=True)
+    last = w / "t5/runs/cdvae-task2-seed0/last.ckpt"
+    os.utime(last, (last.stat().st_atime, last.stat().st_mtime + 60))
+    ret = ["bash", str(ROOT / "benchmarks/table5_return.sh"), str(tmp_path / "ret"), "0", str(w)]
+    res = subprocess.run(ret, check=True, capture_output=True, text=True)
+    assert "return: 3 files stay" in res.stdout
+    data = b"".join(p.read_bytes() for p in sorted((tmp_path / "ret").glob("return.tar.part-*")))
+    names = {n.removeprefix("./") for n in subprocess.run(["tar", "tf", "-"], input=data, capture_output=True,
+                                                           check=True).stdout.decode().split()}
+    assert {"t5/runs/cdvae-task2-seed0/last.ckpt", "t5/runs/symat-task1-seed0/last.ckpt",
+            "t5/runs/symat-task1-seed0/best.ckpt"} <= names
+    assert not names & {"t5/runs/cdvae-task2-seed0/best.ckpt", "t5/runs/cdvae-task1-seed0/best.ckpt",
+                        "t5/preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet"}
+    # PACK_RESEND=1: everything again
+    env = dict(os.environ, PACK_RESEND="1")
+    res = subprocess.run(ret[:2] + [str(tmp_path / "ret2"), "0", str(w)], check=True, capture_output=True,
+                         text=True, env=env)
+    assert "stay" not in res.stdout
+
+
 def test_a_large_bundle_travels_in_parts_and_unpacks_once_all_are_there(tmp_path):
     home = tmp_path / "home"
     _work(home).rename(home / "gpu-work")  # t5: 3 runs to carry, about 7 MiB of checkpoints
