@@ -2,7 +2,7 @@
 training paths x_t = (1 - kappa) x_data + kappa x_base at the same times.
 
     python benchmarks/flowmm_trajectory.py CHECKPOINT [--store c2np-store] [--material BaAlH3]
-        [--radius 21] [--steps 200] [--device cpu]
+        [--radius 21] [--steps 200] [--anneal-slope 0] [--device cpu]
 
 For one test particle it prints, every tenth of the steps, the median nearest-neighbour
 distance of the atoms, the share of atoms within 0.5 A of another and the radius of
@@ -47,6 +47,9 @@ def main() -> None:
     ap.add_argument("--material", default="BaAlH3")
     ap.add_argument("--radius", type=int, default=21, help="a test radius (ID or OOD)")
     ap.add_argument("--steps", type=int, default=0, help="Euler steps (default: the model's)")
+    ap.add_argument("--anneal-slope", type=float, default=None,
+                    help="FlowMM's inference annealing, velocity x (1 + slope (1 - t)) "
+                         "(default: the model's, 0 as in FlowMM's configs)")
     ap.add_argument("--seed", type=int, default=12345, help="sampler seed")
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
@@ -65,11 +68,14 @@ def main() -> None:
     if record is None:
         ap.error(f"no test particle of {a.material} at R = {a.radius} in {a.store}")
     model.sample_steps = a.steps or model.sample_steps
+    if a.anneal_slope is not None:
+        model.anneal_slope = a.anneal_slope
     every = max(model.sample_steps // 10, 1)
     batch = COLLATE[1]([(record, -1)]).to(a.device)
     torch.manual_seed(a.seed)
     started = time.perf_counter()
-    print(f"{a.material} R = {a.radius}, {model.sample_steps} Euler steps, drift {getattr(model, 'drift', 'none')}")
+    print(f"{a.material} R = {a.radius}, {model.sample_steps} Euler steps, drift {getattr(model, 'drift', 'none')}"
+          + (f", anneal slope {model.anneal_slope:g}" if model.anneal_slope else ""))
     print("| step | t | sampled: median NN (A), share < 0.5 A, Rg (A) | training path: the same |")
     print("|---|---|---|---|")
 
