@@ -11,11 +11,11 @@
 #   4-preds.tgz.part-*       predictions (and their chunks) of unscored runs }
 # A converged run's best.ckpt is the whole of its training and a few MB: it goes first (in
 # s18 the paused runs' pairs took the room of one, which was then lost with the machine).
-# The predictions of a split whose result exists stay behind. A checkpoint or prediction file that an earlier call
-# of the same machine returned and that has not changed since (same size and modification
-# time, recorded in W/returned.txt) is not sent again: in s18 a converged run's best.ckpt went
-# home three times while another run's, never sent, was lost with the machine. PACK_RESEND=1
-# sends them all again (when a call's files did not reach home).
+# The predictions of a split whose result exists stay behind. A checkpoint or prediction file
+# that an earlier call of the same machine returned and that has not changed since (same size
+# and modification time, recorded in W/returned.txt) is not sent again: in s18 a converged
+# run's best.ckpt went home three times while another run's, never sent, was lost with the
+# machine. PACK_RESEND=1 sends them all again (when a call's files did not reach home).
 # A run counts as scored when its runner listed it in W/NAME/scored.txt (all its test splits
 # scored; train_baselines.py writes it at the end of every call). What did not fit is listed
 # in W/left-out.txt (also inside 1-small.tgz). benchmarks/table5_unpack.sh OUT unpacks it.
@@ -91,8 +91,10 @@ tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in orde
         IFS=: read -ra files <<< "$item"
         # a file already home and unchanged since (stamped alike in returned.txt) stays; the
         # item's other files still travel together
-        while read -r f; do unchanged[$f]=1; done < <(stamp "${files[@]}" | grep -xFf "$before" | sed 's/ [0-9]* [0-9]*$//')
-        mapfile -t files < <(stamp "${files[@]}" | grep -vxFf "$W/returned.txt" | sed 's/ [0-9]* [0-9]*$//')
+        while read -r f; do unchanged[$f]=1; done \
+            < <(stamp "${files[@]}" | grep -xFf "$before" | sed 's/ [0-9]* [0-9]*$//')
+        mapfile -t files \
+            < <(stamp "${files[@]}" | grep -vxFf "$W/returned.txt" | sed 's/ [0-9]* [0-9]*$//')
         [ ${#files[@]} -eq 0 ] && continue
         mib=$(( ($(cd "$W" && stat -c %s "${files[@]}" | awk '{s += $1} END {print s}') >> 20) + 1 ))
         if [ $((spent + mib)) -le "$RETURN_MIB" ]; then
@@ -115,7 +117,8 @@ rm -f "$before"
 # left-out.txt is final only now: 1-small.tgz is packed last, into the MiB set aside first
 tar czf "$OUT/1-small.tgz" -C "$W" "${small_excl[@]}" .
 small_parts
-[ ${#unchanged[@]} -gt 0 ] && echo "not sent again: ${#unchanged[@]} files returned unchanged by an earlier call ($W/returned.txt)"
+[ ${#unchanged[@]} -gt 0 ] \
+    && echo "not sent again: ${#unchanged[@]} files returned unchanged by an earlier call ($W/returned.txt)"
 # The last line of the call, and loud: a caller that filters the output above (as s18's did,
 # losing a machine's worth of checkpoints) still sees what stays behind.
 if [ -s "$W/left-out.txt" ]; then

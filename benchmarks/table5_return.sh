@@ -37,7 +37,9 @@ if [ "$K" -eq 0 ] || [ ! -f "$R/parts.txt" ]; then
     fi
     tar cf - -C "$W" "${excl[@]}" . | split -b 15M -d -a 3 - "$R/return.tar.part-"
     ls "$R" | grep -c '^return.tar.part-' > "$R/parts.txt"
-    if [ "$same" -gt 0 ]; then echo "return: $same files stay, unchanged since a training call brought them home"; fi
+    if [ "$same" -gt 0 ]; then
+        echo "return: $same files stay, unchanged since a training call brought them home"
+    fi
 fi
 n=$(cat "$R/parts.txt")
 cp "$R/parts.txt" "$OUT/return-parts.txt"  # lets the unpacking at home check that none is missing
