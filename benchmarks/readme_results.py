@@ -157,14 +157,20 @@ def runs_block(folders: list[tuple[str, Path]]) -> str:
 
 
 def bars(ax, frame: pd.DataFrame, metric: str, splits: tuple[str, ...], names: list[str]) -> None:
-    """Grouped bars of ``metric`` per model (mean, error bar = std over seeds), one per split."""
+    """Grouped bars of ``metric`` per model (mean, error bar = std over seeds), one per split;
+    a learned model's tick says how many seeds each split's bar holds ("(3/1)": ID/OOD, in the
+    order of the legend), so that a bar of one seed, without an error bar, is not read as a
+    tight one."""
     models = model_order(frame["model"].unique())
     width = 0.8 / len(splits)
     for k, (split, name) in enumerate(zip(splits, names)):
         stats = frame[frame["split"] == split].groupby("model")[metric].agg(["mean", "std"]).reindex(models)
         ax.bar([i + width * (k - (len(splits) - 1) / 2) for i in range(len(models))], stats["mean"], width,
                yerr=stats["std"].fillna(0), capsize=2, label=name)
-    ax.set_xticks(range(len(models)), models, rotation=30, ha="right")
+    counts = frame.groupby(["model", "split"]).size()
+    ticks = [m if m in REFERENCE_ORDER else f"{m} ({'/'.join(str(counts.get((m, s), 0)) for s in splits)})"
+             for m in models]
+    ax.set_xticks(range(len(models)), ticks, rotation=35, ha="right", fontsize=8)
 
 
 def figure(runs: pd.DataFrame, path: Path) -> None:

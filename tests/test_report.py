@@ -74,3 +74,24 @@ def test_readme_rows_name_their_seeds_when_id_and_ood_come_from_different_runs()
     assert module.seeds_text(same) == "3"
     assert module.seeds_text({"id": pd.Series([1]), "ood": pd.Series([0])}) == "ID 1 / OOD 0"
     assert module.seeds_text({"id": pd.Series([0, 1]), "ood": pd.Series([], dtype=int)}) == "ID 0,1 / OOD –"
+
+
+def test_figure_ticks_count_the_seeds_of_each_split():
+    """benchmarks/readme_results.py's bars: a learned bar of one seed has no error bar, so its
+    tick says so ("flowmm (1/0)": one ID seed, no OOD); reference rows have no seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from benchmark_scripts import load_benchmark
+
+    module = load_benchmark("readme_results")
+    rows = [{"model": "cdvae", "split": s, "seed": k, "rmsd": 2.0 + k / 10} for s in ("id", "ood") for k in range(3)]
+    rows += [{"model": "flowmm", "split": "id", "seed": 1, "rmsd": 2.5},
+             {"model": "template", "split": "id", "seed": 0, "rmsd": 1.2},
+             {"model": "template", "split": "ood", "seed": 0, "rmsd": 1.6}]
+    fig, ax = plt.subplots()
+    module.bars(ax, pd.DataFrame(rows), "rmsd", ("id", "ood"), ["ID", "OOD"])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["template", "cdvae (3/3)", "flowmm (1/0)"]
+    plt.close(fig)
