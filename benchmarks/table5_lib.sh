@@ -7,6 +7,22 @@ objective_version() {
     case $(basename "$1") in flowmm-task1-*) echo 3 ;; *-task1-*) echo 2 ;; *) echo 1 ;; esac
 }
 
+# stamp W FILES...: a "path size mtime" line per file (paths relative to W), the record of a
+# file that table5_pack.sh sent home (W/returned.txt).
+stamp() {
+    local w=$1
+    shift
+    (cd "$w" && stat -c '%n %s %Y' "$@" 2> /dev/null) || true
+}
+
+# returned_unchanged W: the files of W/returned.txt that have not changed since they were sent.
+returned_unchanged() {
+    [ -s "$1/returned.txt" ] || return 0
+    # shellcheck disable=SC2046  # run folders' paths have no spaces
+    stamp "$1" $(cut -d' ' -f1 "$1/returned.txt" | sort -u) | grep -xFf "$1/returned.txt" | sed 's/ [0-9]* [0-9]*$//'
+    return 0
+}
+
 # stopped_for_good RUN_DIR: true when the run stopped for good (converged, or its epoch or
 # time limit) under its task's current objective and has its best.ckpt: only prediction is
 # left, and it needs best.ckpt alone. A run of an older objective (run.json without

@@ -79,11 +79,9 @@ small_parts() {
 }
 touch "$W/returned.txt"
 [ "${PACK_RESEND:-0}" = 1 ] && : > "$W/returned.txt"
-stamp() {  # FILES...: "path size mtime" lines (paths relative to W)
-    (cd "$W" && stat -c '%n %s %Y' "$@")
-}
-before=$(mktemp) && cp "$W/returned.txt" "$before"
-declare -A unchanged=()  # files an earlier call returned, not sent again
+# before: files an earlier call returned, unchanged since; unchanged: those of them not sent again
+declare -A before=() unchanged=()
+while read -r f; do before[$f]=1; done < <(returned_unchanged "$W")
 tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in order, as fit
     local name=$1 item mib files keep=()
     shift
@@ -91,15 +89,14 @@ tier() {  # NAME ITEMS...: as many of ITEMS (a:b = files kept together), in orde
         IFS=: read -ra files <<< "$item"
         # a file already home and unchanged since (stamped alike in returned.txt) stays; the
         # item's other files still travel together
-        while read -r f; do unchanged[$f]=1; done \
-            < <(stamp "${files[@]}" | grep -xFf "$before" | sed 's/ [0-9]* [0-9]*$//')
+        for f in "${files[@]}"; do [ -n "${before[$f]:-}" ] && unchanged[$f]=1; done
         mapfile -t files \
-            < <(stamp "${files[@]}" | grep -vxFf "$W/returned.txt" | sed 's/ [0-9]* [0-9]*$//')
+            < <(stamp "$W" "${files[@]}" | grep -vxFf "$W/returned.txt" | sed 's/ [0-9]* [0-9]*$//')
         [ ${#files[@]} -eq 0 ] && continue
         mib=$(( ($(cd "$W" && stat -c %s "${files[@]}" | awk '{s += $1} END {print s}') >> 20) + 1 ))
         if [ $((spent + mib)) -le "$RETURN_MIB" ]; then
             keep+=("${files[@]}"); spent=$((spent + mib))
-            stamp "${files[@]}" >> "$W/returned.txt"  # at once: a later item's shared manifest is sent once
+            stamp "$W" "${files[@]}" >> "$W/returned.txt"  # at once: a later item's shared manifest is sent once
         else printf '%s\n' "${files[@]}" >> "$W/left-out.txt"; fi
     done
     if [ ${#keep[@]} -gt 0 ]; then
@@ -112,7 +109,6 @@ tier 2-ckpt-task2 $(unscored ckpt2)
 tier 3-ckpt-task1 $(unscored ckpt1)
 tier 4-preds $(unscored preds)
 sort -u -o "$W/left-out.txt" "$W/left-out.txt"  # a manifest shared by several batches left out
-rm -f "$before"
 [ -s "$W/left-out.txt" ] && { echo "left in $W (not returned):"; sed 's/^/  left: /' "$W/left-out.txt"; }
 # left-out.txt is final only now: 1-small.tgz is packed last, into the MiB set aside first
 tar czf "$OUT/1-small.tgz" -C "$W" "${small_excl[@]}" .

@@ -29,11 +29,8 @@ if [ "$K" -eq 0 ] || [ ! -f "$R/parts.txt" ]; then
     # what a training call's pack brought home and has not changed since (W/returned.txt,
     # table5_pack.sh) stays, unless PACK_RESEND=1
     same=0
-    if [ "${PACK_RESEND:-0}" != 1 ] && [ -s "$W/returned.txt" ]; then
-        while read -r f size mtime; do
-            [ "$(stat -c '%s %Y' "$W/$f" 2> /dev/null)" = "$size $mtime" ] || continue
-            excl+=(--exclude="./$f"); same=$((same + 1))
-        done < "$W/returned.txt"
+    if [ "${PACK_RESEND:-0}" != 1 ]; then
+        while read -r f; do excl+=(--exclude="./$f"); same=$((same + 1)); done < <(returned_unchanged "$W")
     fi
     tar cf - -C "$W" "${excl[@]}" . | split -b 15M -d -a 3 - "$R/return.tar.part-"
     ls "$R" | grep -c '^return.tar.part-' > "$R/parts.txt"

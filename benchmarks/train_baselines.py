@@ -49,11 +49,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from c2np import open_dataset
-from c2np.config import objective_version, recorded_objective
+from c2np.config import FINAL_STOP_REASONS, objective_version, recorded_objective
 from c2np.errors import StoreError
 from c2np.training.chunks import chunk_batch_size, chunk_dir, chunk_progress
 
-FINAL = ("converged", "max_epochs", "max_time")
 #: kinds of work in a runner's queue, in the order free slots take them
 PREDICT, RUN = 0, 1
 
@@ -88,7 +87,7 @@ class Pipeline:
 
     def trained(self, job: Job) -> bool:
         info = self.run_info(job)
-        return (bool(info) and info.get("stop_reason") in FINAL and self.older_objective(job) is None
+        return (bool(info) and info.get("stop_reason") in FINAL_STOP_REASONS and self.older_objective(job) is None
                 and (self.run_dir(job) / "best.ckpt").exists())
 
     def older_objective(self, job: Job) -> int | None:
@@ -96,7 +95,7 @@ class Pipeline:
         has changed since (``c2np.config.objective_version``; the run trains on, see
         RunMonitor), else None."""
         info = self.run_info(job)
-        if not info or info.get("stop_reason") not in FINAL:
+        if not info or info.get("stop_reason") not in FINAL_STOP_REASONS:
             return None
         old = recorded_objective(info)
         return old if old != objective_version(job.task, job.model) else None

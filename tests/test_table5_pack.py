@@ -366,6 +366,22 @@ def test_the_shell_knows_the_objective_versions_of_c2np_config():
             assert out == str(objective_version(task, model)), (model, task, out)
 
 
+def test_the_shell_knows_the_final_stop_reasons_of_c2np_config(tmp_path):
+    """table5_lib.sh's stopped_for_good (only best.ckpt travels) takes exactly the stop
+    reasons c2np.config.FINAL_STOP_REASONS names as final (table5_seed.py, train_baselines.py)."""
+    from c2np.config import FINAL_STOP_REASONS
+
+    lib = ROOT / "benchmarks" / "table5_lib.sh"
+    final = []
+    for reason in (*FINAL_STOP_REASONS, "paused", "interrupted"):
+        run = tmp_path / reason / "runs" / "cdvae-task2-seed0"
+        _file(run / "run.json", text=json.dumps({"stop_reason": reason}))
+        _file(run / "best.ckpt", text="weights")
+        if subprocess.run(["bash", "-c", f'source "{lib}"; stopped_for_good "{run}"']).returncode == 0:
+            final.append(reason)
+    assert tuple(final) == FINAL_STOP_REASONS
+
+
 def test_seed_copies_committed_runs_and_only_their_own_results(tmp_path):
     """benchmarks/table5_seed.py: a new checkout's work folders get the committed converged
     runs (pending/ first), with the result JSONs of that same training and no other (an older

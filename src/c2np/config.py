@@ -72,6 +72,11 @@ def objective_version(task: int, model: str) -> int:
     return MODEL_OBJECTIVE_VERSIONS.get((model, int(task)), OBJECTIVE_VERSIONS[int(task)])
 
 
+#: run.json stop reasons after which a run trains no further: its best.ckpt is final and
+#: only prediction is left (benchmarks/table5_lib.sh's stopped_for_good tests the same three).
+FINAL_STOP_REASONS = ("converged", "max_epochs", "max_time")
+
+
 def recorded_objective(run: dict) -> int:
     """The objective version a run.json (or a result's ``model_run``) records; runs of
     before the version was recorded trained under version 1."""
