@@ -12,7 +12,8 @@ The sampler is the model's own (``sample_positions``, EMA weights). A model
 that collapses a particle shows it here: objective version 2's seed 0 (in the history:
 git show 0bf331d:results/learned/runs/flowmm-task1-seed0/best.ckpt) at R = 21 ends at 0.20 A
 and 56 % where the reference has 2.03 A and 0 %; version 3's seed 0
-(results/learned/runs/flowmm-task1-seed0/best.ckpt) at 1.13 A and 22 % (docs/models.md, "FlowMM").
+(git show efc1d13:results/learned/runs/flowmm-task1-seed0/best.ckpt; it left the tree once its
+test splits were scored) at 1.13 A and 22 % (docs/models.md, "FlowMM").
 """
 
 from __future__ import annotations
