@@ -119,7 +119,7 @@ small_parts
 # losing a machine's worth of checkpoints) still sees what stays behind.
 if [ -s "$W/left-out.txt" ]; then
     echo "NOT RETURNED: $(wc -l < "$W/left-out.txt") files," \
-         "$(cd "$W" && cat left-out.txt | tr '\n' '\0' | du -cm --files0-from=- | tail -1 | cut -f1) MiB" \
+         "$(cd "$W" && tr '\n' '\0' < left-out.txt | du -cm --files0-from=- | tail -1 | cut -f1) MiB" \
          "stay in $W: bring them home with benchmarks/table5_return.sh OUT K (K = 0, 1, ...) before the machine goes back"
 else
     echo "everything the runners still need came back"
