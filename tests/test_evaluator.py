@@ -93,6 +93,53 @@ def test_task1_rotated_prediction_is_still_perfect(ds):
     assert res["metrics"]["rmsd"] < 1e-8
 
 
+def test_task1_coincident_atoms_are_scored_and_counted(ds, tmp_path):
+    """A model may put two atoms on one site (FlowMM seed 2 did so in 131 of 486 ID
+    particles): the file is scored, the extra atom costs, and `validity` counts the particle."""
+    preds = _t1_predictions(ds, "id")
+    cid = next(iter(preds))
+    preds[cid] = preds[cid] + preds[cid][:1]
+    write_task1(tmp_path / "p.parquet", preds)
+    res, scores = Evaluator(1, "id", ds).evaluate_with_scores(tmp_path / "p.parquet")
+    row = scores.set_index("config_id").loc[cid]
+    assert row["min_distance"] == 0 and row["atom_count_error"] > 0 and row["rmsd"] > 0.01
+    assert (scores.loc[scores.config_id != cid, "min_distance"] > 1.0).all()
+    assert res["validity"]["coincident_fraction"] == pytest.approx(1 / 3)
+    assert res["validity"]["valid_fraction"] == pytest.approx(2 / 3)
+    # two of the particle's atoms are closer than 0.5 A, none of the others'
+    assert row["close_atom_fraction"] == pytest.approx(2 / len(preds[cid]))
+    assert res["validity"]["close_atom_fraction"] == pytest.approx(2 / len(preds[cid]) / 3)
+
+
+def test_task1_slow_sample_says_which_and_where(ds, monkeypatch, capfd):
+    """A sample scored longer than SLOW_SAMPLE_S names itself, and a second later its
+    stacks follow, on stderr (a stuck one held back whole splits on the GPU machine)."""
+    import time
+
+    from c2np.evaluation import evaluator as E
+
+    real = E.task1_metrics
+    calls = []
+
+    def slow_on_first(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(1.6)
+        return real(*args)
+
+    monkeypatch.setattr(E, "SLOW_SAMPLE_S", 0.2)
+    monkeypatch.setattr(E, "task1_metrics", slow_on_first)
+    res = Evaluator(1, "id", ds).evaluate(_t1_predictions(ds, "id"))
+    err = capfd.readouterr().err
+    assert res["metrics"]["rmsd"] < 1e-8
+    assert err.count("still running after 0.2 s") == 1
+    assert "Timeout" in err and "slow_on_first" in err  # faulthandler's stacks
+    # the largest particle is scored first
+    t = Evaluator(1, "id", ds).targets()
+    sizes = {int(r.config_id): len(ds.canonical(r.material, int(r.radius))) for r in t.itertuples()}
+    assert f"config_id {max(sizes, key=sizes.get)} still" in err
+
+
 @pytest.mark.parametrize("mutate,match", [
     (lambda f: f.iloc[1:], "missing config_id"),
     (lambda f: pd.concat([f, f.iloc[:2]]), "duplicate config_id"),

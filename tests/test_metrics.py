@@ -336,6 +336,28 @@ def test_full_matching_test_agrees_with_scipys_solver(seed, monkeypatch):
             _scipy_matching(cost, idx, n_cols)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_dense_solve_of_the_sparse_graph_is_lapjvsps_optimum(seed, monkeypatch):
+    """Up to DENSE_MATCHING_PAIRS, _scipy_matching solves the sparse graph densely (LAPJVsp
+    took minutes on a crowded 1,934-atom block): the same matching LAPJVsp finds, on two
+    lattices and on a graph where a crowd of rows shares a few columns."""
+    import c2np.metrics.alignment as alignment
+
+    rng = np.random.default_rng(seed)
+    n, n_cols, k = 60, 70, 4
+    idx = np.stack([rng.choice(n_cols, k, replace=False) for _ in range(n)])
+    idx[:4 + seed] = np.stack([rng.choice(6, k, replace=False) for _ in range(4 + seed)])
+    crowded = (np.sort(rng.random((n, k)), axis=1), idx, n_cols)
+    for cost, idx, n_cols in (_two_lattices(2 * seed + 1), crowded):
+        dense = _scipy_matching(cost, idx, n_cols)
+        with monkeypatch.context() as m:
+            m.setattr(alignment, "DENSE_MATCHING_PAIRS", 0)
+            m.setattr(alignment, "linear_sum_assignment", lambda c: pytest.fail("dense solve above the limit"))
+            sparse = _scipy_matching(cost, idx, n_cols)
+        np.testing.assert_array_equal(dense[1][np.argsort(dense[0])], sparse[1][np.argsort(sparse[0])])
+        assert set(dense[1]) <= set(idx.ravel())  # no pair off the graph
+
+
 def test_symmetric_copies_are_recognised_and_not_refined(particles):
     """A cube rotation of a cubic particle is a symmetric copy of the identity; a generic
     rotation is not; and a noisy copy's search drops such copies instead of refining them."""

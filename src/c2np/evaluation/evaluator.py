@@ -11,12 +11,16 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import shutil
+import sys
+import threading
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import c2np
@@ -25,7 +29,7 @@ from c2np.evaluation import predictions as P
 from c2np.metrics import METRICS
 from c2np.metrics.alignment import UNMATCHED_PENALTY
 from c2np.metrics.lattice import Tolerances, task2_metrics, task2_sample_scores
-from c2np.metrics.structure import task1_metrics
+from c2np.metrics.structure import COINCIDENT_DISTANCE, VALID_MIN_DISTANCE, nearest_distances, task1_metrics
 from c2np.progress import imap_with_progress
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.store.layout import atomic_write, atomic_write_text, sha256_file
@@ -47,13 +51,34 @@ _T1_KEYS = ["rmsd", "hausdorff", "hull_volume_error", "volume_ratio", "volume_ra
 ROWS_PER_CHUNK = 16
 
 
+#: A Task 1 sample still being scored after this many seconds says so on stderr, and a
+#: second later its process's stacks follow: one stuck sample holds back every row after it
+#: (they are kept in order), and a call cut off at a deadline otherwise leaves no clue which
+#: one it was or where (2026-11-27: scipy's sparse matching, since solved densely at that size).
+SLOW_SAMPLE_S = 300.0
+
+
+def _report_slow(cid: int, seconds: float) -> None:
+    print(f"scoring task 1: config_id {cid} still running after {seconds:g} s", file=sys.stderr, flush=True)
+
+
 def _score_task1(args):
     cid, pred_z, pred_pos, ref_z, ref_pos = args
-    with warnings.catch_warnings():
-        # A symmetric particle has several optimal rotations; scipy warns, but each gives
-        # the same RMSD, so the warning tells the user nothing (it used to leak through -q).
-        warnings.filterwarnings("ignore", message="Optimal rotation is not uniquely")
-        return cid, task1_metrics(pred_pos, pred_z, ref_pos, ref_z)
+    # The line needs the GIL, which a C routine may hold for minutes; faulthandler's
+    # watchdog does not, so the stacks come in any case.
+    watch = threading.Timer(SLOW_SAMPLE_S, _report_slow, (cid, SLOW_SAMPLE_S))
+    watch.daemon = True
+    watch.start()
+    faulthandler.dump_traceback_later(SLOW_SAMPLE_S + 1, file=sys.stderr)
+    try:
+        with warnings.catch_warnings():
+            # A symmetric particle has several optimal rotations; scipy warns, but each gives
+            # the same RMSD, so the warning tells the user nothing (it used to leak through -q).
+            warnings.filterwarnings("ignore", message="Optimal rotation is not uniquely")
+            return cid, task1_metrics(pred_pos, pred_z, ref_pos, ref_z)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        watch.cancel()
 
 
 class Evaluator:
@@ -76,7 +101,7 @@ class Evaluator:
            "one row per config_id of Evaluator.targets()",
     }
     expected_output_format = ("dict: task, split, split_scheme, n_samples, metrics (overall), per_radius, "
-                              "tolerances (Task 2), certificate (Task 1), "
+                              "tolerances (Task 2), certificate and validity (Task 1), "
                               "store_fingerprint (SHA-256 over the store files as read), store_verified, "
                               "build_fingerprint (config + unit cells), c2np_version, model, seed, seconds; "
                               "resumed_samples (Task 1 with resume, when samples came from an earlier call)")
@@ -244,12 +269,18 @@ class Evaluator:
                 atomic_write(folder.path(b), lambda tmp: frame.to_parquet(tmp, index=False))
                 pending = []
         scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
+        # outside the scored rows: cheap (one k-d tree a particle), and chunks an older
+        # version kept on a resumed scoring lack it
+        nearest = {w[0]: nearest_distances(w[2]) for w in work}
+        scores["min_distance"] = scores["config_id"].map(lambda c: nearest[c].min(initial=np.inf))
+        scores["close_atom_fraction"] = scores["config_id"].map(
+            lambda c: float(np.mean(nearest[c] < VALID_MIN_DISTANCE)) if len(nearest[c]) else 0.0)
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
         first = ["config_id", "material", "radius"]
         scores = scores[first + [c for c in scores.columns if c not in first]]
         resumed = {"resumed_samples": len(work) - len(todo)} if finished else {}
         return {**resumed, "metrics": _mean(scores), "per_radius": per_radius,
-                "certificate": _certificate(scores),
+                "certificate": _certificate(scores), "validity": _validity(scores),
                 "definitions": {"rdf": "g(r), 0-6 A, 0.05 A bins", "lev_cutoff_A": 3.0,
                                 "rmsd_unmatched_penalty_A": UNMATCHED_PENALTY,
                                 "volume_ratio": "hull volume / (4/3 pi r^3), r = largest atom distance from the centroid",
@@ -306,6 +337,14 @@ def _certificate(scores: pd.DataFrame) -> dict:
             "refined_mean": float(scores["refined"].mean()),
             "best_reached_twice_fraction": float((scores["best_hits"] >= 2).mean()),
             "degenerate_fraction": float(scores["degenerate"].mean())}
+
+
+def _validity(scores: pd.DataFrame) -> dict:
+    """How many predicted particles are physically possible (docs/metrics.md, Validity)."""
+    d = scores["min_distance"]
+    return {"min_distance_A": VALID_MIN_DISTANCE, "valid_fraction": float((d >= VALID_MIN_DISTANCE).mean()),
+            "close_atom_fraction": float(scores["close_atom_fraction"].mean()),
+            "coincident_A": COINCIDENT_DISTANCE, "coincident_fraction": float((d < COINCIDENT_DISTANCE).mean())}
 
 
 def load_result(path: str | Path) -> dict:

@@ -195,6 +195,21 @@ def rdf_error(g_pred: np.ndarray, g_ref: np.ndarray) -> float:
     return diff / total if total > 0 else diff
 
 
+#: CDVAE's structural validity (Xie et al., 2022): no two atoms closer than this (A).
+VALID_MIN_DISTANCE = 0.5
+#: Two atoms closer than this (A) sit on one site: a collapse, not a short bond.
+COINCIDENT_DISTANCE = 1e-3
+
+
+def nearest_distances(pos: np.ndarray) -> np.ndarray:
+    """Each atom's distance to its nearest other atom (A); inf for a lone atom."""
+    pos = np.asarray(pos, float)
+    if len(pos) < 2:
+        return np.full(len(pos), np.inf)
+    d, _ = cKDTree(pos).query(pos, k=2)
+    return d[:, 1]
+
+
 def hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     """Symmetric Hausdorff distance between two point sets (A), species ignored."""
     if len(a) == 0 or len(b) == 0:
