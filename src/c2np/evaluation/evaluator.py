@@ -54,7 +54,7 @@ ROWS_PER_CHUNK = 16
 #: A Task 1 sample still being scored after this many seconds says so on stderr, and a
 #: second later its process's stacks follow: one stuck sample holds back every row after it
 #: (they are kept in order), and a call cut off at a deadline otherwise leaves no clue which
-#: one it was or where (2026-11-27: scipy's sparse matching, since solved densely at that size).
+#: one it was or where (2026-11-27: scipy's sparse matching on a crowded FlowMM particle).
 SLOW_SAMPLE_S = 300.0
 
 
@@ -272,9 +272,9 @@ class Evaluator:
         # outside the scored rows: cheap (one k-d tree a particle), and chunks an older
         # version kept on a resumed scoring lack it
         nearest = {w[0]: nearest_distances(w[2]) for w in work}
-        scores["min_distance"] = scores["config_id"].map(lambda c: nearest[c].min(initial=np.inf))
+        scores["min_distance"] = scores["config_id"].map(lambda c: nearest[c].min())
         scores["close_atom_fraction"] = scores["config_id"].map(
-            lambda c: float(np.mean(nearest[c] < VALID_MIN_DISTANCE)) if len(nearest[c]) else 0.0)
+            lambda c: float(np.mean(nearest[c] < VALID_MIN_DISTANCE)))
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
         first = ["config_id", "material", "radius"]
         scores = scores[first + [c for c in scores.columns if c not in first]]
