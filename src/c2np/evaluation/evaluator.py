@@ -20,7 +20,6 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import c2np
@@ -29,7 +28,7 @@ from c2np.evaluation import predictions as P
 from c2np.metrics import METRICS
 from c2np.metrics.alignment import UNMATCHED_PENALTY
 from c2np.metrics.lattice import Tolerances, task2_metrics, task2_sample_scores
-from c2np.metrics.structure import COINCIDENT_DISTANCE, VALID_MIN_DISTANCE, nearest_distances, task1_metrics
+from c2np.metrics.structure import COINCIDENT_DISTANCE, VALID_MIN_DISTANCE, crowding, task1_metrics
 from c2np.progress import imap_with_progress
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.store.layout import atomic_write, atomic_write_text, sha256_file
@@ -281,13 +280,10 @@ class Evaluator:
                 frame = pd.DataFrame([{"config_id": cid, **m} for cid, m in pending])
                 atomic_write(folder.path(b), lambda tmp: frame.to_parquet(tmp, index=False))
                 pending = []
-        scores = pd.DataFrame([{"config_id": cid, **m} for cid, m in rows]).merge(t, on="config_id")
-        # outside the scored rows: cheap (one k-d tree a particle), and chunks an older
-        # version kept on a resumed scoring lack it
-        nearest = {w[0]: nearest_distances(w[2]) for w in work}
-        scores["min_distance"] = scores["config_id"].map(lambda c: nearest[c].min())
-        scores["close_atom_fraction"] = scores["config_id"].map(
-            lambda c: float(np.mean(nearest[c] < VALID_MIN_DISTANCE)))
+        # crowding outside the scored rows: cheap (one k-d tree a particle), and chunks an
+        # older version kept on a resumed scoring lack it
+        scores = (pd.DataFrame([{"config_id": cid, **m, **crowding(w[2])} for (cid, m), w in zip(rows, work)])
+                  .merge(t, on="config_id"))
         per_radius = {str(int(r)): _mean(g) for r, g in scores.groupby("radius")}
         first = ["config_id", "material", "radius"]
         scores = scores[first + [c for c in scores.columns if c not in first]]
