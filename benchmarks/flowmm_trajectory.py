@@ -23,8 +23,8 @@ import time
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
+from c2np.metrics.structure import VALID_MIN_DISTANCE, nearest_distances
 from c2np.models.flowmm import _uniform_ball
 from c2np.models.graph import DEFAULT_SKIN, reused_neighbours
 from c2np.store.dataset import open_dataset
@@ -36,9 +36,9 @@ def crowding(x: torch.Tensor) -> tuple[float, float, float]:
     """Median nearest-neighbour distance, share of atoms within 0.5 A of another, radius of
     gyration (A)."""
     pts = x.detach().cpu().double().numpy()
-    d = cKDTree(pts).query(pts, k=2)[0][:, 1]
+    d = nearest_distances(pts)
     rg = np.sqrt(((pts - pts.mean(0)) ** 2).sum(1).mean())
-    return float(np.median(d)), float((d < 0.5).mean()), float(rg)
+    return float(np.median(d)), float((d < VALID_MIN_DISTANCE).mean()), float(rg)
 
 
 def main() -> None:

@@ -38,9 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from scipy.spatial import cKDTree
 
-from c2np.metrics.structure import task1_metrics
+from c2np.metrics.structure import nearest_distances, task1_metrics
 from c2np.store.dataset import open_dataset
 from c2np.tasks.targets import task1_samples
 from c2np.training.chunks import MANIFEST, ChunkFolder
@@ -48,14 +47,9 @@ from c2np.training.data import load_records, task1_ids
 from c2np.training.predict import generate_particles, load_module
 
 
-def nearest(pos: np.ndarray) -> np.ndarray:
-    """Every atom's distance to its nearest neighbour."""
-    return cKDTree(pos).query(pos, k=2)[0][:, 1]
-
-
 def geometry(pos: np.ndarray, radius: float) -> tuple[int, float, float, float, float]:
     c = np.linalg.norm(pos - pos.mean(0), axis=1)
-    nn = nearest(pos)
+    nn = nearest_distances(pos)
     return len(pos), float(c.max()), float(np.mean(c > radius - 0.3)), float(nn.min()), float(np.median(nn))
 
 
@@ -77,7 +71,7 @@ def read_predictions(path: Path) -> pd.DataFrame:
 
 def close_atoms(pos: np.ndarray, close: float) -> tuple[float, float]:
     """(fraction of atoms with a neighbour closer than ``close``, smallest neighbour distance)."""
-    nn = nearest(pos)
+    nn = nearest_distances(pos)
     return float(np.mean(nn < close)), float(nn.min())
 
 

@@ -37,7 +37,7 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from c2np.carve import carve
 from c2np.errors import StoreError
-from c2np.metrics.structure import CN_CUTOFF
+from c2np.metrics.structure import CN_CUTOFF, nearest_distances
 from c2np.rotations import rotation_matrices
 
 #: Neighbour cutoff (A) of the surface-atom definition; the same as the coordination
@@ -134,7 +134,7 @@ def particle_geometry(positions: np.ndarray) -> ParticleGeometry:
     volume = float(hull.volume) if hull is not None else 0.0
     vertices = pos[hull.vertices] if hull is not None else pos
     rg = float(np.sqrt(np.mean(np.sum((pos - pos.mean(axis=0)) ** 2, axis=1)))) if n else 0.0
-    shortest = float(cKDTree(pos).query(pos, k=2)[0][:, 1].min()) if n >= 2 else float("nan")
+    shortest = float(nearest_distances(pos).min()) if n >= 2 else float("nan")
     return ParticleGeometry(n, volume, rg, shortest, vertices)
 
 

@@ -201,12 +201,17 @@ VALID_MIN_DISTANCE = 0.5
 COINCIDENT_DISTANCE = 1e-3
 
 
+def nearest_distances(pos: np.ndarray) -> np.ndarray:
+    """Each atom's distance to its nearest other atom (A; inf for a lone atom), one k-d tree."""
+    pos = np.asarray(pos, float)
+    return cKDTree(pos).query(pos, k=2)[0][:, 1] if len(pos) > 1 else np.full(len(pos), np.inf)
+
+
 def crowding(pos: np.ndarray) -> dict[str, float]:
     """A predicted particle's ``min_distance`` (A, the closest pair; inf for a lone atom) and
-    ``close_atom_fraction`` (its atoms within VALID_MIN_DISTANCE of another), from one k-d
-    tree (docs/metrics.md, Validity)."""
-    pos = np.asarray(pos, float)
-    nearest = cKDTree(pos).query(pos, k=2)[0][:, 1] if len(pos) > 1 else np.full(len(pos), np.inf)
+    ``close_atom_fraction`` (its atoms within VALID_MIN_DISTANCE of another; docs/metrics.md,
+    Validity)."""
+    nearest = nearest_distances(pos)
     return {"min_distance": float(nearest.min()), "close_atom_fraction": float(np.mean(nearest < VALID_MIN_DISTANCE))}
 
 
