@@ -2,7 +2,8 @@
 # One slice (at most 10 minutes) of the Table 5 runs on a lent multi-GPU machine
 # (nvidia-h100-x4 or nvidia-h200-x4): benchmarks/train_baselines.py runners side by side, one
 # per line of LAYOUT (benchmarks/table5/layout-*.txt: work folder, store, plan, seeds, GPUs,
-# and optionally GPUs per run and particles per prediction batch).
+# and optionally GPUs per run, particles per prediction batch (0: the config's) and processes
+# generating each split at once, `c2np predict --shard`).
 #
 #   bash benchmarks/table5_gpu.sh OUT [SECONDS] [LAYOUT]     (from the repository root)
 #
@@ -87,7 +88,8 @@ P=2; [ "$mem" -gt 100000 ] && P=3
 # host side) on as many OpenMP threads as the machine has cores, a dozen processes at once:
 # PyTorch's advice for several processes on one host is cores / processes threads each.
 # Scoring sets its own BLAS threads (cores / jobs, threadpoolctl).
-slots=$(awk -F'|' '!/^ *#/ && NF >= 7 {p = $7; gsub(/ /, "", p); if (p == "P") p = '"$P"'; n += $5 * p} END {print n + 0}' "$LAYOUT")
+# A runner has GPUS / GPUS_PER_RUN groups of PER_GPU slots (train_baselines.py).
+slots=$(awk -F'|' '!/^ *#/ && NF >= 7 {p = $7; gsub(/ /, "", p); if (p == "P") p = '"$P"'; g = (NF >= 8 && $8 + 0 > 0) ? $8 : 1; n += $5 / g * p} END {print int(n)}' "$LAYOUT")
 # nproc itself honours OMP_NUM_THREADS: count the cores without it.
 cores=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 per_process=$(( cores / (slots > 0 ? slots : 1) ))
@@ -96,14 +98,15 @@ echo "$slots training or prediction processes at most: $OMP_NUM_THREADS OpenMP t
 nvidia-smi dmon -s u -d 15 > "$W/dmon.txt" 2>&1 &
 dmon=$!
 
-runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN PREDICT_BATCH
+runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN PREDICT_BATCH SHARDS
     python3 benchmarks/train_baselines.py --store "$2" --work "$W/$1" --plan "$3" --seeds $4 \
-        --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --predict-batch "$9" --jobs 8 \
+        --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --predict-batch "$9" \
+        --predict-shards "${10}" --jobs 8 \
         --deadline "$SECONDS_GIVEN" --reserve 45 --score-workers "${SCORE_WORKERS:-2}" > "$W/$1.log" 2>&1
 }
 pids=()
-while IFS='|' read -r name store plan seeds gpus first per group batch; do
-    for v in name store plan seeds gpus first per group batch; do  # trim the padding of the columns
+while IFS='|' read -r name store plan seeds gpus first per group batch shards; do
+    for v in name store plan seeds gpus first per group batch shards; do  # trim the padding of the columns
         read -r "$v" <<< "$(echo ${!v})"
     done
     [[ -z $name || $name == \#* ]] && continue
@@ -111,9 +114,10 @@ while IFS='|' read -r name store plan seeds gpus first per group batch; do
     # start its runs from scratch here (carry an empty gpu-work/NAME for a new runner)
     [ -d "$W/$name" ] || { echo "runner $name: skipped, gpu-work/$name not carried"; continue; }
     [ "$per" = P ] && per=$P
-    runner "$name" "$store" "$plan" "$seeds" "$gpus" "$first" "$per" "${group:-1}" "${batch:-0}" & pids+=($!)
+    runner "$name" "$store" "$plan" "$seeds" "$gpus" "$first" "$per" "${group:-1}" "${batch:-0}" "${shards:-1}" \
+        & pids+=($!)
     echo "runner $name: $plan | seeds $seeds | GPUs $first+$gpus x $per, ${group:-1} per run" \
-        "${batch:+| predicting $batch particles a batch}"
+        "${batch:+| predicting $batch particles a batch}" "${shards:+| $shards processes a split}"
 done < "$LAYOUT"
 cp "$LAYOUT" "$W/layout.txt"
 wait "${pids[@]}"

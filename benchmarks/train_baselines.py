@@ -51,7 +51,7 @@ from pathlib import Path
 from c2np import open_dataset
 from c2np.config import FINAL_STOP_REASONS, objective_version, recorded_objective
 from c2np.errors import StoreError
-from c2np.training.chunks import chunk_batch_size, chunk_dir, chunk_progress
+from c2np.training.chunks import chunk_batch_size, chunk_dir, chunk_missing, chunk_progress
 
 #: kinds of work in a runner's queue, in the order free slots take them
 PREDICT, RUN = 0, 1
@@ -178,12 +178,13 @@ class Runner:
     def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
                  deadline: float, reserve: float, overrides: list[str], gpus_per_run: int = 1,
                  compile_predict: frozenset[str] = frozenset(), predict_batch: int = 0,
-                 score_only: bool = False, score_workers: int = 2) -> None:
+                 score_only: bool = False, score_workers: int = 2, shards: int = 1) -> None:
         if gpus % gpus_per_run:
             raise ValueError(f"{gpus} GPUs do not split into groups of {gpus_per_run}")
         self.pipe, self.c2np, self.gpus, self.first_gpu, self.per_gpu = pipe, c2np, gpus, first_gpu, per_gpu
         self.gpus_per_run, self.compile_predict = gpus_per_run, compile_predict
         self.predict_batch, self.score_only, self.score_workers = predict_batch, score_only, score_workers
+        self.shards = shards
         self.overrides = [arg for o in overrides for arg in ("--set", o)]
         self.jobs, self.deadline, self.reserve = jobs, deadline, reserve
         self.lock = threading.Lock()
@@ -216,14 +217,17 @@ class Runner:
         of them; each split is scored on the CPU as soon as its prediction is complete, beside
         the next prediction (with ``score_only``: only score). A trained run's other splits go
         back to the queue ahead of the runs not started, so that a free slot predicts them
-        beside this one (with no slot free, this one predicts them after its first)."""
+        beside this one (with no slot free, this one predicts them after its first). With
+        ``shards`` N > 1 each split is N such pieces of work (``c2np predict --shard K/N``), on
+        the group's GPUs in turn."""
         if not self.score_only:
             if not self.train(job, gpus):
                 return
-            todo = [s for s in self.pipe.splits if self.pipe.to_predict(job, s)]
-            for k, split in enumerate(todo[1:], start=1):
-                self.put(PREDICT, job, split, k)
-            self.predict(job, gpus, todo[:1])
+            todo = [(s, k) for s in self.pipe.splits if self.pipe.to_predict(job, s) for k in range(self.shards)]
+            for i, (split, shard) in enumerate(todo[1:], start=1):
+                self.put(PREDICT, job, split, i, shard)
+            for split, shard in todo[:1]:
+                self.predict(job, gpus, split, shard)
         self.score(job)
 
     def train(self, job: Job, gpus: list[int]) -> bool:
@@ -245,32 +249,40 @@ class Runner:
                  f"{info.get('best_val_loss')} (epoch {info.get('best_epoch')})")
         return p.trained(job)
 
-    def predict(self, job: Job, gpus: list[int], splits: list[str]) -> None:
-        """Predict those of ``splits`` not predicted (or scored) yet, on the first of ``gpus``."""
+    def predict(self, job: Job, gpus: list[int], split: str, shard: int = 0) -> None:
+        """Predict ``split`` (its shard number ``shard`` of ``shards``) unless predicted (or
+        scored) already, on the first of ``gpus``."""
         p = self.pipe
-        for split in splits:
-            out = p.pred(job, split)
-            if not p.to_predict(job, split) or self.left() < self.start_s:
-                continue
+        out = p.pred(job, split)
+        sharded = (shard, self.shards) if self.shards > 1 else None
+        if not p.to_predict(job, split) or self.left() < self.start_s or chunk_missing(out, sharded) == set():
+            return  # nothing to do here (a shard whose batches are all done leaves the rest to the others)
+        kept = chunk_progress(out)
+        piece = f" shard {shard}/{self.shards}" if sharded else ""
+        self.say(f"{job.name}: predict {split}{piece} on GPU {gpus[0]}"
+                 + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
+        # OUT is written atomically once every batch is done; the batches go to OUT.chunks/
+        extra = ["--compile"] if job.task == 1 and job.model in self.compile_predict else []
+        if sharded:
+            extra += ["--shard", f"{shard}/{self.shards}"]
+        # a prediction under way keeps the batch size its batches on disk were cut at (a
+        # layout's new --predict-batch applies to predictions not started yet)
+        batch = chunk_batch_size(out) or self.predict_batch
+        if batch:
+            extra += ["--batch-size", str(batch)]
+        rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
+                        "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume",
+                        *extra], p.log(job, "predict"), gpus[:1])
+        if out.exists():  # scored on the CPU while this slot predicts the next split
+            self.score(job, [split])
+        elif rc == 0 and sharded:
+            self.say(f"{job.name}: predict {split}{piece} done, {len(chunk_missing(out) or ())} batches "
+                     "of its other shards to go")
+        if rc != 0 or not (out.exists() or sharded):
             kept = chunk_progress(out)
-            self.say(f"{job.name}: predict {split} on GPU {gpus[0]}" + (f" from batch {kept[0]}/{kept[1]}" if kept else ""))
-            # OUT is written atomically once every batch is done; the batches go to OUT.chunks/
-            extra = ["--compile"] if job.task == 1 and job.model in self.compile_predict else []
-            # a prediction under way keeps the batch size its batches on disk were cut at (a
-            # layout's new --predict-batch applies to predictions not started yet)
-            batch = chunk_batch_size(out) or self.predict_batch
-            if batch:
-                extra += ["--batch-size", str(batch)]
-            rc = self.call(["predict", "--checkpoint", str(p.run_dir(job) / "best.ckpt"), "--split", split,
-                            "--store", str(p.store), "--seed", str(job.seed), "--out", str(out), "-q", "--resume",
-                            *extra], p.log(job, "predict"), gpus[:1])
-            if out.exists():  # scored on the CPU while this slot predicts the next split
-                self.score(job, [split])
-            if rc != 0 or not out.exists():
-                kept = chunk_progress(out)
-                self.say(f"{job.name}: predict {split} stopped (rc {rc})"
-                         + (f", {kept[0]}/{kept[1]} batches kept for the next call" if kept else "")
-                         + f", see {p.log(job, 'predict')}")
+            self.say(f"{job.name}: predict {split}{piece} stopped (rc {rc})"
+                     + (f", {kept[0]}/{kept[1]} batches kept for the next call" if kept else "")
+                     + f", see {p.log(job, 'predict')}")
 
     def score(self, job: Job, splits: list[str] | None = None) -> None:
         """Queue the scoring of every split (of ``splits``) whose predictions are complete and
@@ -304,16 +316,17 @@ class Runner:
         else:
             self.say(f"{job.name}: scoring {split} stopped (rc {rc}), see {p.log(job, 'eval')}")
 
-    def put(self, kind: int, job: Job, split: str = "", k: int = 0) -> None:
-        """Queue a pipeline (RUN) or the prediction of a run's split number ``k`` (PREDICT,
-        taken first; in a group of K GPUs it runs on the group's GPU k mod K, so that the
-        splits of a run trained with DDP are generated on different GPUs)."""
+    def put(self, kind: int, job: Job, split: str = "", k: int = 0, shard: int = 0) -> None:
+        """Queue a pipeline (RUN) or the prediction of a run's piece number ``k`` (PREDICT,
+        taken first: a split, or one shard of it; in a group of K GPUs it runs on the group's
+        GPU k mod K, so that the splits of a run trained with DDP are generated on different
+        GPUs)."""
         with self.lock:
             self.pending += 1
-            self.work.put((kind, next(self.order), job, split, k))
+            self.work.put((kind, next(self.order), job, split, k, shard))
 
     def run(self, todo: list[Job]) -> None:
-        self.work: queue.PriorityQueue[tuple[int, int, Job, str, int]] = queue.PriorityQueue()
+        self.work: queue.PriorityQueue[tuple[int, int, Job, str, int, int]] = queue.PriorityQueue()
         self.order, self.pending = itertools.count(), 0
         for job in todo:
             self.put(RUN, job)
@@ -327,7 +340,7 @@ class Runner:
             gpus = list(range(first, first + self.gpus_per_run))
             while self.left() > self.start_s:
                 try:
-                    kind, _, job, split, k = self.work.get(timeout=0.2)
+                    kind, _, job, split, k, shard = self.work.get(timeout=0.2)
                 except queue.Empty:
                     with self.lock:  # a busy slot may still queue the splits of a run it trained
                         if self.pending == 0:
@@ -337,7 +350,7 @@ class Runner:
                     if kind == RUN:
                         self.pipeline(job, gpus)
                     else:
-                        self.predict(job, [gpus[k % len(gpus)]], [split])
+                        self.predict(job, [gpus[k % len(gpus)]], split, shard)
                 except Exception as exc:  # one broken run must not stop the others
                     self.say(f"{job.name}: {type(exc).__name__}: {exc}")
                 finally:
@@ -455,6 +468,10 @@ def main() -> None:
                     help="Particles per prediction batch for every run of the plan (0: each run's config, "
                          "[predict] batch_size), for predictions not started yet: one cut off keeps the batch "
                          "size of its batches on disk (c2np predict --resume refuses another).")
+    ap.add_argument("--predict-shards", type=int, default=1,
+                    help="Processes generating each split at once (c2np predict --shard K/N), on the GPUs of "
+                         "the slot's group in turn: a Task 1 split whose batches would take one process longer "
+                         "than the session, spread over both GPUs. Same particles as one process.")
     ap.add_argument("--score-only", action="store_true",
                     help="Only score the predictions that are complete and not scored yet, on the CPU; no "
                          "training, no prediction (e.g. at home, with W as the GPU calls brought it back).")
@@ -496,7 +513,8 @@ def main() -> None:
     deadline = time.time() + a.deadline if a.deadline > 0 else float("inf")
     compile_predict = frozenset(m for m in a.compile_predict.split(",") if m)
     runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides,
-                    a.gpus_per_run, compile_predict, a.predict_batch, a.score_only, a.score_workers)
+                    a.gpus_per_run, compile_predict, a.predict_batch, a.score_only, a.score_workers,
+                    max(1, a.predict_shards))
     todo = [j for j in jobs if not pipe.scored(j)]
     runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s)"
                + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")

@@ -13,7 +13,14 @@ pytest.importorskip("pytorch_lightning")
 from c2np.cli import app  # noqa: E402
 from c2np.errors import C2NPError  # noqa: E402
 from c2np.training import predict as predict_mod  # noqa: E402
-from c2np.training.chunks import ChunkFolder, chunk_dir, chunk_progress  # noqa: E402
+from c2np.training.chunks import (  # noqa: E402
+    ChunkFolder,
+    chunk_dir,
+    chunk_missing,
+    chunk_progress,
+    parse_shard,
+    shard_batches,
+)
 
 runner = CliRunner()
 TINY = ["--set", "model.hidden=16", "--set", "model.interactions=1", "--set", "model.gaussians=8",
@@ -136,3 +143,66 @@ def test_chunk_folder_drops_the_temporaries_of_a_killed_write(tmp_path):
     with pytest.raises(C2NPError, match=r"\(batches 3 there, 4 now\)"):
         ChunkFolder(out, {"split": "id", "batches": 4}).open()
     assert chunks.path(0).exists()
+
+
+@pytest.mark.parametrize("task, out_name", [(1, "t1.parquet"), (2, "t2.csv")])
+def test_shards_of_one_prediction_meet_in_its_folder_and_the_last_writes_the_same_bits(
+        runs, small_store, tmp_path, monkeypatch, task, out_name):
+    ckpt = runs[task]
+    kw = {"store": small_store, "split": "id", "seed": 5, "batch_size": 1, "progress": False}
+    whole = predict_mod.predict(ckpt, out=tmp_path / "whole" / out_name, **kw)
+    out = tmp_path / "sharded" / out_name
+    with monkeypatch.context() as m:
+        started = _stop_at(m, task, -1)
+        assert predict_mod.predict(ckpt, out=out, resume=True, shard=(0, 2), **kw) is None
+    assert started == [0, 1] and chunk_progress(out) == (2, 3)  # batches 0 and 2 of 3
+    assert chunk_missing(out) == {1} and chunk_missing(out, (0, 2)) == set() and chunk_missing(out, (1, 2)) == {1}
+    with monkeypatch.context() as m:
+        started = _stop_at(m, task, -1)
+
+        def no_loss(*a, **k):
+            raise AssertionError("shard 0 wrote the test loss already")
+
+        m.setattr(predict_mod, "write_test_loss", no_loss)
+        assert predict_mod.predict(ckpt, out=out, resume=True, shard=(1, 2), **kw) == out
+    assert started == [0]  # batch 1 only
+    assert out.read_bytes() == whole.read_bytes() and not chunk_dir(out).exists()
+    with monkeypatch.context() as m:  # a shard started after the join finds OUT and stops
+        started = _stop_at(m, task, -1)
+        assert predict_mod.predict(ckpt, out=out, resume=True, shard=(0, 2), **kw) == out
+    assert started == [] and out.read_bytes() == whole.read_bytes()
+
+
+def test_cli_shard_needs_resume_and_says_what_is_missing(runs, small_store, tmp_path):
+    ckpt, out = runs[1], tmp_path / "t1.parquet"
+    args = ["predict", "--checkpoint", str(ckpt), "--split", "id", "--store", str(small_store), "--out", str(out),
+            "-q", "--batch-size", "1"]
+    res = runner.invoke(app, [*args, "--shard", "1/2"])
+    assert res.exit_code == 2 and "--shard needs --resume" in res.output
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        res = runner.invoke(app, [*args, "--resume", "--shard", bad])
+        assert res.exit_code == 2 and "expected K/N with 0 <= K < N" in res.output, (bad, res.output)
+    assert not out.exists() and not chunk_dir(out).exists()  # refused before anything was written
+    res = runner.invoke(app, [*args, "--resume", "--shard", "1/3"])
+    assert res.exit_code == 0, res.output
+    assert "shard 1/3: its batches are done; 2 batches of other shards are still missing" in res.output
+    assert chunk_missing(out) == {0, 2} and not out.exists()
+
+
+def test_shard_batches_interleave_and_cover_every_batch_once():
+    assert parse_shard("1/3") == (1, 3)
+    shards = [shard_batches(10, (k, 3)) for k in range(3)]
+    assert shards == [{0, 3, 6, 9}, {1, 4, 7}, {2, 5, 8}]
+    assert set().union(*shards) == shard_batches(10, None) == set(range(10))
+
+
+def test_a_shard_leaves_the_temporaries_of_other_shards_alone(tmp_path):
+    out = tmp_path / "t1.parquet"
+    chunks = ChunkFolder(out, {"split": "id", "batches": 4})
+    chunks.open()
+    ours, theirs = (chunks.folder / f".batch-0000{b}.parquet.x1y2.tmp" for b in (0, 1))
+    for tmp in (ours, theirs):
+        tmp.write_text("half")
+    with chunks.locked():
+        assert chunks.open(shard_batches(4, (0, 2))) == set()
+    assert not ours.exists() and theirs.exists()  # shard 1 may be writing batch 1 right now

@@ -324,7 +324,7 @@ def test_every_layout_names_real_models_stores_and_gpus(path):
     folders = [f[0] for f in lines]
     assert len(folders) == len(set(folders)), f"{path.name}: a work folder runs twice"
     for f in lines:
-        assert len(f) in (7, 8, 9), f"{path.name}: {f[0]} has {len(f)} fields"
+        assert len(f) in (7, 8, 9, 10), f"{path.name}: {f[0]} has {len(f)} fields"
         folder, store, plan, seeds, gpus, first, per_gpu = f[:7]
         assert store in ("c2np-store", "c2np-store-materials"), (folder, store)
         for item in plan.split():
@@ -333,10 +333,12 @@ def test_every_layout_names_real_models_stores_and_gpus(path):
         assert all(s.isdigit() for s in seeds.split()), (folder, seeds)
         assert int(gpus) >= 1 and 0 <= int(first) and int(first) + int(gpus) <= 4, (folder, gpus, first)
         assert per_gpu == "P" or int(per_gpu) >= 1, (folder, per_gpu)
-        if len(f) > 7:  # GPUs per run (DDP), then particles per prediction batch
+        if len(f) > 7:  # GPUs per run (DDP), then particles per prediction batch (0: the config's)
             assert int(gpus) % int(f[7]) == 0, (folder, gpus, f[7])
         if len(f) > 8:
             assert int(f[8]) >= 0, (folder, f[8])
+        if len(f) > 9:  # processes generating each split at once (c2np predict --shard)
+            assert int(f[9]) >= 1, (folder, f[9])
 
 
 def test_newest_layout_bundles_every_work_folder_exactly_once():

@@ -28,7 +28,8 @@ opt = lambda k: args[args.index(k) + 1]
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(" ".join(args[:1] + [m for m in ("adit", "cdvae") if any(m in a for a in args)]
                       + (["compiled"] if "--compile" in args else [])
-                      + ([f"batch{opt('--batch-size')}"] if "--batch-size" in args else [])) + "\n")
+                      + ([f"batch{opt('--batch-size')}"] if "--batch-size" in args else [])
+                      + ([f"shard{opt('--shard')}"] if "--shard" in args else [])) + "\n")
 if "FAKE_GPU_LOG" in os.environ:  # which GPUs a command saw, and whether it trained with DDP
     with open(os.environ["FAKE_GPU_LOG"], "a") as fh:
         devices = opt("--devices") if "--devices" in args else "1"
@@ -56,15 +57,17 @@ elif args[0] == "predict":
     chunks = ChunkFolder(out, manifest)
     assert "--resume" in args
     done = chunks.open()
-    for b in sorted(set(range(4)) - done):
+    k, n = map(int, opt("--shard").split("/")) if "--shard" in args else (0, 1)
+    for b in sorted(set(range(k, 4, n)) - done):
         if b == int(os.environ.get("FAKE_HANG_AFTER", -1)) and os.environ.get("FAKE_HANG_SPLIT",
                                                                               opt("--split")) == opt("--split"):
             time.sleep(120)
         chunks.path(b).write_text(f"{opt('--split')} batch {b}\n")
         with open(os.environ["FAKE_LOG"], "a") as fh:
             fh.write(f"batch {opt('--split')} {b}\n")
-    out.write_text("".join(chunks.path(b).read_text() for b in range(4)))
-    chunks.remove()
+    if len(chunks.finished()) == 4:  # a shard's call: the last to finish joins
+        out.write_text("".join(chunks.path(b).read_text() for b in range(4)))
+        chunks.remove()
 elif args[0] == "evaluate":
     assert "--resume" in args  # a Task 1 scoring cut off at the deadline continues in the next call
     Path(opt("--scores")).write_text("per-sample rows")
@@ -396,3 +399,36 @@ def test_a_trained_runs_splits_come_before_runs_not_started(tb, tmp_path, monkey
     calls = [c for c in (tmp_path / "calls.log").read_text().splitlines() if not c.startswith(("batch", "evaluate"))]
     assert calls == ["predict cdvae", "predict cdvae", "train adit"]
 
+
+
+def test_sharded_splits_spread_over_the_groups_gpus_and_each_batch_is_made_once(tb, tmp_path, monkeypatch):
+    # s21: on two GPUs, the two Task 1 splits of a converged run would leave one GPU's share
+    # per split; with --predict-shards 2 each split is two processes, one a GPU
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    monkeypatch.setenv("FAKE_GPU_LOG", str(tmp_path / "gpus.log"))
+    runner.gpus, runner.per_gpu, runner.gpus_per_run, runner.shards = 2, 4, 2, 2
+    job = tb.Job("cdvae", 1, 0)
+    _converged(pipe, job)
+    # call 1 ends while ID's shard 1 hangs before its batch 3; shard 0 finishes batches 0 and 2
+    runner.start_s, runner.deadline = 0.5, time.time() + 4
+    monkeypatch.setenv("FAKE_HANG_AFTER", "3")
+    monkeypatch.setenv("FAKE_HANG_SPLIT", "id")
+    runner.run([job])
+    assert pipe.pred(job, "ood").exists() and not pipe.pred(job, "id").exists()  # too late to score
+    assert tb.chunk_missing(pipe.pred(job, "id")) == {3}
+    gpus = [ln for ln in (tmp_path / "gpus.log").read_text().splitlines() if ln.startswith("predict")]
+    assert sorted(gpus) == ["predict - 0 1", "predict - 0 1", "predict - 1 1", "predict - 1 1"]
+
+    # call 2: only ID's shard 1 is left; shard 0 is not started again
+    monkeypatch.delenv("FAKE_HANG_AFTER")
+    runner.start_s, runner.deadline = 60.0, time.time() + 600
+    runner.run([job])
+    assert pipe.scored(job)
+    assert pipe.pred(job, "id").read_text() == "".join(f"id batch {b}\n" for b in range(4))
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    for split in ("id", "ood"):  # every batch made once
+        assert sorted(c for c in calls if c.startswith(f"batch {split}")) == [f"batch {split} {b}" for b in range(4)]
+    assert sorted(c for c in calls if c.startswith("predict")) == [
+        "predict cdvae shard0/2", "predict cdvae shard0/2", "predict cdvae shard1/2", "predict cdvae shard1/2",
+        "predict cdvae shard1/2"]  # ID's shard 1 twice: cut off, then resumed
+    assert sum(c.startswith("evaluate") for c in calls) == 2

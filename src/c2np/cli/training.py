@@ -19,6 +19,7 @@ from c2np.cli.common import (
     fail_line,
 )
 from c2np.errors import C2NPError
+from c2np.training.chunks import chunk_dir, chunk_missing, parse_shard
 from c2np.training.configs import bundled_models
 
 ModelOpt = Annotated[str, typer.Option(help=f"Model family: {', '.join(bundled_models())}.")]
@@ -139,6 +140,10 @@ def predict(
     skin: Annotated[float, typer.Option(
         help="Task 1: Angstrom added to the cutoff of the neighbour lists kept across sampler steps; 0 builds "
              "every radius graph afresh. The same particles either way.", min=0.0)] = 1.0,
+    shard: Annotated[Optional[str], typer.Option(
+        help="K/N, with --resume: generate only batches b with b mod N = K, so that N processes (e.g. one "
+             "per GPU, CUDA_VISIBLE_DEVICES) share one prediction; the last to finish writes OUT. Same "
+             "bits as one process.", metavar="K/N")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Write a trained model's predictions for the ID or OOD split in the harness's format.
@@ -154,9 +159,15 @@ def predict(
     this checkpoint, seed and batch size. Without --resume, everything is computed afresh
     (and a leftover OUT.chunks/ is removed once OUT is written).
 
+    With --shard K/N, N such calls share the batches (b mod N = K) and the folder; the one
+    that finds every batch there when it ends joins them into OUT, the others say so and
+    stop (exit 0).
+
     Examples:
       c2np predict --checkpoint runs/cdvae-task2-seed0/best.ckpt --split ood --out preds.csv
       c2np predict --checkpoint runs/diffcsp-task1-seed0/best.ckpt --split id --out t1.parquet --resume
+      CUDA_VISIBLE_DEVICES=1 c2np predict --checkpoint runs/mattergen-task1-seed0/best.ckpt \\
+          --split id --out t1.parquet --resume --shard 1/2      # beside --shard 0/2 on GPU 0
     """
     _torch_missing()
     from c2np.training.predict import predict as run_predict
@@ -164,10 +175,16 @@ def predict(
     if not checkpoint.exists():
         _fail(C2NPError(f"{checkpoint}: no such checkpoint; train first with `c2np train`"))
     try:
+        part = parse_shard(shard) if shard is not None else None
         path = run_predict(checkpoint, store, split, out, seed=seed, all_rotations=all_rotations,
                            sample=sample, batch_size=batch_size, progress=not quiet, resume=resume,
-                           compile=compile, skin=skin)
+                           compile=compile, skin=skin, shard=part)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
-    console.print(f"wrote {path}")
+    if path is None:
+        missing = chunk_missing(out)
+        console.print(f"shard {shard}: its batches are done; {len(missing or ())} batches of other shards are still "
+                      f"missing from {chunk_dir(out)}, and the shard that ends last writes {out}")
+    else:
+        console.print(f"wrote {path}")
 

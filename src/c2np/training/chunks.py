@@ -12,6 +12,10 @@ another machine, with the folder carried over) generates only the batches still 
       batch-00001.parquet  ...
 
 When every batch is there they are joined into OUT in batch order and the folder removed.
+Several processes may fill one folder at once, each its own shard of the batches
+(``c2np predict --shard K/N``: batches b with b mod N = K, :func:`shard_batches`), on
+different GPUs of one machine; :meth:`ChunkFolder.locked` serialises their set-up and the
+join, so that exactly one of them, the last to finish, writes OUT.
 ``c2np evaluate --resume`` keeps the per-sample rows of a Task 1 scoring the same way, in
 ``RESULT.chunks/`` (c2np.evaluation.evaluator).
 This module needs no PyTorch, so that scripts can read a folder's progress cheaply.
@@ -20,13 +24,42 @@ This module needs no PyTorch, so that scripts can read a folder's progress cheap
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from c2np.errors import C2NPError
 from c2np.store.layout import atomic_write_text, is_temporary
 
 MANIFEST = "manifest.json"
+#: the temporary of an interrupted atomic write of batch NNNNN (c2np.store.layout.atomic_write)
+_BATCH_TEMPORARY = re.compile(r"^\.batch-(\d+)\.parquet\..*\.tmp$")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` as (K, N), with 0 <= K < N; ValueError naming the expected form otherwise."""
+    k, sep, n = text.partition("/")
+    try:
+        shard = (int(k), int(n))
+    except ValueError:
+        shard = None
+    if not sep or shard is None or not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/2 and 1/2 for two processes")
+    return shard
+
+
+def shard_batches(batches: int, shard: tuple[int, int] | None) -> set[int]:
+    """The batches of ``shard`` = (K, N) among ``batches``: b mod N = K (None: all of them).
+
+    Interleaved rather than in blocks: a split's batches come in the store's order, where the
+    particle sizes cycle with the radius, so every shard gets a like mix of small and large."""
+    if shard is None:
+        return set(range(batches))
+    k, n = shard
+    return set(range(k, batches, n))
 
 
 def chunk_dir(out: Path) -> Path:
@@ -43,6 +76,16 @@ def chunk_progress(out: Path) -> tuple[int, int] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return len(ChunkFolder(out, {"batches": total}).finished()), total
+
+
+def chunk_missing(out: Path, shard: tuple[int, int] | None = None) -> set[int] | None:
+    """The batches of ``shard`` (None: of all) still missing from a prediction of ``out`` in
+    progress, else None (no folder)."""
+    progress = chunk_progress(out)
+    if progress is None:
+        return None
+    folder = ChunkFolder(out, {"batches": progress[1]})
+    return shard_batches(folder.batches, shard) - folder.finished()
 
 
 def chunk_batch_size(out: Path) -> int | None:
@@ -75,12 +118,32 @@ class ChunkFolder:
         """The batches whose files exist."""
         return {b for b in range(self.batches) if self.path(b).is_file()}
 
-    def open(self) -> set[int]:
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold an exclusive lock (``flock``) on the folder's parent directory.
+
+        The shards of one prediction take it to set the folder up and to join it: without
+        it, two shards starting at once would each create the folder afresh, and two
+        finishing at once would both join it while one removes it. The parent is locked,
+        not the folder, because the folder may not exist yet and is removed at the join."""
+        import fcntl  # POSIX only: imported here so that reading a folder's progress needs none
+
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def open(self, mine: set[int] | None = None) -> set[int]:
         """Prepare the folder and return the batches already finished.
 
         The batches of an earlier call are kept when its manifest matches this one; a
         folder of another prediction is refused (C2NPError naming the first differing key)
-        and left as it is. Temporaries of a write cut off by a kill are removed.
+        and left as it is. Temporaries of a write cut off by a kill are removed; with
+        ``mine`` (the batches of this process's shard), only those of these batches, as
+        another shard may be writing its own at this moment.
         """
         saved = self.folder / MANIFEST
         if saved.exists():
@@ -96,13 +159,19 @@ class ChunkFolder:
                         f"there, {self.manifest.get(key)!r} now); remove the folder, or {self.command} "
                         "without --resume")
             for tmp in self.folder.iterdir():
-                if is_temporary(tmp.name):
-                    tmp.unlink()
+                if is_temporary(tmp.name) and (mine is None or self._temporary_of(tmp.name) in mine):
+                    tmp.unlink(missing_ok=True)
             return self.finished()
         self.remove()
         self.folder.mkdir(parents=True)
         atomic_write_text(saved, json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
         return set()
+
+    @staticmethod
+    def _temporary_of(name: str) -> int | None:
+        """The batch whose interrupted write left the temporary ``name`` (None: another file)."""
+        match = _BATCH_TEMPORARY.match(name)
+        return int(match.group(1)) if match else None
 
     def remove(self) -> None:
         """Delete the folder (the prediction is complete, or starts over)."""

@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 from ase import Atoms
 
+from c2np.errors import C2NPError
 from c2np.evaluation.predictions import task1_frame, write_task1, write_task2
 from c2np.models.components import SchNetEncoder
 from c2np.models.cspnet import ParticleCSPNet
@@ -20,7 +21,7 @@ from c2np.progress import progress_bar
 from c2np.store.dataset import Dataset, open_dataset
 from c2np.store.layout import atomic_write_text, sha256_file
 from c2np.tasks.targets import LATTICE_COLUMNS
-from c2np.training.chunks import ChunkFolder
+from c2np.training.chunks import ChunkFolder, chunk_dir, shard_batches
 from c2np.training.data import COLLATE, load_records, record_loader, task1_ids
 
 #: per network class, its method that ``c2np predict --compile`` compiles: the part after
@@ -127,7 +128,8 @@ def compile_sampler(model: torch.nn.Module, backend: str = "inductor") -> list[s
 def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path, seed: int = 0,
             all_rotations: bool = False, batch_size: int | None = None, limit: int | None = None,
             sample: int | None = None, progress: bool = True, resume: bool = False,
-            compile: bool = False, skin: float = DEFAULT_SKIN) -> Path:
+            compile: bool = False, skin: float = DEFAULT_SKIN,
+            shard: tuple[int, int] | None = None) -> Path | None:
     """Write the predictions of ``checkpoint`` for ``split`` to ``out``.
 
     Task 1: ``out`` is a long-format Parquet (config_id, Z, x, y, z), one generated
@@ -145,6 +147,13 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     always drawn with seed ``seed * 100003 + b``, so ``out`` is byte-identical to that of
     an uninterrupted call, with or without ``resume``.
 
+    ``shard`` = (K, N), with ``resume``: generate only batches b with b mod N = K, so that N
+    processes (on different GPUs) share one prediction, each writing its batches into the
+    same ``OUT.chunks/``. The one that finds every batch there when it ends joins them into
+    ``out`` (the bits do not depend on the sharding, since batch b's seed does not); the
+    others return None. Shard 0 writes the test loss. An ``out`` that exists without a chunk
+    folder counts as joined by another shard and is returned as it is.
+
     ``compile`` (Task 1): :func:`compile_sampler`. Compiled kernels round differently
     from eager ones, so the particles differ from eager's in the last bits (and more,
     where a nearest-neighbour cap or a species draw flips); the chunk manifest records
@@ -153,6 +162,11 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     graph afresh. The particles are the same bits either way.
     """
     checkpoint, out = Path(checkpoint), Path(out)
+    if shard is not None:
+        if not resume:
+            raise C2NPError("--shard needs --resume: the shards meet in OUT.chunks/")
+        if out.exists() and not chunk_dir(out).exists():
+            return out  # another shard joined the batches already
     module = load_module(checkpoint)
     model, device = module.model, module.device
     task = model.task
@@ -177,14 +191,26 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
                                "limit": limit, "sample": sample, "all_rotations": all_rotations}
                          # only when on: folders of eager calls from before the option still resume
                          | ({"compile": True} if compile and task == 1 else {}))
-    done = chunks.open() if resume else set()  # before the test loss: a refusal costs nothing
-    if not (resume and _test_loss_done(checkpoint, split, digest, seed, len(every), size)):
-        write_test_loss(module, every, split, checkpoint, size, seed, digest)  # whole split, also with --sample
+    mine = shard_batches(len(batches), shard)
+    if resume:
+        with chunks.locked():  # another shard may be setting the folder up at this moment
+            if shard is not None and out.exists() and not chunks.folder.exists():
+                return out
+            done = chunks.open(mine if shard is not None else None)  # before the test loss: a refusal costs nothing
+    else:
+        done = set()
+
+    def test_loss() -> None:
+        if not (resume and _test_loss_done(checkpoint, split, digest, seed, len(every), size)):
+            write_test_loss(module, every, split, checkpoint, size, seed, digest)  # whole split, also with --sample
+
+    if shard is None or shard[0] == 0:
+        test_loss()
     parts = {}
-    with progress_bar(len(batches), f"predict task {task} {split}, batches of {size}", enabled=progress,
-                      start=len(done)) as advance:
+    label = f"predict task {task} {split}, batches of {size}" + (f", shard {shard[0]}/{shard[1]}" if shard else "")
+    with progress_bar(len(mine), label, enabled=progress, start=len(done & mine)) as advance:
         for b, chunk in enumerate(batches):
-            if b in done:
+            if b in done or b not in mine:
                 continue
             if task == 1:
                 part = generate_particles(model, device, chunk, seed * 100003 + b, skin if skin > 0 else None)
@@ -195,10 +221,23 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
             else:
                 parts[b] = part
             advance()
-    if resume:
-        parts = {b: pd.read_parquet(chunks.path(b)) for b in range(len(batches))}
-    # both tasks' batches are rows of the final table, joined in batch order
-    (write_task1 if task == 1 else write_task2)(out, pd.concat([parts[b] for b in range(len(batches))],
+    if shard is None:
+        return _join(chunks, out, task, parts if not resume else None)
+    with chunks.locked():  # the last shard to finish joins; exactly one sees them all
+        if not chunks.folder.exists():
+            return out  # another shard joined them while this one finished its last batch
+        if len(chunks.finished()) < chunks.batches:
+            return None
+        test_loss()  # shard 0 wrote it unless its call was cut off before
+        return _join(chunks, out, task, None)
+
+
+def _join(chunks: ChunkFolder, out: Path, task: int, parts: dict[int, pd.DataFrame] | None) -> Path:
+    """Write ``out`` from every batch (``parts``, or the chunk files when None), in batch
+    order (both tasks' batches are rows of the final table), and remove the chunk folder."""
+    if parts is None:
+        parts = {b: pd.read_parquet(chunks.path(b)) for b in range(chunks.batches)}
+    (write_task1 if task == 1 else write_task2)(out, pd.concat([parts[b] for b in range(chunks.batches)],
                                                                ignore_index=True))
     chunks.remove()  # OUT is complete; an earlier call's batches are obsolete too
     return out
