@@ -14,6 +14,8 @@ its files exist in W:
    (``test_loss-SPLIT.json``); ``c2np predict --resume`` keeps every finished batch in
    ``preds/NAME.parquet.chunks/``, so a prediction cut off at the deadline continues in the
    next call where it stopped (the status table shows it as e.g. ``id 37/61`` batches);
+   with ``--predict-shards N``, N processes share each split (``c2np predict --shard K/N``,
+   the same particles), on the GPUs of the slot's group in turn;
 3. score: ``c2np evaluate --run-info --resume`` into ``W/results`` (NAME.json and its
    per-sample rows, NAME.scores.parquet), on the CPU, for each split as soon as its
    prediction is complete (up to ``--score-workers`` at once, beside the GPU work); a Task 1
