@@ -257,8 +257,10 @@ class Runner:
         p = self.pipe
         out = p.pred(job, split)
         sharded = (shard, self.shards) if self.shards > 1 else None
-        if not p.to_predict(job, split) or self.left() < self.start_s or chunk_missing(out, sharded) == set():
-            return  # nothing to do here (a shard whose batches are all done leaves the rest to the others)
+        if not p.to_predict(job, split) or self.left() < self.start_s:
+            return
+        if sharded and chunk_missing(out, sharded) == set() and chunk_missing(out):
+            return  # this shard's batches are done: the shard that makes the last one joins them
         kept = chunk_progress(out)
         piece = f" shard {shard}/{self.shards}" if sharded else ""
         self.say(f"{job.name}: predict {split}{piece} on GPU {gpus[0]}"

@@ -432,3 +432,21 @@ def test_sharded_splits_spread_over_the_groups_gpus_and_each_batch_is_made_once(
         "predict cdvae shard0/2", "predict cdvae shard0/2", "predict cdvae shard1/2", "predict cdvae shard1/2",
         "predict cdvae shard1/2"]  # ID's shard 1 twice: cut off, then resumed
     assert sum(c.startswith("evaluate") for c in calls) == 2
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_prediction_with_every_batch_on_disk_but_no_file_is_joined(tb, tmp_path, monkeypatch, shards):
+    # a call killed between a prediction's last batch and its join leaves every batch and no
+    # OUT: the next call must join them, also when every shard's own batches are done
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id"])
+    runner.shards, runner.per_gpu = shards, 1  # one slot: the fake c2np takes no lock
+    job = tb.Job("cdvae", 1, 0)
+    _converged(pipe, job)
+    out = pipe.pred(job, "id")
+    chunks = ChunkFolder(out, {"split": "id", "seed": "0", "batches": 4})
+    chunks.open()
+    for b in range(4):
+        chunks.path(b).write_text(f"id batch {b}\n")
+    runner.run([job])
+    assert pipe.scored(job) and not tb.chunk_dir(out).exists()
+    assert not any(c.startswith("batch") for c in (tmp_path / "calls.log").read_text().splitlines())
