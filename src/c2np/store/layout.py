@@ -52,6 +52,12 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(".tmp")
 
 
+def temporary_target(name: str) -> str | None:
+    """The name of the file whose :func:`atomic_write` left the temporary ``name``
+    (``.NAME.XXXXXXXX.tmp``; mkstemp's random part has no dot), else None."""
+    return name[1:-len(".tmp")].rsplit(".", 1)[0] if is_temporary(name) else None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from c2np.errors import C2NPError
-from c2np.store.layout import atomic_write_text, is_temporary
+from c2np.store.layout import atomic_write_text, is_temporary, temporary_target
 
 MANIFEST = "manifest.json"
-#: the temporary of an interrupted atomic write of batch NNNNN (c2np.store.layout.atomic_write)
-_BATCH_TEMPORARY = re.compile(r"^\.batch-(\d+)\.parquet\..*\.tmp$")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -158,20 +155,15 @@ class ChunkFolder:
                         f"{'prediction' if self.command == 'predict' else 'scoring'} ({key} {before.get(key)!r} "
                         f"there, {self.manifest.get(key)!r} now); remove the folder, or {self.command} "
                         "without --resume")
+            ours = None if mine is None else {self.path(b).name for b in mine}
             for tmp in self.folder.iterdir():
-                if is_temporary(tmp.name) and (mine is None or self._temporary_of(tmp.name) in mine):
+                if is_temporary(tmp.name) and (ours is None or temporary_target(tmp.name) in ours):
                     tmp.unlink(missing_ok=True)
             return self.finished()
         self.remove()
         self.folder.mkdir(parents=True)
         atomic_write_text(saved, json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
         return set()
-
-    @staticmethod
-    def _temporary_of(name: str) -> int | None:
-        """The batch whose interrupted write left the temporary ``name`` (None: another file)."""
-        match = _BATCH_TEMPORARY.match(name)
-        return int(match.group(1)) if match else None
 
     def remove(self) -> None:
         """Delete the folder (the prediction is complete, or starts over)."""
