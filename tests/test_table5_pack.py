@@ -7,6 +7,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -341,10 +342,18 @@ def test_every_layout_names_real_models_stores_and_gpus(path):
             assert int(f[9]) >= 1, (folder, f[9])
 
 
-def test_newest_layout_bundles_every_work_folder_exactly_once():
-    """The newest layout is the next session's plan: its bundle commands must carry every
-    runner's folder, once (a folder left out idles its GPU; the runner then starts nothing)."""
-    path = sorted((ROOT / "benchmarks" / "table5").glob("layout-*.txt"))[-1]
+def _newest_layouts() -> list[Path]:
+    """The next session's plans: every variant (layout-DATE.txt, -DATEb.txt, ...) of the
+    newest date, one for each machine the session may be lent."""
+    paths = sorted((ROOT / "benchmarks" / "table5").glob("layout-*.txt"))
+    date = re.match(r"layout-(\d{4}-\d{2}-\d{2})", paths[-1].name).group(1)
+    return [p for p in paths if p.name.startswith(f"layout-{date}")]
+
+
+@pytest.mark.parametrize("path", _newest_layouts(), ids=lambda p: p.name)
+def test_newest_layouts_bundle_every_work_folder_exactly_once(path):
+    """Each of the next session's layouts must carry every runner's folder in its bundle
+    commands, once (a folder left out idles its GPU; the runner then starts nothing)."""
     bundled = []
     for line in path.read_text().splitlines():
         if "table5_bundle.sh" in line and line.lstrip().startswith("#"):
