@@ -226,6 +226,14 @@ def test_resume_continues_the_epoch_count(small_store, tmp_path):
     assert _epochs(tmp_path / "cdvae-task2-seed0") == [0, 1, 2, 3, 4]
     again = _train(small_store, tmp_path, "--resume")  # finished: left as is
     assert again == info
+    # what each invocation paid before its first epoch and in its first step (compilation,
+    # the DataLoader's first batch), apart from the epoch times
+    log = info["invocation_log"]
+    assert [e["epoch"] for e in log] == [0, 2, 3]
+    for e in log:
+        assert 0 < e["setup_s"] < 600 and 0 < e["first_step_s"] < 600
+        assert e["first_step_s"] < info["epoch_seconds"][e["epoch"]]
+        assert e["process_s"] is None or e["process_s"] >= e["setup_s"]
 
 
 def test_resume_after_the_run_moved_keeps_one_last_checkpoint(small_store, tmp_path):

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from pathlib import Path
 
@@ -192,6 +193,21 @@ def stage_of(model: torch.nn.Module) -> str | None:
     return model.STAGES[int(model.stage)] if hasattr(model, "STAGES") else None
 
 
+def process_age() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): for ``c2np
+    train`` the start-up before training, imports included."""
+    try:
+        # field 22 of /proc/self/stat, counted after the parenthesised command name
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        return float(Path("/proc/uptime").read_text().split()[0]) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 3)
+
+
 class RunMonitor(pl.Callback):
     """Times the training and validation parts of every epoch, writes ``metrics.csv``
     and ``best.ckpt``, and stops the fit: converged (see the module docstring), the
@@ -201,16 +217,19 @@ class RunMonitor(pl.Callback):
     """
 
     def __init__(self, run_dir: Path, patience: int, rel_tol: float = 0.01, max_time_s: float = 0.0,
-                 budget_s: float = 0.0, objective_version: int = 1):
+                 budget_s: float = 0.0, objective_version: int = 1, entered: float | None = None):
         self.run_dir, self.patience, self.rel_tol = Path(run_dir), int(patience), float(rel_tol)
         self.max_time_s, self.budget_s = float(max_time_s), float(budget_s)
         self.objective_version = int(objective_version)
+        # time.perf_counter() when this invocation's train() began: its set-up time
+        self.entered = time.perf_counter() if entered is None else float(entered)
         self.state = {"epoch_seconds": [], "val_seconds": [], "elapsed_s": 0.0, "best_val_loss": None,
                       "best_epoch": None, "since_best": 0, "converged": False, "converged_epoch": None,
                       "stop_reason": None, "invocations": 0, "stages": [], "objective_version": None,
-                      "objective_changes": []}
+                      "objective_changes": [], "invocation_log": []}
         self._clock = self._epoch_start = self._val_start = 0.0
         self._first = 0
+        self._first_step_pending = False
 
     # -- checkpointed state ------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -243,6 +262,12 @@ class RunMonitor(pl.Callback):
     def on_train_start(self, trainer, module):  # after a resumed checkpoint is restored
         self._clock, self._first = self._now(), trainer.current_epoch
         self.state["invocations"] += 1
+        # a resumed call pays its start-up again; on the lent GPU machines that was a large
+        # share of a short call, so each invocation's share is kept apart from the epochs
+        self.state.setdefault("invocation_log", []).append(
+            {"epoch": trainer.current_epoch, "process_s": _round(process_age()),
+             "setup_s": _round(self._clock - self.entered), "first_step_s": None})
+        self._first_step_pending = True
         self.state["stop_reason"] = None
         self._check_objective(trainer.current_epoch)
         if trainer.is_global_zero:
@@ -251,6 +276,11 @@ class RunMonitor(pl.Callback):
     def on_train_epoch_start(self, trainer, module):
         self._epoch_start = self._now()
         self._val_start = 0.0
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self._first_step_pending:  # once per invocation: its only extra synchronisation
+            self._first_step_pending = False
+            self.state["invocation_log"][-1]["first_step_s"] = _round(self._now() - self._epoch_start)
 
     def on_validation_start(self, trainer, module):
         if not trainer.sanity_checking:

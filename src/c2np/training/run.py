@@ -20,6 +20,7 @@ import json
 import logging
 import platform
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -66,6 +67,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     as is; without a checkpoint the run starts afresh). ``budget_s``: stop (pause) before
     an epoch that would end after this many seconds of this invocation.
     """
+    entered = time.perf_counter()
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -100,7 +102,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
             shutil.rmtree(where)  # a run directory describes exactly one fit
         where.mkdir(parents=True)
     monitor = RunMonitor(where, int(t["patience"]), float(t["rel_tol"]), float(t.get("max_time_s") or 0),
-                         budget_s, version)
+                         budget_s, version, entered)
     # DDP reduces every parameter's gradient; a staged model (ADiT Task 1) leaves one
     # stage's parameters without any, which plain DDP takes for an error
     staged = stage_of(module.model) is not None
@@ -140,6 +142,9 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         "stages": s["stages"],
         "objective_version": s["objective_version"], "objective_changes": s["objective_changes"],
         "elapsed_s": round(s["elapsed_s"], 2), "invocations": s["invocations"],
+        # per invocation from this one's record on: its first epoch, seconds from the process's
+        # start and from train()'s to the first epoch, and the first step (compilation)
+        "invocation_log": s.get("invocation_log", []),
         "parameters": int(sum(p.numel() for p in module.parameters())),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
         "devices": trainer.world_size, "precision": str(t["precision"]),
