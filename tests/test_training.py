@@ -231,9 +231,11 @@ def test_resume_continues_the_epoch_count(small_store, tmp_path):
     log = info["invocation_log"]
     assert [e["epoch"] for e in log] == [0, 2, 3]
     for e in log:
-        assert 0 < e["setup_s"] < 600 and 0 < e["first_step_s"] < 600
-        assert e["first_step_s"] < info["epoch_seconds"][e["epoch"]]
+        steps = e["first_steps_s"]
+        assert 0 < e["setup_s"] < 600 and 1 <= len(steps) <= 3  # fewer where an epoch has fewer steps
+        assert 0 < steps[0] and steps == sorted(steps) and steps[-1] <= info["epoch_seconds"][e["epoch"]]
         assert e["process_s"] is None or e["process_s"] >= e["setup_s"]
+        assert len(e["first_steps_atoms"]) == len(steps) and all(n > 0 for n in e["first_steps_atoms"])
 
 
 def test_resume_after_the_run_moved_keeps_one_last_checkpoint(small_store, tmp_path):

@@ -204,6 +204,10 @@ def process_age() -> float | None:
         return None
 
 
+# a dynamic-shape compile makes a second graph at the second step; the third is a plain one
+FIRST_STEPS_TIMED = 3
+
+
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
@@ -229,7 +233,7 @@ class RunMonitor(pl.Callback):
                       "objective_changes": [], "invocation_log": []}
         self._clock = self._epoch_start = self._val_start = 0.0
         self._first = 0
-        self._first_step_pending = False
+        self._steps_to_time = 0
 
     # -- checkpointed state ------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -266,8 +270,8 @@ class RunMonitor(pl.Callback):
         # share of a short call, so each invocation's share is kept apart from the epochs
         self.state.setdefault("invocation_log", []).append(
             {"epoch": trainer.current_epoch, "process_s": _round(process_age()),
-             "setup_s": _round(self._clock - self.entered), "first_step_s": None})
-        self._first_step_pending = True
+             "setup_s": _round(self._clock - self.entered), "first_steps_s": [], "first_steps_atoms": []})
+        self._steps_to_time = FIRST_STEPS_TIMED
         self.state["stop_reason"] = None
         self._check_objective(trainer.current_epoch)
         if trainer.is_global_zero:
@@ -278,9 +282,13 @@ class RunMonitor(pl.Callback):
         self._val_start = 0.0
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self._first_step_pending:  # once per invocation: its only extra synchronisation
-            self._first_step_pending = False
-            self.state["invocation_log"][-1]["first_step_s"] = _round(self._now() - self._epoch_start)
+        # the first steps of the invocation's first epoch: its only extra synchronisations
+        if self._steps_to_time and trainer.current_epoch == self._first:
+            self._steps_to_time -= 1
+            entry = self.state["invocation_log"][-1]
+            entry["first_steps_s"].append(_round(self._now() - self._epoch_start))
+            # batches are shuffled: a slow first step may be a large batch, not start-up
+            entry["first_steps_atoms"].append(int(batch.z.shape[0]) if hasattr(batch, "z") else None)
 
     def on_validation_start(self, trainer, module):
         if not trainer.sanity_checking:
