@@ -18,6 +18,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/table5_lib.sh"
 N=${1:?bundle number}; shift
 [ $# -gt 0 ] || { echo "name at least one folder of gpu-work/" >&2; exit 2; }
 out=gpu-work/carry-$N.tar
+# one build per bundle number: an older build's file or parts (either format) left beside it
+# could be carried by mistake
+rm -f "$out" "$out".part-* "$out.zst" "$out".zst.part-*
 excl=()
 for f in "$@"; do
     w=gpu-work/$f
@@ -37,7 +40,20 @@ for f in "$@"; do
     done
 done
 tar cf "$out" "${excl[@]}" -C gpu-work "$@"
-echo "$out: $(( $(stat -c %s "$out") >> 20 )) MiB"
+# BUNDLE_ZSTD=1 compresses the bundle (gpu-work/carry-N.tar.zst). Long-range matching over a
+# 128 MiB window finds the bytes that a run's best.ckpt and last.ckpt share, such as ADiT
+# Task 1's untrained DiT during its VAE stage (29 of a run's 164 MB): ADiT Task 1's four runs
+# went from 624 to 434 MiB (s22, zstd -3). 128 MiB is the most a zstd decoder accepts
+# by default, so the GPU machine decodes it with its zstd or, lacking one, with pyarrow.
+if [ "${BUNDLE_ZSTD:-0}" = 1 ]; then
+    command -v zstd > /dev/null || { echo "BUNDLE_ZSTD=1 needs the zstd command" >&2; exit 2; }
+    raw=$(stat -c %s "$out")
+    zstd -q --rm --long=27 -3 -T0 "$out" -o "$out.zst"
+    out=$out.zst
+    echo "$out: $(( $(stat -c %s "$out") >> 20 )) MiB (zstd, from $((raw >> 20)) MiB)"
+else
+    echo "$out: $(( $(stat -c %s "$out") >> 20 )) MiB"
+fi
 # A call carries 64 MiB together with the checkout's tracked files, which travel in every call:
 # a larger bundle goes in parts of what they leave less 2 MiB (BUNDLE_MIB overrides it), one
 # call each; table5_gpu.sh unpacks it once every part is there. A fixed 55 MiB, the default
@@ -52,7 +68,6 @@ else
     tracked="unknown"
 fi
 if [ "$(stat -c %s "$out")" -gt $((limit << 20)) ]; then
-    rm -f "$out".part-*
     split -b "${limit}M" -d -a 3 "$out" "$out.piece-"
     m=$(compgen -G "$out.piece-*" | wc -l); k=0
     for piece in $(compgen -G "$out.piece-*" | sort); do
@@ -60,5 +75,5 @@ if [ "$(stat -c %s "$out")" -gt $((limit << 20)) ]; then
     done
     rm "$out"
     echo "  in $m parts of at most $limit MiB (tracked files: $tracked MiB of a call's 64), one call each:\
- $(cd gpu-work && ls carry-"$N".tar.part-* | sort -t- -k3 -n | tr '\n' ' ')"
+ $(cd gpu-work && ls "$(basename "$out")".part-* | sort -t- -k3 -n | tr '\n' ' ')"
 fi

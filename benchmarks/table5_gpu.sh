@@ -68,6 +68,7 @@ for d in gpu-work/*/; do  # a carried work folder the machine does not hold yet 
     [ -d "$d" ] && [ ! -d "$W/$(basename "$d")" ] && cp -a "$d" "$W/"
 done
 if [ "$SECONDS_GIVEN" = 0 ]; then
+    echo "compressed bundles (BUNDLE_ZSTD=1) decode here with: $(zstd_decoder)"
     echo "staged, nothing trained; the work folders on the machine:"
     for d in "$W"/*/; do echo "  $(basename "$d"): $(du -sm "$d" | cut -f1) MB"; done
     exit 0

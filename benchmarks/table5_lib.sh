@@ -67,20 +67,68 @@ needless_excludes() {
     return 0
 }
 
+# bundle_stream FILE...: the tar stream of a bundle, its FILEs (one, or its parts in order)
+# joined and, for a .tar.zst bundle (table5_bundle.sh BUNDLE_ZSTD=1), decoded: by zstd
+# (C2NP_ZSTD names another command) or, on a machine without it, by pyarrow, which c2np
+# needs anyway. The window is 128 MiB (--long=27), what both accept by default.
+bundle_stream() {
+    case "$1" in
+        *.tar.zst | *.tar.zst.part-*)
+            case "$(zstd_decoder)" in
+                zstd) cat "$@" | "${C2NP_ZSTD:-zstd}" -dc --long=27 ;;
+                pyarrow) cat "$@" | python3 -c 'import sys, pyarrow as pa
+src = pa.CompressedInputStream(pa.PythonFile(sys.stdin.buffer, mode="r"), "zstd")
+while chunk := src.read(1 << 22):
+    sys.stdout.buffer.write(chunk)' ;;
+                *) echo "no zstd command and no pyarrow: cannot decode $1" >&2; return 1 ;;
+            esac ;;
+        *) cat "$@" ;;
+    esac
+}
+
+# zstd_decoder: what decodes a .tar.zst bundle on this machine: zstd, pyarrow or nothing.
+zstd_decoder() {
+    if command -v "${C2NP_ZSTD:-zstd}" > /dev/null; then echo zstd
+    elif python3 -c "import pyarrow" 2> /dev/null; then echo pyarrow
+    else echo nothing
+    fi
+}
+
+# untar_into DIR FILE...: unpack a bundle's stream into DIR only if all of it decodes: it goes
+# into a temporary folder first, since a half-unpacked work folder in DIR would be copied to
+# the runners (a truncated last.ckpt, say).
+untar_into() {
+    local dir=$1; shift
+    local tmp
+    tmp=$(mktemp -d "$dir/.unpack.XXXXXX") || return 1
+    if (set -o pipefail; bundle_stream "$@" | tar xf - -C "$tmp") && cp -a "$tmp/." "$dir/"; then
+        rm -rf "$tmp"
+    else
+        rm -rf "$tmp"
+        return 1
+    fi
+}
+
 # unpack_bundles GPUWORK STASH: on the GPU machine, unpack every carried bundle into GPUWORK.
-# A whole bundle (GPUWORK/carry-N.tar) is unpacked at once; the parts of a split one
-# (GPUWORK/carry-N.tar.part-K-of-M, carried over several calls) wait in STASH, which
-# survives between calls on a warm machine, until all M are there.
+# A whole bundle (GPUWORK/carry-N.tar, or .tar.zst) is unpacked at once; the parts of a split
+# one (GPUWORK/carry-N.tar[.zst].part-K-of-M, carried over several calls) wait in STASH, which
+# survives between calls on a warm machine, until all M are there. A bundle that does not
+# decode keeps its file or parts, and says so.
 unpack_bundles() {
     local g=$1 stash=$2 t p first base m k have
     mkdir -p "$stash"
-    for t in "$g"/carry-*.tar; do
-        [ -f "$t" ] && tar xf "$t" -C "$g" && rm "$t"
+    for t in "$g"/carry-*.tar "$g"/carry-*.tar.zst; do
+        [ -f "$t" ] || continue
+        if untar_into "$g" "$t"; then
+            rm "$t"
+        else
+            echo "bundle $(basename "$t"): could not unpack it (kept)"
+        fi
     done
-    for p in "$g"/carry-*.tar.part-*-of-*; do
+    for p in "$g"/carry-*.tar.part-*-of-* "$g"/carry-*.tar.zst.part-*-of-*; do
         [ -f "$p" ] && mv "$p" "$stash/"
     done
-    for first in "$stash"/carry-*.tar.part-1-of-*; do
+    for first in "$stash"/carry-*.tar.part-1-of-* "$stash"/carry-*.tar.zst.part-1-of-*; do
         [ -f "$first" ] || continue
         base=${first%.part-1-of-*}; m=${first##*-of-}
         have=$(compgen -G "$base.part-*-of-$m" | wc -l)
@@ -88,8 +136,13 @@ unpack_bundles() {
             echo "bundle $(basename "$base"): $have of $m parts on the machine, waiting for the rest"
             continue
         fi
-        for k in $(seq 1 "$m"); do cat "$base.part-$k-of-$m"; done | tar xf - -C "$g" \
-            && rm "$base".part-*-of-"$m" && echo "bundle $(basename "$base"): all $m parts, unpacked"
+        local files=()
+        for k in $(seq 1 "$m"); do files+=("$base.part-$k-of-$m"); done
+        if untar_into "$g" "${files[@]}"; then
+            rm "${files[@]}" && echo "bundle $(basename "$base"): all $m parts, unpacked"
+        else
+            echo "bundle $(basename "$base"): could not unpack its $m parts (kept in $stash)"
+        fi
     done
     return 0
 }

@@ -309,6 +309,79 @@ def test_a_large_bundle_travels_in_parts_and_unpacks_once_all_are_there(tmp_path
     assert not list(stash.glob("*"))  # the parts are gone once unpacked
 
 
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="BUNDLE_ZSTD=1 needs the zstd command at home")
+@pytest.mark.parametrize("decoder", ["zstd", "pyarrow"])
+def test_a_compressed_bundle_shares_repeated_bytes_and_unpacks_with_either_decoder(tmp_path, decoder):
+    """BUNDLE_ZSTD=1: a checkpoint pair that shares most of its bytes (ADiT Task 1's untrained
+    DiT in best.ckpt and last.ckpt) travels about once; the machine decodes the parts with
+    zstd, or with pyarrow where it has no zstd command."""
+    rng = np.random.default_rng(0)
+    shared, own = rng.bytes(3 * 2**20), rng.bytes(2**20)  # random: only repetition compresses
+    run = tmp_path / "home" / "gpu-work" / "t7" / "runs" / "adit-task1-seed0"
+    _file(run / "run.json", text=json.dumps({"stop_reason": "paused", "objective_version": 2}))
+    (run / "best.ckpt").write_bytes(shared)
+    (run / "last.ckpt").write_bytes(shared + own)
+    _file(tmp_path / "home" / "gpu-work" / "carry-4.tar.part-1-of-9", text="a stale part of another build")
+    home = tmp_path / "home"
+    res = subprocess.run(["bash", str(ROOT / "benchmarks/table5_bundle.sh"), "4", "t7"], cwd=home,
+                         env={**os.environ, "BUNDLE_MIB": "2", "BUNDLE_ZSTD": "1"}, check=True,
+                         capture_output=True, text=True)
+    parts = sorted((home / "gpu-work").glob("carry-4.tar.zst.part-*"), key=lambda p: int(p.name.split("-")[2]))
+    m = len(parts)
+    assert m == 3 and f"in {m} parts" in res.stdout and "zstd" in res.stdout
+    assert sum(p.stat().st_size for p in parts) < 4.2 * 2**20  # 7 MiB of files, 4 MiB of them unique
+    assert sorted(p.name for p in (home / "gpu-work").iterdir() if p.is_file()) == sorted(p.name for p in parts)
+
+    machine, stash = tmp_path / "machine", tmp_path / "stash"
+    lib = ROOT / "benchmarks/table5_lib.sh"
+    # python3 of the test's environment has pyarrow, as the GPU machine's has
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    if decoder == "pyarrow":
+        env["C2NP_ZSTD"] = "no-such-zstd-command"
+    said = subprocess.run(["bash", "-c", f'source "{lib}" && zstd_decoder'], check=True, capture_output=True,
+                          text=True, env=env).stdout.strip()
+    assert said == decoder  # what table5_gpu.sh's staging call reports
+    for k, part in enumerate(parts, 1):
+        g = machine / f"call{k}" / "gpu-work"
+        g.mkdir(parents=True)
+        shutil.copy(part, g / part.name)
+        out = subprocess.run(["bash", "-c", f'set -uo pipefail; source "{lib}" && unpack_bundles "{g}" "{stash}"'],
+                             check=True, capture_output=True, text=True, env=env).stdout
+        assert (f"all {m} parts, unpacked" in out) == (k == m), out
+    got = machine / f"call{m}" / "gpu-work" / "t7" / "runs" / "adit-task1-seed0"
+    assert (got / "best.ckpt").read_bytes() == shared and (got / "last.ckpt").read_bytes() == shared + own
+    assert not list(stash.glob("*"))
+
+
+@pytest.mark.skipif(shutil.which("zstd") is None, reason="makes a compressed bundle with the zstd command")
+@pytest.mark.parametrize("split", [False, True])
+def test_a_bundle_cut_short_unpacks_nothing_and_is_kept(tmp_path, split):
+    """A compressed bundle whose stream ends early (a damaged carry) leaves no half-unpacked
+    work folder behind, which the call would otherwise copy to the runners, and keeps its
+    file or parts."""
+    rng = np.random.default_rng(1)
+    src = tmp_path / "src"
+    _file(src / "t8" / "runs" / "adit-task1-seed0" / "best.ckpt", text="")
+    (src / "t8" / "runs" / "adit-task1-seed0" / "best.ckpt").write_bytes(rng.bytes(2**20))
+    (src / "t8" / "runs" / "adit-task1-seed0" / "last.ckpt").write_bytes(rng.bytes(2**20))
+    whole = tmp_path / "carry-5.tar.zst"
+    subprocess.run(f'tar cf - -C "{src}" t8 | zstd -q --long=27 -3 -o "{whole}"', shell=True, check=True)
+    data = whole.read_bytes()[: int(0.7 * whole.stat().st_size)]  # the first file whole, then cut
+    stash, g = tmp_path / "stash", tmp_path / "gpu-work"
+    g.mkdir()
+    names = ["carry-5.tar.zst.part-1-of-2", "carry-5.tar.zst.part-2-of-2"] if split else ["carry-5.tar.zst"]
+    cut = len(data) // 2
+    for name, chunk in zip(names, [data[:cut], data[cut:]] if split else [data]):
+        (g / name).write_bytes(chunk)
+    lib = ROOT / "benchmarks/table5_lib.sh"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    res = subprocess.run(["bash", "-c", f'set -uo pipefail; source "{lib}" && unpack_bundles "{g}" "{stash}"'],
+                         capture_output=True, text=True, env=env)
+    assert "unpacked" not in res.stdout and "could not unpack" in res.stdout, res.stdout + res.stderr
+    assert sorted(p.name for p in g.iterdir()) == ([] if split else names)  # no t8/, no temporary
+    assert sorted(p.name for p in stash.iterdir()) == (names if split else [])
+
+
 def _layout_lines(path: Path) -> list[list[str]]:
     """The runner lines of a layout, as benchmarks/table5_seed.py reads them."""
     return load_benchmark("table5_seed").layout_lines(path)
