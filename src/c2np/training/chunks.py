@@ -65,12 +65,19 @@ def chunk_dir(out: Path) -> Path:
     return out.with_name(out.name + ".chunks")
 
 
+def _manifest_int(out: Path, key: str) -> int | None:
+    """``key`` of the manifest of a prediction of ``out`` in progress, else None (no folder,
+    a manifest cut off by a kill, or no such key)."""
+    try:
+        return int(json.loads((chunk_dir(out) / MANIFEST).read_text())[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def chunk_progress(out: Path) -> tuple[int, int] | None:
     """(batches finished, batches in all) of a prediction of ``out`` in progress, else None."""
-    folder = chunk_dir(out)
-    try:
-        total = int(json.loads((folder / MANIFEST).read_text())["batches"])
-    except (OSError, ValueError, KeyError, TypeError):
+    total = _manifest_int(out, "batches")
+    if total is None:
         return None
     return len(ChunkFolder(out, {"batches": total}).finished()), total
 
@@ -78,21 +85,17 @@ def chunk_progress(out: Path) -> tuple[int, int] | None:
 def chunk_missing(out: Path, shard: tuple[int, int] | None = None) -> set[int] | None:
     """The batches of ``shard`` (None: of all) still missing from a prediction of ``out`` in
     progress, else None (no folder)."""
-    progress = chunk_progress(out)
-    if progress is None:
+    total = _manifest_int(out, "batches")
+    if total is None:
         return None
-    folder = ChunkFolder(out, {"batches": progress[1]})
-    return shard_batches(folder.batches, shard) - folder.finished()
+    return shard_batches(total, shard) - ChunkFolder(out, {"batches": total}).finished()
 
 
 def chunk_batch_size(out: Path) -> int | None:
     """The batch size of a prediction of ``out`` in progress (its manifest's), else None.
 
     A resumed prediction must keep it: the batches on disk were cut at that size."""
-    try:
-        return int(json.loads((chunk_dir(out) / MANIFEST).read_text())["batch_size"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return _manifest_int(out, "batch_size")
 
 
 class ChunkFolder:
