@@ -268,7 +268,7 @@ class RunMonitor(pl.Callback):
         self.state["invocations"] += 1
         # a resumed call pays its start-up again; on the lent GPU machines that was a large
         # share of a short call, so each invocation's share is kept apart from the epochs
-        self.state.setdefault("invocation_log", []).append(
+        self.state["invocation_log"].append(
             {"epoch": trainer.current_epoch, "process_s": _round(process_age()),
              "setup_s": _round(self._clock - self.entered), "first_steps_s": [], "first_steps_atoms": []})
         self._steps_to_time = FIRST_STEPS_TIMED

@@ -145,7 +145,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         # per invocation from this one's record on: its first epoch, seconds from the process's
         # start and from train()'s to the first epoch, and the ends of its first steps
         # (the DataLoader's first batch and, on a GPU, compilation) after the epoch's start
-        "invocation_log": s.get("invocation_log", []),
+        "invocation_log": s["invocation_log"],
         "parameters": int(sum(p.numel() for p in module.parameters())),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
         "devices": trainer.world_size, "precision": str(t["precision"]),
