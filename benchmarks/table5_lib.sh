@@ -99,14 +99,12 @@ zstd_decoder() {
 # the runners (a truncated last.ckpt, say).
 untar_into() {
     local dir=$1; shift
-    local tmp
+    local tmp rc
     tmp=$(mktemp -d "$dir/.unpack.XXXXXX") || return 1
-    if (set -o pipefail; bundle_stream "$@" | tar xf - -C "$tmp") && cp -a "$tmp/." "$dir/"; then
-        rm -rf "$tmp"
-    else
-        rm -rf "$tmp"
-        return 1
-    fi
+    (set -o pipefail; bundle_stream "$@" | tar xf - -C "$tmp") && cp -a "$tmp/." "$dir/"
+    rc=$?
+    rm -rf "$tmp"
+    return $rc
 }
 
 # unpack_bundles GPUWORK STASH: on the GPU machine, unpack every carried bundle into GPUWORK.
@@ -117,7 +115,7 @@ untar_into() {
 unpack_bundles() {
     local g=$1 stash=$2 t p first base m k have
     mkdir -p "$stash"
-    for t in "$g"/carry-*.tar "$g"/carry-*.tar.zst; do
+    for t in "$g"/carry-*.tar{,.zst}; do
         [ -f "$t" ] || continue
         if untar_into "$g" "$t"; then
             rm "$t"
@@ -125,10 +123,10 @@ unpack_bundles() {
             echo "bundle $(basename "$t"): could not unpack it (kept)"
         fi
     done
-    for p in "$g"/carry-*.tar.part-*-of-* "$g"/carry-*.tar.zst.part-*-of-*; do
+    for p in "$g"/carry-*.tar{,.zst}.part-*-of-*; do
         [ -f "$p" ] && mv "$p" "$stash/"
     done
-    for first in "$stash"/carry-*.tar.part-1-of-* "$stash"/carry-*.tar.zst.part-1-of-*; do
+    for first in "$stash"/carry-*.tar{,.zst}.part-1-of-*; do
         [ -f "$first" ] || continue
         base=${first%.part-1-of-*}; m=${first##*-of-}
         have=$(compgen -G "$base.part-*-of-$m" | wc -l)
