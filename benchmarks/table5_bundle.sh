@@ -10,6 +10,7 @@
 # table5_seed.py copies in on the machine.
 #
 #   bash benchmarks/table5_bundle.sh N FOLDER...     (from the repository root; FOLDER = t6b ...)
+#   BUNDLE_ZSTD=1 bash benchmarks/table5_bundle.sh N FOLDER...   (gpu-work/carry-N.tar.zst; below)
 #
 # A new runner's folder needs a file in it (an empty folder is not carried): the bundle
 # creates FOLDER with a README.txt when gpu-work/FOLDER does not exist yet.
