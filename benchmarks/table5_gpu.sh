@@ -7,6 +7,9 @@
 #
 #   bash benchmarks/table5_gpu.sh OUT [SECONDS] [LAYOUT]     (from the repository root)
 #
+# BF16_ATTENTION (default none) names the families whose Task 1 generation runs `c2np predict
+# --attention bf16` (train_baselines.py --bf16-attention; e.g. BF16_ATTENTION=adit once
+# benchmarks/adit_attention.py has shown it keeps the particles' scores).
 # SCORE_WORKERS (default 2) is each runner's number of splits scored at once on the CPU, 8 jobs
 # each: a call left with scoring alone can take more (6 on 64 cores: ten Task 1 splits of
 # CDVAE and SyMat, 486 or 324 particles each, scored in 5 minutes, 2026-11-26).
@@ -103,7 +106,8 @@ runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN PREDICT_BATC
     python3 benchmarks/train_baselines.py --store "$2" --work "$W/$1" --plan "$3" --seeds $4 \
         --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --predict-batch "$9" \
         --predict-shards "${10}" --jobs 8 \
-        --deadline "$SECONDS_GIVEN" --reserve 45 --score-workers "${SCORE_WORKERS:-2}" > "$W/$1.log" 2>&1
+        --deadline "$SECONDS_GIVEN" --reserve 45 --score-workers "${SCORE_WORKERS:-2}" \
+        --bf16-attention "${BF16_ATTENTION:-}" > "$W/$1.log" 2>&1
 }
 pids=()
 while IFS='|' read -r name store plan seeds gpus first per group batch shards; do

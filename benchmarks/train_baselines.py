@@ -53,7 +53,7 @@ from pathlib import Path
 from c2np import open_dataset
 from c2np.config import FINAL_STOP_REASONS, objective_version, recorded_objective
 from c2np.errors import StoreError
-from c2np.training.chunks import chunk_batch_size, chunk_dir, chunk_missing, chunk_progress
+from c2np.training.chunks import chunk_attention, chunk_batch_size, chunk_dir, chunk_missing, chunk_progress
 
 #: kinds of work in a runner's queue, in the order free slots take them
 PREDICT, RUN = 0, 1
@@ -180,13 +180,14 @@ class Runner:
     def __init__(self, pipe: Pipeline, c2np: list[str], gpus: int, first_gpu: int, per_gpu: int, jobs: int,
                  deadline: float, reserve: float, overrides: list[str], gpus_per_run: int = 1,
                  compile_predict: frozenset[str] = frozenset(), predict_batch: int = 0,
-                 score_only: bool = False, score_workers: int = 2, shards: int = 1) -> None:
+                 score_only: bool = False, score_workers: int = 2, shards: int = 1,
+                 bf16_attention: frozenset[str] = frozenset()) -> None:
         if gpus % gpus_per_run:
             raise ValueError(f"{gpus} GPUs do not split into groups of {gpus_per_run}")
         self.pipe, self.c2np, self.gpus, self.first_gpu, self.per_gpu = pipe, c2np, gpus, first_gpu, per_gpu
         self.gpus_per_run, self.compile_predict = gpus_per_run, compile_predict
         self.predict_batch, self.score_only, self.score_workers = predict_batch, score_only, score_workers
-        self.shards = shards
+        self.shards, self.bf16_attention = shards, bf16_attention
         self.overrides = [arg for o in overrides for arg in ("--set", o)]
         self.jobs, self.deadline, self.reserve = jobs, deadline, reserve
         self.lock = threading.Lock()
@@ -269,6 +270,11 @@ class Runner:
         extra = ["--compile"] if job.task == 1 and job.model in self.compile_predict else []
         if sharded:
             extra += ["--shard", f"{shard}/{self.shards}"]
+        # like the batch size, a prediction under way keeps the precision of its batches on disk
+        attention = chunk_attention(out) or ("bf16" if job.task == 1 and job.model in self.bf16_attention
+                                             else "fp32")
+        if attention != "fp32":
+            extra += ["--attention", attention]
         # a prediction under way keeps the batch size its batches on disk were cut at (a
         # layout's new --predict-batch applies to predictions not started yet)
         batch = chunk_batch_size(out) or self.predict_batch
@@ -468,6 +474,11 @@ def main() -> None:
                          "sizes (R = 10: MatterGen unchanged, FlowMM 1.1x), after 36 and 15 s of compilation; "
                          "DiffCSP 1.1x and 1.3x at R = 20, 30, unchanged at ID sizes, 1.6x slower at R = 10. Set it "
                          "before a family's first prediction: --resume refuses to mix compiled and eager batches.")
+    ap.add_argument("--bf16-attention", default="",
+                    help="Families whose Task 1 generation runs `c2np predict --attention bf16` (comma-separated; "
+                         "default none): ADiT's attention kernels in bf16, the flash kernels on the tensor cores. "
+                         "benchmarks/adit_attention.py measures speed and particles against fp32 on a trained "
+                         "checkpoint. A prediction under way keeps the precision of its batches on disk.")
     ap.add_argument("--predict-batch", type=int, default=0,
                     help="Particles per prediction batch for every run of the plan (0: each run's config, "
                          "[predict] batch_size), for predictions not started yet: one cut off keeps the batch "
@@ -518,7 +529,7 @@ def main() -> None:
     compile_predict = frozenset(m for m in a.compile_predict.split(",") if m)
     runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides,
                     a.gpus_per_run, compile_predict, a.predict_batch, a.score_only, a.score_workers,
-                    max(1, a.predict_shards))
+                    max(1, a.predict_shards), frozenset(m for m in a.bf16_attention.split(",") if m))
     todo = [j for j in jobs if not pipe.scored(j)]
     runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s)"
                + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")

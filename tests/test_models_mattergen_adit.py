@@ -330,3 +330,135 @@ def test_mattergen_pulls_an_atom_with_no_neighbours_only_through_the_centre_vect
         assert float(eps[0].norm()) > 1e-3
         cos = torch.nn.functional.cosine_similarity(eps[0], pos[0], dim=0)
         assert abs(float(cos)) > 1 - 1e-5
+
+
+def test_ragged_attention_in_bf16_is_fp32_attention_to_bf16_rounding():
+    """``dtype``: the kernels see q, k, v in bf16 and the caller gets fp32 back, close to the
+    fp32 attention (bf16 keeps 8 bits of mantissa), on the batched and the ragged path."""
+    from c2np.models.adit import ragged_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(30, 2, 8, generator=g) for _ in range(3))
+    for ptr in (torch.tensor([0, 15, 30]), torch.tensor([0, 7, 30])):
+        exact = ragged_attention(q, k, v, ptr)
+        half = ragged_attention(q, k, v, ptr, torch.bfloat16)
+        assert half.dtype == torch.float32 and half.shape == exact.shape
+        err = (half - exact).abs().max().item()
+        assert 0 < err < 0.05, err  # rounded, not another attention (entries of order 1)
+        assert torch.equal(ragged_attention(q, k, v, ptr, torch.float32), exact)
+
+
+@pytest.fixture(scope="module")
+def adit_checkpoint(small_store, tmp_path_factory):
+    """A tiny ADiT Task 1 run past its VAE stage, so that it generates."""
+    runs = tmp_path_factory.mktemp("adit-runs")
+    args = [f"--set=model.{k}={v}" for k, v in (TINY["adit", 1] | {"steps": 2}).items()]
+    args += ["--set", "train.epochs=3", "--set", "train.radii=[8, 9]", "--set", "train.val_radii=[9]",
+             "--set", "train.patience=1", "--set", "train.rel_tol=10"]
+    res = runner.invoke(app, ["train", "--task", "1", "--model", "adit", "--store", str(small_store),
+                              "--out", str(runs), "-q", *args])
+    assert res.exit_code == 0, res.output
+    return runs / "adit-task1-seed0" / "last.ckpt"
+
+
+def test_adit_generates_with_bf16_attention_and_never_mixes_it_with_fp32(adit_checkpoint, small_store, tmp_path,
+                                                                       monkeypatch):
+    """`c2np predict --attention bf16`: every attention kernel of the generation gets bf16,
+    every one of the test Loss fp32 (so the Loss equals fp32's); the particles have the same
+    sizes and nearly the same atoms; the chunk manifest records it, so --resume refuses to
+    continue an fp32 folder in bf16."""
+    import pandas as pd
+
+    from c2np.training import predict as predict_mod
+
+    seen: list[torch.dtype] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *a, **k):
+        seen.append(q.dtype)
+        return sdpa(q, *a, **k)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    args = ["predict", "--checkpoint", str(adit_checkpoint), "--split", "id", "--store", str(small_store), "-q",
+            "--batch-size", "1"]
+    loss_file = adit_checkpoint.parent / "test_loss-id.json"
+    out = {}
+    for attention in ("fp32", "bf16"):
+        seen.clear()
+        out[attention] = tmp_path / f"{attention}.parquet"
+        res = runner.invoke(app, [*args, "--out", str(out[attention]), "--attention", attention])
+        assert res.exit_code == 0, res.output
+        out[attention, "loss"] = json.loads(loss_file.read_text())["loss"]
+        out[attention, "dtypes"] = list(seen)
+        made = json.loads((adit_checkpoint.parent / "prediction-id.json").read_text())
+        assert (made["attention"], made["file"], made.get("compile")) == (attention, f"{attention}.parquet", None)
+    assert set(out["fp32", "dtypes"]) == {torch.float32}
+    dtypes = out["bf16", "dtypes"]
+    first = dtypes.index(torch.bfloat16)  # the test loss runs first, then the generation
+    assert first > 0 and set(dtypes[:first]) == {torch.float32} and set(dtypes[first:]) == {torch.bfloat16}
+    assert out["bf16", "loss"] == out["fp32", "loss"]
+    a, b = pd.read_parquet(out["fp32"]), pd.read_parquet(out["bf16"])
+    assert a.groupby("config_id").size().to_dict() == b.groupby("config_id").size().to_dict()
+    shift = (a[["x", "y", "z"]].to_numpy() - b[["x", "y", "z"]].to_numpy())
+    assert 0 < np.abs(shift).max() < 0.05 * np.abs(a[["x", "y", "z"]].to_numpy()).max()
+    assert all(blk.attention_dtype is None for blk in predict_mod.load_module(adit_checkpoint).model.modules()
+               if hasattr(blk, "attention_dtype"))
+
+    class Killed(Exception):
+        pass
+
+    real, calls = predict_mod.generate_particles, []
+
+    def stop_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return real(*a, **k)
+
+    resumed = tmp_path / "resumed.parquet"
+    with monkeypatch.context() as m:
+        m.setattr(predict_mod, "generate_particles", stop_second)
+        res = runner.invoke(app, [*args, "--out", str(resumed), "--resume"])
+    assert isinstance(res.exception, Killed)
+    res = runner.invoke(app, [*args, "--out", str(resumed), "--resume", "--attention", "bf16"])
+    assert res.exit_code == 2 and "(attention None there, 'bf16' now)" in res.output, res.output
+
+
+def test_bf16_attention_is_refused_where_there_is_no_attention(adit_checkpoint, small_store, tmp_path):
+    """An unknown precision, and bf16 for a model without transformer attention (SyMat Task
+    1), are refused with a clear message before anything is written."""
+    base = ["predict", "--checkpoint", str(adit_checkpoint), "--split", "id", "--store", str(small_store), "-q",
+            "--out", str(tmp_path / "x.parquet")]
+    res = runner.invoke(app, [*base, "--attention", "fp16"])
+    assert res.exit_code == 2 and "choose one of fp32, bf16" in res.output, res.output
+    runs = tmp_path / "runs"
+    res = runner.invoke(app, ["train", "--task", "1", "--model", "symat", "--store", str(small_store), "--out",
+                              str(runs), "-q", "--set", "model.hidden=16", "--set", "model.interactions=1",
+                              "--set", "model.gaussians=8", "--set", "model.n_sigmas=2",
+                              "--set", "model.langevin_steps=1", "--set", "train.workers=0",
+                              "--set", "train.epochs=1", "--set", "train.val_radii=[9]"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base[:2], str(runs / "symat-task1-seed0" / "best.ckpt"), *base[3:],
+                              "--attention", "bf16"])
+    assert res.exit_code == 2 and "not to SyMatTask1 (Task 1)" in res.output, res.output
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_attention_benchmark_compares_both_precisions_and_leaves_the_run_alone(adit_checkpoint, small_store,
+                                                                             tmp_path, capsys):
+    """benchmarks/adit_attention.py: a row per precision and split, the paired comparison,
+    JSON lines, and the run's folder as it was (it works on a copy of the checkpoint)."""
+    from benchmark_scripts import load_benchmark
+
+    before = {p.name: p.stat().st_mtime_ns for p in adit_checkpoint.parent.iterdir()}
+    out = tmp_path / "rows.jsonl"
+    load_benchmark("adit_attention").main([str(adit_checkpoint), "--store", str(small_store), "--splits", "id",
+                                           "--sample", "1", "--jobs", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert "| id | bf16 |" in text and "| id | fp32 |" in text and "same scores" in text
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r.get("attention") for r in lines[:2]] == ["bf16", "fp32"] and lines[0]["particles"] >= 1
+    assert lines[0]["atoms"] > 0 and lines[0]["seconds"] > 0 and np.isfinite(lines[0]["rmsd_mean"])
+    comparison = lines[2]["comparison"]
+    assert comparison["split"] == "id" and comparison["speedup"] > 0 and isinstance(comparison["same_scores"], bool)
+    assert {p.name: p.stat().st_mtime_ns for p in adit_checkpoint.parent.iterdir()} == before

@@ -29,7 +29,8 @@ with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(" ".join(args[:1] + [m for m in ("adit", "cdvae") if any(m in a for a in args)]
                       + (["compiled"] if "--compile" in args else [])
                       + ([f"batch{opt('--batch-size')}"] if "--batch-size" in args else [])
-                      + ([f"shard{opt('--shard')}"] if "--shard" in args else [])) + "\n")
+                      + ([f"shard{opt('--shard')}"] if "--shard" in args else [])
+                      + ([f"attn{opt('--attention')}"] if "--attention" in args else [])) + "\n")
 if "FAKE_GPU_LOG" in os.environ:  # which GPUs a command saw, and whether it trained with DDP
     with open(os.environ["FAKE_GPU_LOG"], "a") as fh:
         devices = opt("--devices") if "--devices" in args else "1"
@@ -54,6 +55,8 @@ elif args[0] == "predict":
     manifest = {"split": opt("--split"), "seed": opt("--seed"), "batches": 4}
     if "--batch-size" in args:  # as the real one, a folder cut at another batch size is refused
         manifest["batch_size"] = int(opt("--batch-size"))
+    if "--attention" in args:  # and one of another precision
+        manifest["attention"] = opt("--attention")
     chunks = ChunkFolder(out, manifest)
     assert "--resume" in args
     done = chunks.open()
@@ -300,6 +303,29 @@ def test_a_prediction_under_way_keeps_its_batch_size_when_the_layout_changes_it(
     assert sorted(c for c in calls if c.startswith("predict")) == ["predict cdvae batch4", "predict cdvae batch8"]
     assert [c for c in calls if c.startswith("batch id")] == [f"batch id {b}" for b in (1, 2, 3)]
     assert pipe.scored(job)
+
+
+def test_bf16_attention_goes_to_the_chosen_task1_families_and_a_split_under_way_keeps_fp32(tb, tmp_path,
+                                                                                         monkeypatch):
+    """--bf16-attention adit: ADiT's Task 1 splits not started yet generate with `--attention
+    bf16`; its ID split, cut off in fp32 in an earlier call, goes on in fp32 (c2np predict
+    --resume refuses to mix); CDVAE Task 1 and ADiT Task 2 get no flag."""
+    pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
+    runner.bf16_attention = frozenset({"adit"})
+    jobs = [tb.Job("adit", 1, 0), tb.Job("adit", 2, 0), tb.Job("cdvae", 1, 0)]
+    for job in jobs:
+        _converged(pipe, job)
+        if job.task == 2:
+            (pipe.run_dir(job) / "run.json").write_text(json.dumps({"epochs": 3, "stop_reason": "converged",
+                                                                    "objective_version": 1}))
+    under_way = ChunkFolder(pipe.pred(jobs[0], "id"), {"split": "id", "seed": "0", "batches": 4})
+    under_way.open()
+    under_way.path(0).write_text("id batch 0\n")
+    runner.run(jobs)
+    predicted = [c for c in (tmp_path / "calls.log").read_text().splitlines() if c.startswith("predict")]
+    assert sorted(predicted) == ["predict adit", "predict adit", "predict adit", "predict adit attnbf16",
+                                 "predict cdvae", "predict cdvae"]
+    assert all(pipe.pred(j, s).exists() for j in jobs for s in ("id", "ood"))
 
 
 def test_score_only_scores_finished_predictions_and_neither_trains_nor_predicts(tb, tmp_path, monkeypatch):

@@ -270,6 +270,11 @@ def test_loss_column_reaches_result_and_report(small_store, tmp_path):
     result = json.loads(out.read_text())
     assert result["loss"] == pytest.approx(test_loss["loss"])
     assert result["model_run"]["validation"]["val_radii"] == [9]
+    made = result["model_run"]["prediction"]  # how the predictions were made, from prediction-id.json
+    assert made == json.loads((run / "prediction-id.json").read_text())
+    assert (made["split"], made["file"], made["sample"], made["attention"], made["shards"]) == (
+        "id", "t1.parquet", 1, "fp32", 1)
+    assert made["checkpoint_sha256"] == test_loss["checkpoint_sha256"] and made["seed"] == 0
     res = runner.invoke(app, ["report", str(out), "--out", str(tmp_path / "rep")])
     assert res.exit_code == 0, res.output
     md = (tmp_path / "rep" / "report.md").read_text()

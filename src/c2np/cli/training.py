@@ -144,6 +144,10 @@ def predict(
         help="K/N, with --resume: generate only batches b with b mod N = K, so that N processes (e.g. one "
              "per GPU, CUDA_VISIBLE_DEVICES) share one prediction; the last to finish writes OUT. Same "
              "bits as one process.", metavar="K/N")] = None,
+    attention: Annotated[str, typer.Option(
+        help="Task 1, ADiT: precision of the transformer's attention kernels while generating: fp32 (as "
+             "trained) or bf16 (flash kernels on a GPU's tensor cores; fp32 elsewhere, the Loss fp32). Not "
+             "bit-identical to fp32; --resume never mixes the two.", metavar="fp32|bf16")] = "fp32",
     quiet: QuietOpt = False,
 ) -> None:
     """Write a trained model's predictions for the ID or OOD split in the harness's format.
@@ -168,6 +172,7 @@ def predict(
       c2np predict --checkpoint runs/diffcsp-task1-seed0/best.ckpt --split id --out t1.parquet --resume
       CUDA_VISIBLE_DEVICES=1 c2np predict --checkpoint runs/mattergen-task1-seed0/best.ckpt \\
           --split id --out t1.parquet --resume --shard 1/2      # beside --shard 0/2 on GPU 0
+      c2np predict --checkpoint runs/adit-task1-seed0/best.ckpt --split ood --out t1.parquet --attention bf16
     """
     _torch_missing()
     from c2np.training.predict import predict as run_predict
@@ -178,7 +183,7 @@ def predict(
         part = parse_shard(shard) if shard is not None else None
         path = run_predict(checkpoint, store, split, out, seed=seed, all_rotations=all_rotations,
                            sample=sample, batch_size=batch_size, progress=not quiet, resume=resume,
-                           compile=compile, skin=skin, shard=part)
+                           compile=compile, skin=skin, shard=part, attention=attention)
     except (C2NPError, ValueError) as exc:
         _fail(C2NPError(str(exc)))
     if path is None:

@@ -40,12 +40,19 @@ from c2np.models.task1_base import SampleStart, Task1Generator
 from c2np.models.task2_base import LatticeGenerator
 
 
-def ragged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ptr: torch.Tensor) -> torch.Tensor:
+def ragged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ptr: torch.Tensor,
+                     dtype: torch.dtype | None = None) -> torch.Tensor:
     """Self-attention within each graph: (n, heads, d) -> (n, heads, d).
 
     Graphs of equal size go through one batched call; otherwise one call per graph, so no
     block-diagonal mask (quadratic in memory) is ever built and the fused kernels apply.
+    ``dtype`` (e.g. ``torch.bfloat16``): q, k and v enter the kernels in it and the output
+    returns in theirs. In fp32 a GPU runs the memory-efficient kernel on its CUDA cores;
+    only half precision reaches the flash kernels on the tensor cores, which is where the
+    compute of a large particle's attention (quadratic in its atoms) goes.
     """
+    if dtype is not None and dtype != q.dtype:
+        return ragged_attention(q.to(dtype), k.to(dtype), v.to(dtype), ptr).to(q.dtype)
     sizes = (ptr[1:] - ptr[:-1]).tolist()
     if len(set(sizes)) == 1:
         g, m = len(sizes), sizes[0]
@@ -60,13 +67,17 @@ def ragged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ptr: tor
 
 class DiTBlock(nn.Module):
     """Transformer block with adaptive layer norm (adaLN-Zero, Peebles & Xie 2023): the
-    condition ``c`` (one vector per token) sets shift, scale and a zero-initialised gate."""
+    condition ``c`` (one vector per token) sets shift, scale and a zero-initialised gate.
+    ``attention_dtype`` (None: the inputs') is the precision of the attention kernels
+    (:func:`ragged_attention`); ``c2np predict --attention bf16`` sets it while it generates.
+    It is no parameter or buffer, so checkpoints do not carry it."""
 
     def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0):
         super().__init__()
         if hidden % heads:
             raise ValueError(f"hidden ({hidden}) must be a multiple of heads ({heads})")
         self.heads = heads
+        self.attention_dtype: torch.dtype | None = None
         self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False)
         self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False)
         self.qkv = nn.Linear(hidden, 3 * hidden)
@@ -81,7 +92,7 @@ class DiTBlock(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(nn.functional.silu(c)).chunk(6, -1)
         y = self.norm1(x) * (1 + scale1) + shift1
         q, k, v = self.qkv(y).view(len(x), 3, self.heads, -1).unbind(1)
-        x = x + gate1 * self.proj(ragged_attention(q, k, v, ptr).reshape(len(x), -1))
+        x = x + gate1 * self.proj(ragged_attention(q, k, v, ptr, self.attention_dtype).reshape(len(x), -1))
         return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)
 
 

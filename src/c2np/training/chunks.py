@@ -65,12 +65,22 @@ def chunk_dir(out: Path) -> Path:
     return out.with_name(out.name + ".chunks")
 
 
+def _manifest(out: Path) -> dict | None:
+    """The manifest of a prediction of ``out`` in progress, else None (no folder, or a
+    manifest cut off by a kill)."""
+    try:
+        manifest = json.loads((chunk_dir(out) / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def _manifest_int(out: Path, key: str) -> int | None:
     """``key`` of the manifest of a prediction of ``out`` in progress, else None (no folder,
     a manifest cut off by a kill, or no such key)."""
     try:
-        return int(json.loads((chunk_dir(out) / MANIFEST).read_text())[key])
-    except (OSError, ValueError, KeyError, TypeError):
+        return int((_manifest(out) or {})[key])
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -96,6 +106,15 @@ def chunk_batch_size(out: Path) -> int | None:
 
     A resumed prediction must keep it: the batches on disk were cut at that size."""
     return _manifest_int(out, "batch_size")
+
+
+def chunk_attention(out: Path) -> str | None:
+    """The attention precision (``c2np predict --attention``) of a prediction of ``out`` in
+    progress: its manifest's, "fp32" where the manifest names none; None without one.
+
+    A resumed prediction must keep it: ``--resume`` refuses to mix precisions."""
+    manifest = _manifest(out)
+    return None if manifest is None else str(manifest.get("attention", "fp32"))
 
 
 class ChunkFolder:

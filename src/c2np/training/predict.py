@@ -4,6 +4,7 @@ models are scored by exactly the code that scores the reference solvers."""
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from ase import Atoms
 
 from c2np.errors import C2NPError
 from c2np.evaluation.predictions import task1_frame, write_task1, write_task2
+from c2np.models.adit import DiTBlock
 from c2np.models.components import SchNetEncoder
 from c2np.models.cspnet import ParticleCSPNet
 from c2np.models.graph import DEFAULT_SKIN
@@ -28,10 +30,20 @@ from c2np.training.data import COLLATE, load_records, record_loader, task1_ids
 #: the radius graph, whose shapes do not depend on the data
 SAMPLER_NETWORKS = {SchNetEncoder: "interact", ParticleCSPNet: "propagate", MatterGenTask1: "network"}
 
+#: ``c2np predict --attention``: the precision of the attention kernels while a Task 1
+#: transformer (ADiT) generates; None keeps the model's own (fp32)
+ATTENTION_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+
 
 def test_loss_path(run: Path, split: str) -> Path:
     """Where ``c2np predict`` leaves the test-split objective of a run (one file per split)."""
     return Path(run) / f"test_loss-{split}.json"
+
+
+def settings_path(run: Path, split: str) -> Path:
+    """Where ``c2np predict`` leaves how a run's complete prediction of ``split`` was made
+    (``c2np evaluate --run-info`` carries it into the result as ``model_run.prediction``)."""
+    return Path(run) / f"prediction-{split}.json"
 
 
 def write_test_loss(module, records, split: str, checkpoint: Path, batch_size: int, seed: int,
@@ -125,11 +137,27 @@ def compile_sampler(model: torch.nn.Module, backend: str = "inductor") -> list[s
     return done
 
 
+@contextmanager
+def attention_precision(model: torch.nn.Module, attention: str):
+    """Within the block, every :class:`~c2np.models.adit.DiTBlock` of ``model`` runs its
+    attention kernels in ``attention`` (a key of :data:`ATTENTION_DTYPES`); afterwards
+    they are as before, so the test Loss is never computed in it."""
+    blocks = [m for m in model.modules() if isinstance(m, DiTBlock)]
+    before = [b.attention_dtype for b in blocks]
+    for b in blocks:
+        b.attention_dtype = ATTENTION_DTYPES[attention]
+    try:
+        yield
+    finally:
+        for b, dtype in zip(blocks, before):
+            b.attention_dtype = dtype
+
+
 def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path, seed: int = 0,
             all_rotations: bool = False, batch_size: int | None = None, limit: int | None = None,
             sample: int | None = None, progress: bool = True, resume: bool = False,
             compile: bool = False, skin: float = DEFAULT_SKIN,
-            shard: tuple[int, int] | None = None) -> Path | None:
+            shard: tuple[int, int] | None = None, attention: str = "fp32") -> Path | None:
     """Write the predictions of ``checkpoint`` for ``split`` to ``out``.
 
     Task 1: ``out`` is a long-format Parquet (config_id, Z, x, y, z), one generated
@@ -160,7 +188,15 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     the setting and ``--resume`` refuses to mix the two. ``skin`` (Task 1, Angstrom): the
     sampler's neighbour lists (``c2np.models.graph.NeighbourList``); 0 builds every radius
     graph afresh. The particles are the same bits either way.
+
+    ``attention`` (Task 1, ADiT): ``"bf16"`` generates with the transformer's attention
+    kernels in bfloat16 (:func:`attention_precision`; q, k, v cast, fp32 everywhere else),
+    the flash kernels on a GPU's tensor cores instead of fp32's memory-efficient ones. The
+    particles differ from fp32's (a 100-step flow amplifies the rounding), so the manifest
+    records it and ``--resume`` refuses to mix the two; the test Loss stays fp32.
     """
+    if attention not in ATTENTION_DTYPES:
+        raise C2NPError(f"attention {attention!r}: choose one of {', '.join(ATTENTION_DTYPES)}")
     checkpoint, out = Path(checkpoint), Path(out)
     if shard is not None:
         if not resume:
@@ -170,6 +206,9 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
     module = load_module(checkpoint)
     model, device = module.model, module.device
     task = model.task
+    if attention != "fp32" and not (task == 1 and any(isinstance(m, DiTBlock) for m in model.modules())):
+        raise C2NPError(f"attention {attention}: applies to the generation of a Task 1 transformer (ADiT), not to "
+                        f"{type(model).__name__} (Task {task})")
     if compile and task == 1:
         compile_sampler(model)
     # the config's [predict] batch size; checkpoints of before it was kept: the training one
@@ -190,7 +229,8 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
                                "batches": len(batches), "checkpoint_sha256": digest, "store": ds.fingerprint,
                                "limit": limit, "sample": sample, "all_rotations": all_rotations}
                          # only when on: folders of eager calls from before the option still resume
-                         | ({"compile": True} if compile and task == 1 else {}))
+                         | ({"compile": True} if compile and task == 1 else {})
+                         | ({"attention": attention} if attention != "fp32" else {}))
     mine = shard_batches(len(batches), shard)
     if resume:
         with chunks.locked():  # another shard may be setting the folder up at this moment
@@ -208,7 +248,8 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
         test_loss()
     parts = {}
     label = f"predict task {task} {split}, batches of {size}" + (f", shard {shard[0]}/{shard[1]}" if shard else "")
-    with progress_bar(len(mine), label, enabled=progress, start=len(done & mine)) as advance:
+    with progress_bar(len(mine), label, enabled=progress, start=len(done & mine)) as advance, \
+            attention_precision(model, attention):
         for b, chunk in enumerate(batches):
             if b in done or b not in mine:
                 continue
@@ -221,23 +262,29 @@ def predict(checkpoint: Path, store: str | Path | Dataset, split: str, out: Path
             else:
                 parts[b] = part
             advance()
+    settings = chunks.manifest | {"file": out.name, "attention": attention, "skin": skin if task == 1 else None,
+                                  "shards": shard[1] if shard else 1}
     if shard is None:
-        return _join(chunks, out, task, parts if not resume else None)
+        return _join(chunks, out, task, parts if not resume else None, settings, checkpoint.parent)
     with chunks.locked():  # the last shard to finish joins; exactly one sees them all
         if not chunks.folder.exists():
             return out  # another shard joined them while this one finished its last batch
         if len(chunks.finished()) < chunks.batches:
             return None
         test_loss()  # shard 0 wrote it unless its call was cut off before
-        return _join(chunks, out, task, None)
+        return _join(chunks, out, task, None, settings, checkpoint.parent)
 
 
-def _join(chunks: ChunkFolder, out: Path, task: int, parts: dict[int, pd.DataFrame] | None) -> Path:
+def _join(chunks: ChunkFolder, out: Path, task: int, parts: dict[int, pd.DataFrame] | None,
+          settings: dict, run: Path) -> Path:
     """Write ``out`` from every batch (``parts``, or the chunk files when None), in batch
-    order (both tasks' batches are rows of the final table), and remove the chunk folder."""
+    order (both tasks' batches are rows of the final table), then ``settings`` (how it was
+    made: the chunk manifest and the rest) to :func:`settings_path` in ``run``, and remove
+    the chunk folder."""
     if parts is None:
         parts = {b: pd.read_parquet(chunks.path(b)) for b in range(chunks.batches)}
     (write_task1 if task == 1 else write_task2)(out, pd.concat([parts[b] for b in range(chunks.batches)],
                                                                ignore_index=True))
+    atomic_write_text(settings_path(run, settings["split"]), json.dumps(settings, indent=1, sort_keys=True) + "\n")
     chunks.remove()  # OUT is complete; an earlier call's batches are obsolete too
     return out

@@ -13,7 +13,9 @@ def run_extra(path: Path, split: str | None = None) -> dict:
     """The keys of run.json that a result carries: time per epoch at top level (the
     report's time column), the model's own loss on ``split`` at top level (the Loss
     column, from ``test_loss-{split}.json`` that `c2np predict` wrote beside the run)
-    when present, and the rest under ``model_run``."""
+    when present, and the rest under ``model_run``, with how the predictions of ``split``
+    were made (``prediction-{split}.json`` of `c2np predict`: seed, batch size, precision
+    of the attention, compilation, ...) as ``model_run.prediction`` when present."""
     try:
         info = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -34,4 +36,10 @@ def run_extra(path: Path, split: str | None = None) -> dict:
             raise C2NPError(f"{loss_file}: cannot read ({exc})") from None
         out["loss"] = test["loss"]
         out["model_run"]["test_loss"] = test
+    settings_file = Path(path).parent / f"prediction-{split}.json"
+    if split is not None and settings_file.exists():
+        try:
+            out["model_run"]["prediction"] = json.loads(settings_file.read_text())
+        except json.JSONDecodeError as exc:
+            raise C2NPError(f"{settings_file}: cannot read ({exc})") from None
     return out
