@@ -62,6 +62,8 @@ def generate(checkpoint: Path, store, split: str, sample: int, attention: str, o
              batch_size: int | None) -> dict:
     """One precision's generation of ``split``'s sample: its time and size."""
     seconds: list[float] = []
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()  # each precision's own peak, not the run's so far
     real = predict_mod.generate_particles
     predict_mod.generate_particles = timed_generation(seconds)
     cpu = time.process_time()
