@@ -445,6 +445,11 @@ def parse_plan(plan: str, seeds: list[int]) -> list[Job]:
     return jobs
 
 
+def families(text: str) -> frozenset[str]:
+    """A comma-separated list of model families (--compile-predict, --bf16-attention)."""
+    return frozenset(m for m in text.split(",") if m)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--store", type=Path, required=True)
@@ -526,10 +531,10 @@ def main() -> None:
     n_jobs = a.jobs or max(1, (os.cpu_count() or 2) // slots)
     c2np = [sys.executable, "-m", "c2np"]  # a module Lightning's DDP launcher can start again per rank
     deadline = time.time() + a.deadline if a.deadline > 0 else float("inf")
-    compile_predict = frozenset(m for m in a.compile_predict.split(",") if m)
+    compile_predict = families(a.compile_predict)
     runner = Runner(pipe, c2np, gpus, a.first_gpu, a.per_gpu, n_jobs, deadline, a.reserve, a.overrides,
                     a.gpus_per_run, compile_predict, a.predict_batch, a.score_only, a.score_workers,
-                    max(1, a.predict_shards), frozenset(m for m in a.bf16_attention.split(",") if m))
+                    max(1, a.predict_shards), families(a.bf16_attention))
     todo = [j for j in jobs if not pipe.scored(j)]
     runner.say(f"{len(todo)} of {len(jobs)} pipelines to do on {gpus} GPU(s)"
                + (f" in groups of {a.gpus_per_run} (DDP)" if a.gpus_per_run > 1 else "")

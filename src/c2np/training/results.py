@@ -28,18 +28,23 @@ def run_extra(path: Path, split: str | None = None) -> dict:
             "objective_changes", "config")
     out = {"time_per_epoch": info["time_per_epoch"], "model_run": {k: info.get(k) for k in keep}}
     out["model_run"]["objective_version"] = recorded_objective(info)
-    loss_file = Path(path).parent / f"test_loss-{split}.json"
-    if split is not None and loss_file.exists():
-        try:
-            test = json.loads(loss_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise C2NPError(f"{loss_file}: cannot read ({exc})") from None
-        out["loss"] = test["loss"]
-        out["model_run"]["test_loss"] = test
-    settings_file = Path(path).parent / f"prediction-{split}.json"
-    if split is not None and settings_file.exists():
-        try:
-            out["model_run"]["prediction"] = json.loads(settings_file.read_text())
-        except json.JSONDecodeError as exc:
-            raise C2NPError(f"{settings_file}: cannot read ({exc})") from None
+    if split is not None:
+        test = _beside(path, f"test_loss-{split}.json")
+        if test is not None:
+            out["loss"] = test["loss"]
+            out["model_run"]["test_loss"] = test
+        settings = _beside(path, f"prediction-{split}.json")
+        if settings is not None:
+            out["model_run"]["prediction"] = settings
     return out
+
+
+def _beside(run_json: Path, name: str) -> dict | None:
+    """The JSON file ``name`` that `c2np predict` left beside ``run_json``, else None."""
+    path = Path(run_json).parent / name
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise C2NPError(f"{path}: cannot read ({exc})") from None
