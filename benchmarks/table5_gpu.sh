@@ -7,9 +7,9 @@
 #
 #   bash benchmarks/table5_gpu.sh OUT [SECONDS] [LAYOUT]     (from the repository root)
 #
-# BF16_ATTENTION (default none) names the families whose Task 1 generation runs `c2np predict
-# --attention bf16` (train_baselines.py --bf16-attention; e.g. BF16_ATTENTION=adit once
-# benchmarks/adit_attention.py has shown it keeps the particles' scores).
+# BF16_ATTENTION (default adit, train_baselines.py's; BF16_ATTENTION= for none) names the
+# families whose Task 1 generation runs `c2np predict --attention bf16` (train_baselines.py
+# --bf16-attention; benchmarks/adit_attention.py showed ADiT's scores unchanged, 2026-11-27).
 # SCORE_WORKERS (default 2) is each runner's number of splits scored at once on the CPU, 8 jobs
 # each: a call left with scoring alone can take more (6 on 64 cores: ten Task 1 splits of
 # CDVAE and SyMat, 486 or 324 particles each, scored in 5 minutes, 2026-11-26).
@@ -107,7 +107,7 @@ runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN PREDICT_BATC
         --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --predict-batch "$9" \
         --predict-shards "${10}" --jobs 8 \
         --deadline "$SECONDS_GIVEN" --reserve 45 --score-workers "${SCORE_WORKERS:-2}" \
-        --bf16-attention "${BF16_ATTENTION:-}" > "$W/$1.log" 2>&1
+        --bf16-attention "${BF16_ATTENTION-adit}" > "$W/$1.log" 2>&1
 }
 pids=()
 while IFS='|' read -r name store plan seeds gpus first per group batch shards; do

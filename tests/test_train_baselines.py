@@ -328,6 +328,15 @@ def test_bf16_attention_goes_to_the_chosen_task1_families_and_a_split_under_way_
     assert all(pipe.pred(j, s).exists() for j in jobs for s in ("id", "ood"))
 
 
+def test_the_runner_generates_adit_task1_in_bf16_unless_told_otherwise(tb):
+    """The committed ADiT Task 1 results were generated with bf16 attention (measured against
+    fp32 by benchmarks/adit_attention.py: same scores), so a fresh clone's runner must make
+    them the same way; `--bf16-attention ''` goes back to fp32 everywhere."""
+    required = ["--store", "s", "--work", "w", "--plan", "adit:1"]
+    assert tb.families(tb.parser().parse_args(required).bf16_attention) == {"adit"}
+    assert tb.families(tb.parser().parse_args([*required, "--bf16-attention", ""]).bf16_attention) == frozenset()
+
+
 def test_score_only_scores_finished_predictions_and_neither_trains_nor_predicts(tb, tmp_path, monkeypatch):
     pipe, runner = _runner(tb, tmp_path, monkeypatch, ["id", "ood"])
     runner.score_only = True
