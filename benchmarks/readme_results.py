@@ -18,7 +18,8 @@ the result JSONs, so that no number there is typed by hand:
    (seen/unseen material, ID/OOD radius) cell;
 4. the README block between ``<!-- learned-runs:begin -->`` and ``<!-- learned-runs:end -->``:
    every training run of LEARNED/runs, LEARNED/pending/runs and MATERIALS/runs (run.json),
-   converged or not, with its validation curve's first and best value and its time per epoch;
+   converged or not, with its validation curve's first and best value, its time per epoch
+   and its training throughput (particles/s, atoms/s);
 5. LEARNED/report/families.png: Task 1 RMSD, Task 2 lattice RMSE and joint accuracy per
    model, ID and OOD, and Task 2 lattice RMSE on seen vs unseen materials; error bars =
    std over seeds.
@@ -133,9 +134,12 @@ def held_block(runs: pd.DataFrame) -> str:
 
 
 def runs_block(folders: list[tuple[str, Path]]) -> str:
-    """Markdown of every training run (run.json + metrics.csv) under the folders' runs/."""
+    """Markdown of every training run (run.json + metrics.csv) under the folders' runs/. Its
+    throughput is the training set (particles, atoms) over the mean training time of an epoch
+    (run.json's time_per_epoch: the first epoch of the run left out, as it carries start-up),
+    on the GPU as the run shared it."""
     lines = ["| scheme | model | task | seed | state | best val. loss (epoch) | val. loss at epoch 0 "
-             "| s/epoch | device |", "|---|---|---|---|---|---|---|---|---|"]
+             "| s/epoch | particles/s | atoms/s | device |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scheme, folder in folders:
         for path in sorted((folder / "runs").glob("*/run.json")):
             info = json.loads(path.read_text())
@@ -150,9 +154,11 @@ def runs_block(folders: list[tuple[str, Path]]) -> str:
                 state += f", under objective v{version}, superseded by v{current}"
             state += "".join(f"; objective v{ch['to']} from epoch {ch['epoch']}"
                              for ch in info.get("objective_changes") or [])
+            rates = [f"{info[k] / info['time_per_epoch']:,.0f}" if info.get(k) else "–"
+                     for k in ("train_records", "train_atoms")]
             lines.append(f"| {scheme} | {info['model']} | {info['task']} | {info['seed']} | {state} | "
                          f"{info['best_val_loss']:.4g} ({info['best_epoch']}) | {curve['val_loss'].iloc[0]:.4g} | "
-                         f"{info['time_per_epoch']:.1f} | {info.get('device', '?')} |")
+                         f"{info['time_per_epoch']:.1f} | {' | '.join(rates)} | {info.get('device', '?')} |")
     return "\n".join(lines)
 
 

@@ -95,3 +95,27 @@ def test_figure_ticks_count_the_seeds_of_each_split():
     module.bars(ax, pd.DataFrame(rows), "rmsd", ("id", "ood"), ["ID", "OOD"])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["template", "cdvae (3/3)", "flowmm (1/0)"]
     plt.close(fig)
+
+
+def test_runs_table_gives_throughput_as_particles_and_atoms_per_second(tmp_path):
+    """benchmarks/readme_results.py's runs table: beside s/epoch, the training set's particles
+    and atoms (run.json's train_records, train_atoms) divided by it; a run.json without them
+    (an older record) shows a dash rather than a made-up rate."""
+    import json
+
+    from benchmark_scripts import load_benchmark
+
+    module = load_benchmark("readme_results")
+    base = {"model": "cdvae", "task": 1, "epochs": 12, "converged": True, "converged_epoch": 11,
+            "best_val_loss": 1.5, "best_epoch": 1, "time_per_epoch": 8.0, "device": "NVIDIA H200",
+            "objective_version": 2}
+    for seed, extra in ((0, {"train_records": 1000, "train_atoms": 3_200_000}), (1, {})):
+        run = tmp_path / "runs" / f"cdvae-task1-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "run.json").write_text(json.dumps(base | {"seed": seed} | extra))
+        (run / "metrics.csv").write_text("epoch,val_loss\n0,3.0\n1,1.5\n")
+    lines = module.runs_block([("radius", tmp_path)]).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    assert [(r["seed"], r["s/epoch"], r["particles/s"], r["atoms/s"]) for r in rows] == [
+        ("0", "8.0", "125", "400,000"), ("1", "8.0", "–", "–")]
