@@ -34,12 +34,16 @@ if [ "$K" -eq 0 ] || [ ! -f "$R/parts.txt" ]; then
     fi
     tar cf - -C "$W" "${excl[@]}" . | split -b 15M -d -a 3 - "$R/return.tar.part-"
     ls "$R" | grep -c '^return.tar.part-' > "$R/parts.txt"
+    # lets the unpacking at home tell this packing's parts from another's of the same names
+    # (an earlier session's return folders) and from a damaged copy
+    (cd "$R" && sha256sum return.tar.part-* > sums.txt)
     if [ "$same" -gt 0 ]; then
         echo "return: $same files stay, unchanged since a training call brought them home"
     fi
 fi
 n=$(cat "$R/parts.txt")
 cp "$R/parts.txt" "$OUT/return-parts.txt"  # lets the unpacking at home check that none is missing
+cp "$R/sums.txt" "$OUT/return-sums.txt"
 first=$((K * 4)); last=$((first + 3)); [ "$last" -ge "$n" ] && last=$((n - 1))
 for i in $(seq "$first" "$last"); do
     cp "$R/return.tar.part-$(printf %03d "$i")" "$OUT/"

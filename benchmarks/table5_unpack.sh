@@ -7,6 +7,10 @@
 #   bash benchmarks/table5_unpack.sh FOLDER
 #   bash benchmarks/table5_unpack.sh --return FOLDER...   (the folders of table5_return.sh's calls)
 #
+# --return checks each part against the checksums its packing recorded (return-sums.txt) and
+# refuses, writing nothing, a folder of another packing: the device tool's folders of an
+# earlier session hold parts of the same names.
+#
 # Unpack every training call's FOLDER, in the order of the calls: a file that one call brought
 # home is not sent again while it stays unchanged (table5_pack.sh), so a later call's folder
 # alone can lack it.
@@ -17,13 +21,32 @@ if [ "${1:-}" = --return ]; then
     n=
     for d in "$@"; do [ -f "$d/return-parts.txt" ] && n=$(cat "$d/return-parts.txt"); done
     [ -n "$n" ] || { echo "no return-parts.txt in $*: not the folders of table5_return.sh calls" >&2; exit 2; }
+    # Every call of one packing carries the same return-sums.txt (returns made before it existed
+    # have none). A folder whose list differs, or that has none beside folders that do, holds
+    # parts of another packing under the same names: refuse rather than splice them in.
+    sums=; others=()
+    for d in "$@"; do [ -f "$d/return-sums.txt" ] && { sums=$d/return-sums.txt; break; }; done
+    if [ -n "$sums" ]; then
+        for d in "$@"; do cmp -s "$sums" "$d/return-sums.txt" 2> /dev/null || others+=("$d"); done
+        if [ ${#others[@]} -gt 0 ]; then
+            echo "${others[*]}: from another packing than $(dirname "$sums") (return-sums.txt differs or is" \
+                 "missing); pass only the folders of one session's table5_return.sh calls" >&2
+            exit 2
+        fi
+        n=$(wc -l < "$sums")
+    fi
     parts=()
     for i in $(seq 0 $((n - 1))); do
-        p=
+        p=; name=return.tar.part-$(printf %03d "$i")
         for d in "$@"; do
-            [ -f "$d/return.tar.part-$(printf %03d "$i")" ] && p=$d/return.tar.part-$(printf %03d "$i")
+            [ -f "$d/$name" ] && p=$d/$name
         done
         [ -n "$p" ] || { echo "part $((i + 1)) of $n is missing: call table5_return.sh with K=$((i / 4))" >&2; exit 2; }
+        if [ -n "$sums" ] && ! grep -qx "$(sha256sum < "$p" | cut -d' ' -f1)  $name" "$sums"; then
+            echo "part $((i + 1)) of $n ($p) does not match the checksum its packing recorded: call" \
+                 "table5_return.sh with K=$((i / 4)) again" >&2
+            exit 2
+        fi
         parts+=("$p")
     done
     mkdir -p gpu-work

@@ -251,6 +251,36 @@ def test_return_brings_everything_needed_over_several_calls(tmp_path):
     assert (g / "preds/cdvae-task2-ood-seed0.parquet.chunks/batch-00000.parquet").exists()
 
 
+def test_unpacking_a_return_refuses_folders_of_another_packing_and_damaged_parts(tmp_path):
+    """The device tool numbers its folders per session, so an earlier session's return calls
+    leave folders whose parts have the same names (return.tar.part-000, ...). Passed beside
+    this session's, their parts would be spliced into this tar without a word: unpacking must
+    refuse them, name them, and write nothing; a part that does not match the checksum its
+    packing recorded is refused too."""
+    def returned(w: Path, name: str, calls: int) -> list[Path]:
+        outs = [tmp_path / f"{name}{k}" for k in range(calls)]
+        for k, out in enumerate(outs):
+            subprocess.run(["bash", str(ROOT / "benchmarks/table5_return.sh"), str(out), str(k), str(w)],
+                           check=True, capture_output=True)
+        return outs
+
+    old = tmp_path / "old"
+    _file(old / "t5" / "runs" / "symat-task1-seed0" / "last.ckpt", 20.0)
+    stale = returned(old, "stale", 1)
+    w = _work(tmp_path)
+    _file(w / "t5" / "runs" / "symat-task1-seed0" / "last.ckpt", 55.0)
+    outs = returned(w, "call", 2)
+    unpack = ["bash", str(ROOT / "benchmarks/table5_unpack.sh"), "--return"]
+    res = subprocess.run(unpack + [str(o) for o in outs + stale], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 2 and "another packing" in res.stderr and str(stale[0]) in res.stderr
+    assert not (tmp_path / "gpu-work").exists()
+    damaged = outs[1] / "return.tar.part-004"
+    damaged.write_bytes(damaged.read_bytes()[:-1])
+    res = subprocess.run(unpack + [str(o) for o in outs], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 2 and "part 5 of 5" in res.stderr and "checksum" in res.stderr
+    assert not (tmp_path / "gpu-work").exists()
+
+
 def test_return_leaves_what_a_training_call_brought_home_unchanged(tmp_path):
     w = _work(tmp_path)
     # the training call's pack (10 MiB) brought the converged best.ckpt, the Task 2 pair and
