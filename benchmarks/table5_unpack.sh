@@ -42,7 +42,7 @@ if [ "${1:-}" = --return ]; then
             [ -f "$d/$name" ] && p=$d/$name
         done
         [ -n "$p" ] || { echo "part $((i + 1)) of $n is missing: call table5_return.sh with K=$((i / 4))" >&2; exit 2; }
-        if [ -n "$sums" ] && ! grep -qx "$(sha256sum < "$p" | cut -d' ' -f1)  $name" "$sums"; then
+        if [ -n "$sums" ] && ! grep -qxF "$(sha256sum < "$p" | cut -d' ' -f1)  $name" "$sums"; then
             echo "part $((i + 1)) of $n ($p) does not match the checksum its packing recorded: call" \
                  "table5_return.sh with K=$((i / 4)) again" >&2
             exit 2
