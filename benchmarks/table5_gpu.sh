@@ -127,6 +127,7 @@ done < "$LAYOUT"
 cp "$LAYOUT" "$W/layout.txt"
 wait "${pids[@]}"
 kill "$dmon"
+sm_means "$W/dmon.txt"
 tail -n 30 "$W"/*.log
 
 bash benchmarks/table5_pack.sh "$W" "$OUT" 60

@@ -1,10 +1,23 @@
-# Sourced by table5_pack.sh, table5_bundle.sh, table5_return.sh and table5_gpu.sh: what of a
-# runner's work folder need not travel (to or from a lent GPU machine), and the bundles.
+# Sourced by table5_pack.sh, table5_bundle.sh, table5_return.sh, table5_gpu.sh and
+# table5_unpack.sh: what of a runner's work folder need not travel (to or from a lent GPU
+# machine), the bundles, and the GPUs' utilisation of a call.
 
 # objective_version RUN_DIR: the current objective version of the run's model and task, as
 # c2np.config.objective_version has it (tests/test_table5_pack.py keeps the two equal).
 objective_version() {
     case $(basename "$1") in flowmm-task1-*) echo 3 ;; *-task1-*) echo 2 ;; *) echo 1 ;; esac
+}
+
+# sm_means DMON: each GPU's mean SM utilisation over the samples of an `nvidia-smi dmon -s u`
+# file (the figure the Table 5 logs report per call), or that it holds no samples.
+sm_means() {
+    awk -v f="$1" '$1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ {s[$1] += $2; c[$1]++}
+        END {
+            out = ""
+            for (g = 0; g < 64; g++) if (g in c)
+                out = out (out ? ", " : "") sprintf("GPU %d %.0f %% (%d samples)", g, s[g] / c[g], c[g])
+            print "mean SM utilisation: " (out ? out : "no samples in " f)
+        }' "$1"
 }
 
 # stamp W FILES...: a "path size mtime" line per file (paths relative to W), the record of a

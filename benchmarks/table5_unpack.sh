@@ -15,6 +15,7 @@
 # home is not sent again while it stays unchanged (table5_pack.sh), so a later call's folder
 # alone can lack it.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/table5_lib.sh"
 if [ "${1:-}" = --return ]; then
     shift
     [ $# -gt 0 ] || { echo "name the folders the return calls came back in" >&2; exit 2; }
@@ -76,6 +77,7 @@ for w in $(grep -v '^[[:space:]]*#' gpu-work/layout.txt 2>/dev/null | cut -d'|' 
     [ -f "gpu-work/$w.log" ] && cp "gpu-work/$w.log" "$keep/"
 done
 echo "this call's logs: $keep"
+[ -f "$keep/dmon.txt" ] && sm_means "$keep/dmon.txt"
 for s in gpu-work/*/status.md; do echo "== $(dirname "$s")"; cat "$s"; done
 if [ -s gpu-work/left-out.txt ]; then
     echo "not returned (still on the GPU machine):"; sed 's/^/  left: /' gpu-work/left-out.txt

@@ -281,6 +281,25 @@ def test_unpacking_a_return_refuses_folders_of_another_packing_and_damaged_parts
     assert not (tmp_path / "gpu-work").exists()
 
 
+def test_sm_means_averages_each_gpus_utilisation_over_a_calls_samples(tmp_path):
+    """table5_lib.sh's sm_means reads `nvidia-smi dmon -s u` (headers repeat, '-' where a
+    GPU gave no value) and prints each GPU's mean SM utilisation, as the sessions' logs
+    report it; a file without samples says so instead of printing zeros."""
+    dmon = tmp_path / "dmon.txt"
+    dmon.write_text("# gpu     sm    mem    enc    dec\n# Idx      %      %      %      %\n"
+                    "    0     80     10      0      0\n    1      -      0      0      0\n"
+                    "# gpu     sm    mem    enc    dec\n# Idx      %      %      %      %\n"
+                    "    0     91     12      0      0\n    1     40      3      0      0\n")
+    lib = ROOT / "benchmarks" / "table5_lib.sh"
+    out = subprocess.run(["bash", "-c", f'source "{lib}"; sm_means "{dmon}"'], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "mean SM utilisation: GPU 0 86 % (2 samples), GPU 1 40 % (1 samples)"
+    dmon.write_text("Failed to initialize NVML\n")
+    out = subprocess.run(["bash", "-c", f'source "{lib}"; sm_means "{dmon}"'], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == f"mean SM utilisation: no samples in {dmon}"
+
+
 def test_return_leaves_what_a_training_call_brought_home_unchanged(tmp_path):
     w = _work(tmp_path)
     # the training call's pack (10 MiB) brought the converged best.ckpt, the Task 2 pair and
