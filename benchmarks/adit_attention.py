@@ -8,12 +8,13 @@ count, and an fp32 attention runs on the GPU's CUDA cores (the memory-efficient 
 where a bf16 one reaches the flash kernels on the tensor cores. Both precisions generate
 the same seeded sample of each split (``--sample`` materials per radius, the evaluator's),
 bf16 first, so that the GPU's start counts against it; only the sampler's batches are
-timed (``generate_particles``, synchronised), not the model's load or the test Loss. Both
-are then scored by the harness (``Evaluator``), and the table compares them particle by
-particle: the mean RMSD difference with twice its standard error. The rule the table
-applies ("same scores"): the paired mean RMSD difference lies within twice its standard
-error (or under 0.01 A), and bf16 has no more degenerate particles and no larger share of
-atoms closer than 0.5 A to another (plus 0.01).
+timed (``generate_particles``, synchronised; wall and CPU seconds alike), not the model's
+load, the store's reading or the test Loss. Both are then scored by the harness
+(``Evaluator``), and the table compares them particle by particle: the mean RMSD difference
+with twice its standard error. The rule the table applies ("same scores"): the paired mean
+RMSD difference lies within twice its standard error (or under 0.01 A), and bf16 has no
+more degenerate particles and no larger share of atoms closer than 0.5 A to another (plus
+0.01).
 
 The checkpoint is copied to a temporary folder with its test_loss files, so nothing of
 the run's folder (its prediction-SPLIT.json) is touched. ``--out FILE`` adds the rows as
@@ -41,18 +42,20 @@ from c2np.training import predict as predict_mod
 PRECISIONS = ("bf16", "fp32")  # bf16 first: the GPU's warm-up counts against it
 
 
-def timed_generation(rows: list[float]):
-    """``generate_particles`` that appends each batch's seconds (GPU synchronised) to ``rows``."""
+def timed_generation(rows: list[float], cpu_rows: list[float]):
+    """``generate_particles`` that appends each batch's seconds (GPU synchronised) to ``rows``
+    and the process's CPU seconds over the same span to ``cpu_rows``."""
     real = predict_mod.generate_particles
 
     def timed(model, device, chunk, seed, skin):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = real(model, device, chunk, seed, skin)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         rows.append(time.perf_counter() - start)
+        cpu_rows.append(time.process_time() - cpu)
         return out
 
     return timed
@@ -62,11 +65,11 @@ def generate(checkpoint: Path, store, split: str, sample: int, attention: str, o
              batch_size: int | None) -> dict:
     """One precision's generation of ``split``'s sample: its time and size."""
     seconds: list[float] = []
+    cpu_seconds: list[float] = []
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()  # each precision's own peak, not the run's so far
     real = predict_mod.generate_particles
-    predict_mod.generate_particles = timed_generation(seconds)
-    cpu = time.process_time()
+    predict_mod.generate_particles = timed_generation(seconds, cpu_seconds)
     try:
         predict_mod.predict(checkpoint, store, split, out, sample=sample, attention=attention, resume=True,
                             batch_size=batch_size, progress=False)
@@ -76,7 +79,7 @@ def generate(checkpoint: Path, store, split: str, sample: int, attention: str, o
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     return {"split": split, "attention": attention, "particles": int(frame["config_id"].nunique()),
             "atoms": len(frame), "batches": len(seconds), "seconds": sum(seconds),
-            "cpu_seconds": time.process_time() - cpu, "peak_gb": peak}
+            "cpu_seconds": sum(cpu_seconds), "peak_gb": peak}
 
 
 def compare(rows: dict, scores: dict, split: str) -> dict:

@@ -5,6 +5,7 @@ the cell's species, large particles run, and the CLI goes from training to a sco
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -462,3 +463,29 @@ def test_attention_benchmark_compares_both_precisions_and_leaves_the_run_alone(a
     comparison = lines[2]["comparison"]
     assert comparison["split"] == "id" and comparison["speedup"] > 0 and isinstance(comparison["same_scores"], bool)
     assert {p.name: p.stat().st_mtime_ns for p in adit_checkpoint.parent.iterdir()} == before
+
+
+def test_attention_benchmark_times_cpu_over_the_samplers_batches_only(monkeypatch):
+    """benchmarks/adit_attention.py's CPU seconds cover the same batches as its wall seconds:
+    work outside a sampler batch (reading the store, loading the model) is not counted. In
+    s24 they covered the whole predict() call, so bf16's first OOD pass read 147 CPU-s."""
+    from benchmark_scripts import load_benchmark
+
+    from c2np.training import predict as predict_mod
+
+    def burn(seconds: float) -> None:
+        start = time.process_time()
+        while time.process_time() - start < seconds:
+            pass
+
+    def sampler(model, device, chunk, seed, skin):
+        burn(0.05)
+        return "particles"
+
+    monkeypatch.setattr(predict_mod, "generate_particles", sampler)
+    wall, cpu = [], []
+    timed = load_benchmark("adit_attention").timed_generation(wall, cpu)
+    burn(0.2)  # outside a batch
+    assert timed(None, torch.device("cpu"), None, 0, 1.0) == "particles"
+    assert len(wall) == len(cpu) == 1 and 0.05 <= cpu[0] < 0.2 and wall[0] > 0
+
