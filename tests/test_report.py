@@ -119,3 +119,47 @@ def test_runs_table_gives_throughput_as_particles_and_atoms_per_second(tmp_path)
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
     assert [(r["seed"], r["s/epoch"], r["particles/s"], r["atoms/s"]) for r in rows] == [
         ("0", "8.0", "125", "400,000"), ("1", "8.0", "–", "–")]
+
+
+def test_a_report_refuses_results_of_different_stores_or_of_seeds_scored_on_different_samples(tmp_path):
+    """One table averages and ranks results as scores of the same test sets. Results of two
+    stores (another build configuration: other particles, other splits) or a model's seeds
+    scored on different samples would be averaged without a word: the report refuses them,
+    says which, and writes nothing."""
+    from c2np.errors import C2NPError
+    from c2np.reporting.tables import write_report
+
+    def result(model, seed, store, sample=None, n=45198):
+        return _result(model, seed, 0.5, 0.5) | {"store_fingerprint": store, "sample": sample, "n_samples": n}
+
+    same = [result(m, s, "44d33f63d87f" + "0" * 52) for m in ("A", "B") for s in range(2)]
+    write_report(same, tmp_path / "ok")
+    assert (tmp_path / "ok" / "raw.csv").exists()
+    other_store = same + [result("C", 0, "79887c02e5a1" + "0" * 52)]
+    with pytest.raises(C2NPError, match=r"44d33f63d87f.*79887c02e5a1|79887c02e5a1.*44d33f63d87f") as err:
+        write_report(other_store, tmp_path / "mixed")
+    assert "C" in str(err.value) and not (tmp_path / "mixed").exists()
+    other_sample = same + [result("A", 2, same[0]["store_fingerprint"], {"per_material_radius": 2, "seed": 0}, 648)]
+    with pytest.raises(C2NPError, match="A, Task 2 id: seeds scored on different samples") as err:
+        write_report(other_sample, tmp_path / "sampled")
+    assert "648 (2/group)" in str(err.value) and "45,198" in str(err.value)
+    assert not (tmp_path / "sampled").exists()
+
+
+def test_c2np_report_says_why_it_refuses_and_exits_2(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+
+    files = []
+    for k, store in enumerate(("a" * 64, "b" * 64)):
+        path = tmp_path / f"r{k}.json"
+        path.write_text(json.dumps({"format": "c2np-result", "task": 2, "split": "id", "model": f"M{k}", "seed": 0,
+                                    "store_fingerprint": store, "n_samples": 10, "sample": None,
+                                    "metrics": {"lattice_rmse": 1.0, "joint_accuracy": 0.5}}))
+        files.append(str(path))
+    res = CliRunner().invoke(app, ["report", *files, "--out", str(tmp_path / "rep")])
+    assert res.exit_code == 2 and "different stores" in res.output and "aaaaaaaaaaaa" in res.output
+    assert not (tmp_path / "rep").exists()

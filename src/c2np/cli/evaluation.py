@@ -144,15 +144,17 @@ def report(
     """Tabulate results: raw metrics (mean ± std over seeds) and the paper's Table 5 scores.
 
     Table 5 scores rank models against each other, so they are shown only when at least 4
-    learned models (not analytic, template or mean) share a task and split.
+    learned models (not analytic, template or mean) share a task and split. Results of
+    different stores, or a model's seeds scored on different samples, are refused (exit 2,
+    nothing written): a table would average them as scores of the same test sets.
     """
     from c2np.evaluation.evaluator import load_result
 
     try:
         loaded = [load_result(p) for p in results]
+        _print_report(loaded, out)
     except C2NPError as exc:
         _fail(exc)
-    _print_report(loaded, out)
 
 
 @app.command()

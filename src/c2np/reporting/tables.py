@@ -9,7 +9,9 @@ is bold, second underlined, within a split, for the ranked metrics (``RANKED``) 
 
 Results are grouped by split scheme first (``radius``, the paper's; ``materials-...``,
 held-out materials, docs/splits.md): the same split name means different test sets in
-two schemes, so one table never holds results of two schemes.
+two schemes, so one table never holds results of two schemes. Within a scheme, results of
+different stores, or a model's seeds scored on different samples, are refused
+(:func:`check_comparable`).
 """
 
 from __future__ import annotations
@@ -244,11 +246,38 @@ def render(table: pd.DataFrame, fmt: str, normalised: bool) -> str:
 
 
 def by_scheme(results: list[dict]) -> dict[str, list[dict]]:
-    """Results grouped by split scheme, schemes in name order."""
+    """Results grouped by split scheme, schemes in name order; :class:`~c2np.errors.C2NPError`
+    for what one scheme's tables cannot hold (:func:`check_comparable`)."""
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(scheme_of(r), []).append(r)
+    for group in groups.values():
+        check_comparable(group)
     return dict(sorted(groups.items()))
+
+
+def check_comparable(results: list[dict]) -> None:
+    """Refuse (:class:`~c2np.errors.C2NPError`, naming them) results that a table would
+    average or rank as scores of the same test sets but are not: results of different stores
+    (another build configuration has other particles and splits; a result without a
+    fingerprint counts as a store of its own), or a model's seeds on one task and split
+    scored on different samples (a sample's mean is not the whole split's)."""
+    stores: dict[str, set[str]] = {}
+    for r in results:
+        stores.setdefault((r.get("store_fingerprint") or "unknown")[:12], set()).add(model_name(r))
+    if len(stores) > 1:
+        listed = "; ".join(f"store {fp}: {', '.join(sorted(models))}" for fp, models in sorted(stores.items()))
+        raise C2NPError(f"results of different stores cannot share a table (other particles and splits): "
+                        f"{listed}; report each store's results on their own")
+    samples: dict[tuple, dict[str, list]] = {}
+    for r in results:
+        key = (model_name(r), r["task"], r["split"])
+        samples.setdefault(key, {}).setdefault(samples_text(r), []).append(r.get("seed"))
+    for (model, task, split), seen in samples.items():
+        if len(seen) > 1:
+            listed = "; ".join(f"{text}: seed {', '.join(map(str, seeds))}" for text, seeds in seen.items())
+            raise C2NPError(f"{model}, Task {task} {split}: seeds scored on different samples ({listed}); "
+                            "score every seed alike, or give the sampled result another name (c2np evaluate --model)")
 
 
 def report_tables(results: list[dict]) -> list[tuple[str, list[str], list, str | None]]:
@@ -343,10 +372,10 @@ def rich_tables(results: list[dict], width: int = 120) -> list:
 
 def write_report(results: list[dict], out_dir: Path) -> str:
     """Write report.md, report.tex, raw.csv and (when shown) normalised.csv; return the Markdown."""
+    groups = by_scheme(results)  # refuses incomparable results before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, tex = [], []
-    groups = by_scheme(results)
     for scheme, group in groups.items():
         if list(groups) != ["radius"]:  # the paper's scheme alone needs no heading
             md += [f"# Split scheme: {scheme}", ""]
@@ -361,7 +390,7 @@ def write_report(results: list[dict], out_dir: Path) -> str:
             md += [f"## {title}", "", _markdown(head, rows), ""]
             tex += [f"% {title}", _latex(head, rows, n_lead), ""]
     raw_csv, norm_csv = [], []
-    for scheme, group in by_scheme(results).items():
+    for scheme, group in groups.items():
         runs = runs_frame(group)
         samples = runs.groupby(["task", "split", "model"])["samples"].first().to_dict()
         for (task, split), (raw, norm) in summary_tables(runs).items():
