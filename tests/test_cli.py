@@ -25,6 +25,11 @@ def test_build_info_verify_export(tmp_path):
     assert "train" in res.output and "120" in res.output and "328" in res.output  # 2*60, 2*164
     res = runner.invoke(app, ["info", str(store)])
     assert res.exit_code == 0 and "fingerprint" in res.output
+    # the fingerprint result JSONs record (store_fingerprint), which c2np report compares
+    from c2np.store.dataset import open_dataset
+
+    content = open_dataset(store).fingerprint
+    assert f"content fingerprint {content[:16]}" in " ".join(res.output.split())
     assert runner.invoke(app, ["verify", str(store)]).exit_code == 0
     res = runner.invoke(app, ["export", "xyz", str(store), str(tmp_path / "x"), "-r", "7", "-m", "KMgH3", "-q"])
     assert res.exit_code == 0, res.output
