@@ -163,3 +163,23 @@ def test_c2np_report_says_why_it_refuses_and_exits_2(tmp_path):
     res = CliRunner().invoke(app, ["report", *files, "--out", str(tmp_path / "rep")])
     assert res.exit_code == 2 and "different stores" in res.output and "aaaaaaaaaaaa" in res.output
     assert not (tmp_path / "rep").exists()
+
+
+def test_a_report_refuses_task2_results_scored_with_other_tolerances(tmp_path):
+    """Joint accuracy depends on the tolerances `c2np evaluate --length-rtol/--angle-atol`
+    scored it with (recorded in the result): results of two tolerances in one table would be
+    ranked as one measure. Task 1's metric definitions are checked the same way."""
+    from c2np.errors import C2NPError
+    from c2np.reporting.tables import write_report
+
+    default = {"length_rtol": 0.02, "angle_atol_deg": 1.0}
+    results = [_result(m, 0, 0.5, 0.5) | {"tolerances": default} for m in ("A", "B")]
+    write_report(results, tmp_path / "ok")
+    loose = _result("C", 0, 0.5, 0.9) | {"tolerances": {"length_rtol": 0.1, "angle_atol_deg": 5.0}}
+    with pytest.raises(C2NPError, match="Task 2 results scored with different tolerances") as err:
+        write_report(results + [loose], tmp_path / "loose")
+    assert "length_rtol 0.1" in str(err.value) and "C" in str(err.value)
+    task1 = [{"task": 1, "split": "id", "model": m, "seed": 0, "metrics": {"rmsd": 1.0},
+              "definitions": {"lev_cutoff_A": cut}} for m, cut in (("A", 3.0), ("B", 3.5))]
+    with pytest.raises(C2NPError, match="Task 1 results scored with different metric definitions"):
+        write_report(task1, tmp_path / "defs")

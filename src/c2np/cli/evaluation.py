@@ -145,8 +145,9 @@ def report(
 
     Table 5 scores rank models against each other, so they are shown only when at least 4
     learned models (not analytic, template or mean) share a task and split. Results of
-    different stores, or a model's seeds scored on different samples, are refused (exit 2,
-    nothing written): a table would average them as scores of the same test sets.
+    different stores or scored with different tolerances (Task 2) or metric definitions
+    (Task 1), and a model's seeds scored on different samples, are refused (exit 2, nothing
+    written): a table would average or rank them as scores of one measure.
     """
     from c2np.evaluation.evaluator import load_result
 

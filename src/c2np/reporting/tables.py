@@ -10,8 +10,8 @@ is bold, second underlined, within a split, for the ranked metrics (``RANKED``) 
 Results are grouped by split scheme first (``radius``, the paper's; ``materials-...``,
 held-out materials, docs/splits.md): the same split name means different test sets in
 two schemes, so one table never holds results of two schemes. Within a scheme, results of
-different stores, or a model's seeds scored on different samples, are refused
-(:func:`check_comparable`).
+different stores, tolerances or metric definitions, and a model's seeds scored on different
+samples, are refused (:func:`check_comparable`).
 """
 
 from __future__ import annotations
@@ -260,8 +260,10 @@ def check_comparable(results: list[dict]) -> None:
     """Refuse (:class:`~c2np.errors.C2NPError`, naming them) results that a table would
     average or rank as scores of the same test sets but are not: results of different stores
     (another build configuration has other particles and splits; a result without a
-    fingerprint counts as a store of its own), or a model's seeds on one task and split
-    scored on different samples (a sample's mean is not the whole split's)."""
+    fingerprint counts as a store of its own), Task 2 results scored with different
+    joint-accuracy tolerances or Task 1 results under different metric definitions (each
+    recorded in the result), or a model's seeds on one task and split scored on different
+    samples (a sample's mean is not the whole split's)."""
     stores: dict[str, set[str]] = {}
     for r in results:
         stores.setdefault((r.get("store_fingerprint") or "unknown")[:12], set()).add(model_name(r))
@@ -269,6 +271,17 @@ def check_comparable(results: list[dict]) -> None:
         listed = "; ".join(f"store {fp}: {', '.join(sorted(models))}" for fp, models in sorted(stores.items()))
         raise C2NPError(f"results of different stores cannot share a table (other particles and splits): "
                         f"{listed}; report each store's results on their own")
+    for task, key, what in ((2, "tolerances", "tolerances"), (1, "definitions", "metric definitions")):
+        seen: dict[str, set[str]] = {}
+        for r in results:
+            if int(r["task"]) == task:
+                value = r.get(key)
+                text = ", ".join(f"{k} {v}" for k, v in sorted(value.items())) if value else "none recorded"
+                seen.setdefault(text, set()).add(model_name(r))
+        if len(seen) > 1:
+            listed = "; ".join(f"{text}: {', '.join(sorted(models))}" for text, models in sorted(seen.items()))
+            raise C2NPError(f"Task {task} results scored with different {what} cannot share a table ({listed}); "
+                            "score them alike")
     samples: dict[tuple, dict[str, list]] = {}
     for r in results:
         key = (model_name(r), r["task"], r["split"])
