@@ -286,9 +286,9 @@ def check_comparable(results: list[dict]) -> None:
     for r in results:
         key = (model_name(r), r["task"], r["split"])
         samples.setdefault(key, {}).setdefault(samples_text(r), []).append(r.get("seed"))
-    for (model, task, split), seen in samples.items():
-        if len(seen) > 1:
-            listed = "; ".join(f"{text}: seed {', '.join(map(str, seeds))}" for text, seeds in seen.items())
+    for (model, task, split), by_sample in samples.items():
+        if len(by_sample) > 1:
+            listed = "; ".join(f"{text}: seed {', '.join(map(str, seeds))}" for text, seeds in by_sample.items())
             raise C2NPError(f"{model}, Task {task} {split}: seeds scored on different samples ({listed}); "
                             "score every seed alike, or give the sampled result another name (c2np evaluate --model)")
 
