@@ -236,6 +236,19 @@ def test_resume_continues_the_epoch_count(small_store, tmp_path):
         assert 0 < steps[0] and steps == sorted(steps) and steps[-1] <= info["epoch_seconds"][e["epoch"]]
         assert e["process_s"] is None or e["process_s"] >= e["setup_s"]
         assert len(e["first_steps_atoms"]) == len(steps) and all(n > 0 for n in e["first_steps_atoms"])
+        assert e["peak_gb"] is None  # no GPU here: nothing measured, nothing made up
+
+
+def test_peak_gpu_memory_is_read_only_where_a_gpu_was_used(monkeypatch):
+    """run.json's invocation_log gives each invocation's peak GPU memory (training and
+    validation, this process), which a user needs to plan runs on smaller cards."""
+    from c2np.training import module as module_mod
+
+    assert module_mod.peak_gpu_gb(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: int(3.25 * 2**30))
+    assert module_mod.peak_gpu_gb(torch.device("cuda", 0)) == 3.25
 
 
 def test_resume_after_the_run_moved_keeps_one_last_checkpoint(small_store, tmp_path):

@@ -212,6 +212,14 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
+def peak_gpu_gb(device: torch.device) -> float | None:
+    """This process's peak GPU memory on ``device`` since the last reset, in GiB (2 decimals);
+    None where no GPU is in use. Per process, so a run sharing a GPU with others gets its own."""
+    if device.type != "cuda" or not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+
+
 class RunMonitor(pl.Callback):
     """Times the training and validation parts of every epoch, writes ``metrics.csv``
     and ``best.ckpt``, and stops the fit: converged (see the module docstring), the
@@ -270,7 +278,10 @@ class RunMonitor(pl.Callback):
         # share of a short call, so each invocation's share is kept apart from the epochs
         self.state["invocation_log"].append(
             {"epoch": trainer.current_epoch, "process_s": _round(process_age()),
-             "setup_s": _round(self._clock - self.entered), "first_steps_s": [], "first_steps_atoms": []})
+             "setup_s": _round(self._clock - self.entered), "first_steps_s": [], "first_steps_atoms": [],
+             "peak_gb": None})
+        if peak_gpu_gb(module.device) is not None:
+            torch.cuda.reset_peak_memory_stats(module.device)  # this invocation's own peak
         self._steps_to_time = FIRST_STEPS_TIMED
         self.state["stop_reason"] = None
         self._check_objective(trainer.current_epoch)
@@ -304,6 +315,8 @@ class RunMonitor(pl.Callback):
         epoch, s = trainer.current_epoch, self.state
         stage = stage_of(module.model)  # the one this epoch trained
         s["elapsed_s"] += self._now() - self._epoch_start
+        if s["invocation_log"]:  # training and validation so far, so a paused call keeps its peak
+            s["invocation_log"][-1]["peak_gb"] = peak_gpu_gb(module.device)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if module.hparams.train.get("pad_buckets") and not math.isfinite(metrics.get("train_loss", 0.0)):
             # before any checkpoint of this epoch is written
