@@ -264,24 +264,15 @@ def check_comparable(results: list[dict]) -> None:
     joint-accuracy tolerances or Task 1 results under different metric definitions (each
     recorded in the result), or a model's seeds on one task and split scored on different
     samples (a sample's mean is not the whole split's)."""
-    stores: dict[str, set[str]] = {}
-    for r in results:
-        stores.setdefault((r.get("store_fingerprint") or "unknown")[:12], set()).add(model_name(r))
+    stores = _models_by(results, lambda r: f"store {(r.get('store_fingerprint') or 'unknown')[:12]}")
     if len(stores) > 1:
-        listed = "; ".join(f"store {fp}: {', '.join(sorted(models))}" for fp, models in sorted(stores.items()))
         raise C2NPError(f"results of different stores cannot share a table (other particles and splits): "
-                        f"{listed}; report each store's results on their own")
+                        f"{_listed(stores)}; report each store's results on their own")
     for task, key, what in ((2, "tolerances", "tolerances"), (1, "definitions", "metric definitions")):
-        seen: dict[str, set[str]] = {}
-        for r in results:
-            if int(r["task"]) == task:
-                value = r.get(key)
-                text = ", ".join(f"{k} {v}" for k, v in sorted(value.items())) if value else "none recorded"
-                seen.setdefault(text, set()).add(model_name(r))
+        seen = _models_by(results, lambda r: _settings_text(r.get(key)) if int(r["task"]) == task else None)
         if len(seen) > 1:
-            listed = "; ".join(f"{text}: {', '.join(sorted(models))}" for text, models in sorted(seen.items()))
-            raise C2NPError(f"Task {task} results scored with different {what} cannot share a table ({listed}); "
-                            "score them alike")
+            raise C2NPError(f"Task {task} results scored with different {what} cannot share a table "
+                            f"({_listed(seen)}); score them alike")
     samples: dict[tuple, dict[str, list]] = {}
     for r in results:
         key = (model_name(r), r["task"], r["split"])
@@ -291,6 +282,26 @@ def check_comparable(results: list[dict]) -> None:
             listed = "; ".join(f"{text}: seed {', '.join(map(str, seeds))}" for text, seeds in by_sample.items())
             raise C2NPError(f"{model}, Task {task} {split}: seeds scored on different samples ({listed}); "
                             "score every seed alike, or give the sampled result another name (c2np evaluate --model)")
+
+
+def _models_by(results: list[dict], text) -> dict[str, set[str]]:
+    """The models of ``results`` under each value of ``text(result)`` (None: left out)."""
+    groups: dict[str, set[str]] = {}
+    for r in results:
+        value = text(r)
+        if value is not None:
+            groups.setdefault(value, set()).add(model_name(r))
+    return groups
+
+
+def _listed(groups: dict[str, set[str]]) -> str:
+    """'value: model, model; value: model' for an error message."""
+    return "; ".join(f"{value}: {', '.join(sorted(models))}" for value, models in sorted(groups.items()))
+
+
+def _settings_text(settings: dict | None) -> str:
+    """A result's recorded tolerances or metric definitions as one comparable text."""
+    return ", ".join(f"{k} {v}" for k, v in sorted(settings.items())) if settings else "none recorded"
 
 
 def report_tables(results: list[dict]) -> list[tuple[str, list[str], list, str | None]]:
