@@ -284,6 +284,29 @@ def test_sparse_matching_is_scipys_optimum_without_scipy(seed, monkeypatch):
     np.testing.assert_array_equal(cols[np.argsort(rows)], cols_ref[np.argsort(rows_ref)])
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_crowded_block_beyond_the_dense_solve_is_solved_without_scipy(seed, monkeypatch):
+    """A block too large for scipy's dense solve goes to the primal-dual solver however
+    crowded (scipy's LAPJVsp stalled for minutes on a crowded ADiT particle): random points
+    whose nearest neighbours collide for over a third of the rows, with the dense-solve
+    limit lowered so that the block counts as large, give the dense optimum, without scipy."""
+    import c2np.metrics.alignment as alignment
+
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(0, 10, (400, 3)), rng.uniform(0, 10, (430, 3))
+    dist, idx = cKDTree(b).query(a, k=32)
+    cost = dist ** 2 + 1e-12
+    extra = len(idx) - len(np.unique(idx[:, 0]))
+    assert extra * alignment.SPARSE_SURPLUS_DIVISOR > len(b)  # crowded: a small block would go to scipy
+    dense = np.full((len(a), len(b)), cost.sum() + 1.0)
+    dense[np.repeat(np.arange(len(a)), 32), idx.ravel()] = cost.ravel()
+    rows_ref, cols_ref = linear_sum_assignment(dense)
+    monkeypatch.setattr(alignment, "DENSE_MATCHING_PAIRS", len(a) * len(b) - 1)
+    monkeypatch.setattr(alignment, "_scipy_matching", None)
+    rows, cols = _sparse_matching(cost, idx, len(b))
+    np.testing.assert_array_equal(cols[np.argsort(rows)], cols_ref[np.argsort(rows_ref)])
+
+
 def test_sparse_matching_falls_back_when_not_certified(monkeypatch):
     """A matching whose duals fail the certificate (here: a tolerance no result meets)
     goes to scipy's solver, and one with no full matching raises as scipy's does."""

@@ -94,10 +94,12 @@ GREEDY_K = 8
 #: Candidates per atom of the sparse assignment: the nearest 8, widened to 32 and 128
 #: while no full matching exists among them.
 SPARSE_K = (8, 32, 128)
-#: The sparse assignment's own solver (:func:`_sparse_matching`) takes a block whose rows'
-#: nearest columns collide for at most n_cols / SPARSE_SURPLUS_DIVISOR rows, for at most
+#: The sparse assignment's own solver (:func:`_sparse_matching`) takes a block small
+#: enough for scipy's dense solve (DENSE_MATCHING_PAIRS) whose rows' nearest columns
+#: collide for at most n_cols / SPARSE_SURPLUS_DIVISOR rows, for at most
 #: n_cols / SPARSE_PHASE_DIVISOR phases (each augments one path or more; the benchmark's
 #: largest blocks, 60 and 226 collisions in 10,860 columns, need 20 and 31), else scipy's.
+#: It takes every larger block, however crowded, to the end.
 SPARSE_SURPLUS_DIVISOR, SPARSE_PHASE_DIVISOR = 32, 64
 #: Slack (A^2) of the LP-duality certificate of a sparse assignment, per constraint.
 CERTIFICATE_TOL = 1e-9
@@ -201,21 +203,31 @@ def _sparse_matching(cost: np.ndarray, idx: np.ndarray, n_cols: int) -> tuple[np
     augmented together while they share no node. The result is *certified* by LP
     duality: u_i + v_j <= c_ij on every edge, equality on the matched ones, v_j <= 0 and
     v_j = 0 on the unmatched columns (each to CERTIFICATE_TOL), so its cost is the dual
-    bound. scipy's solver takes the block instead when the surplus exceeds
-    ``n_cols / SPARSE_SURPLUS_DIVISOR`` (many phases: the glassy predictions, whose small
-    blocks scipy solves in milliseconds), after ``n_cols / SPARSE_PHASE_DIVISOR`` phases,
-    or when the certificate fails.
+    bound. scipy's solver takes a block of at most ``DENSE_MATCHING_PAIRS`` pairs (its
+    dense solve) instead when the surplus exceeds ``n_cols / SPARSE_SURPLUS_DIVISOR``
+    (many phases: the glassy predictions, whose small blocks scipy solves in
+    milliseconds) or after ``n_cols / SPARSE_PHASE_DIVISOR`` phases; a larger block runs
+    until every surplus row has moved. Any block whose certificate fails goes to scipy.
     """
     n, k = cost.shape
     col, u, v = idx[:, 0].copy(), cost[:, 0].copy(), np.zeros(n_cols)
     load = np.bincount(col, minlength=n_cols)
-    if (load[load > 1] - 1).sum() * SPARSE_SURPLUS_DIVISOR > n_cols:
+    extra = int((load[load > 1] - 1).sum())  # rows to move on
+    if n * n_cols > DENSE_MATCHING_PAIRS:
+        # Beyond the dense solve scipy's alternative is LAPJVsp, which stalls on crowded
+        # blocks (an ADiT particle, LiCuH3 R = 30: 2,623 of 9,078 hydrogen rows colliding,
+        # over 5 minutes in one call, where this solver took 1.5 s for the certified
+        # optimum). Every phase augments at least one path, so `extra` phases end it.
+        phases = extra + 1
+    elif extra * SPARSE_SURPLUS_DIVISOR > n_cols:
         return _scipy_matching(cost, idx, n_cols)
+    else:
+        phases = max(n_cols // SPARSE_PHASE_DIVISOR, 1)
     # Nodes of the residual graph: columns 0..n_cols-1, rows n_cols..n_cols+n-1. Arcs:
     # a column to each row on it (tight, reduced cost 0) and a row to its candidates.
     row_arcs = k * np.arange(1, n + 1)
     limit = np.inf
-    for _ in range(max(n_cols // SPARSE_PHASE_DIVISOR, 1)):
+    for _ in range(phases):
         surplus = load > 1
         if not surplus.any():
             break
