@@ -13,6 +13,10 @@
 # SCORE_WORKERS (default 2) is each runner's number of splits scored at once on the CPU, 8 jobs
 # each: a call left with scoring alone can take more (6 on 64 cores: ten Task 1 splits of
 # CDVAE and SyMat, 486 or 324 particles each, scored in 5 minutes, 2026-11-26).
+# SCORE_JOBS (default 8) is the number of processes scoring one split: ADiT Task 1's OOD
+# split, glassy particles of up to 18,000 atoms, took about 77 CPU-minutes on the 2-core dev
+# machine (its 16 largest particles about 20; 2026-11-27), so a call scoring little else can
+# give it more.
 #
 # SECONDS = 0 only stages: it installs the wheels, keeps the stores, unpacks the carried
 # bundles and copies the work folders into /tmp/gw, then stops (a second or so). A session
@@ -105,7 +109,7 @@ dmon=$!
 runner() {  # NAME STORE PLAN SEEDS GPUS FIRST PER_GPU GPUS_PER_RUN PREDICT_BATCH SHARDS
     python3 benchmarks/train_baselines.py --store "$2" --work "$W/$1" --plan "$3" --seeds $4 \
         --gpus "$5" --first-gpu "$6" --per-gpu "$7" --gpus-per-run "$8" --predict-batch "$9" \
-        --predict-shards "${10}" --jobs 8 \
+        --predict-shards "${10}" --jobs "${SCORE_JOBS:-8}" \
         --deadline "$SECONDS_GIVEN" --reserve 45 --score-workers "${SCORE_WORKERS:-2}" \
         --bf16-attention "${BF16_ATTENTION-adit}" > "$W/$1.log" 2>&1
 }
