@@ -215,9 +215,9 @@ def _sparse_matching(cost: np.ndarray, idx: np.ndarray, n_cols: int) -> tuple[np
     extra = int((load[load > 1] - 1).sum())  # rows to move on
     if n * n_cols > DENSE_MATCHING_PAIRS:
         # Beyond the dense solve scipy's alternative is LAPJVsp, which stalls on crowded
-        # blocks (an ADiT particle, LiCuH3 R = 30: 2,623 of 9,078 hydrogen rows colliding,
-        # over 5 minutes in one call, where this solver took 1.5 s for the certified
-        # optimum). Every phase augments at least one path, so `extra` phases end it.
+        # blocks (an ADiT particle, LiCuH3 R = 30: 2,623 of 9,078 hydrogen rows colliding;
+        # one call had not returned after 2 minutes, where this solver took 1.5 s for the
+        # certified optimum). Every phase augments at least one path, so `extra` phases end it.
         phases = extra + 1
     elif extra * SPARSE_SURPLUS_DIVISOR > n_cols:
         return _scipy_matching(cost, idx, n_cols)
