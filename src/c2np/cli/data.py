@@ -90,7 +90,7 @@ def info(store: StoreArg = DEFAULT_STORE) -> None:
     """Summarise a built store: split scheme, counts per split (held-out materials for the
     materials scheme), atom-count range, size, versions."""
     from c2np.store.build import summarise
-    from c2np.store.manifest import content_fingerprint, read_manifest
+    from c2np.store.manifest import listed_fingerprint, read_manifest
 
     try:
         manifest = read_manifest(store)
@@ -101,7 +101,7 @@ def info(store: StoreArg = DEFAULT_STORE) -> None:
                   + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()))
     # the hash of the files as the manifest lists them (`c2np verify` checks the bytes):
     # what every result JSON records as store_fingerprint, and what `c2np report` compares
-    content = content_fingerprint({k: v["sha256"] for k, v in manifest["files"].items()})
+    content = listed_fingerprint(manifest["files"])
     console.print(f"content fingerprint {content[:16]}... (results scored on this store record it as "
                   "store_fingerprint)")
 

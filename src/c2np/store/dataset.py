@@ -22,7 +22,7 @@ from c2np.errors import StoreError, UnknownMaterialError
 from c2np.materials.cif import read_cif
 from c2np.rotations import rotation_matrices
 from c2np.store import layout
-from c2np.store.manifest import check_store, content_fingerprint, read_manifest
+from c2np.store.manifest import check_store, listed_fingerprint, read_manifest
 from c2np.store.particles import ParticleFile
 
 #: Canonical particles kept in memory per dataset (a few MB at most each).
@@ -217,7 +217,7 @@ def open_dataset(path: str | Path, verify: bool = True) -> Dataset:
         manifest, fingerprint = check.manifest, check.fingerprint
     else:
         manifest = read_manifest(store)
-        fingerprint = content_fingerprint({k: v["sha256"] for k, v in manifest["files"].items()})
+        fingerprint = listed_fingerprint(manifest["files"])
     try:
         index = pq.read_table(store / layout.INDEX, page_checksum_verification=True).to_pandas()
     except Exception as exc:

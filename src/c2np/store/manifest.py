@@ -64,7 +64,7 @@ def write_manifest(store: Path, cfg: BuildConfig, materials: list, fingerprint: 
         "atoms": {"min": int(index["n_atoms"].min()), "max": int(index["n_atoms"].max())},
         "versions": _versions(),
         "files": files,
-        "content_fingerprint": content_fingerprint({rel: m["sha256"] for rel, m in files.items()}),
+        "content_fingerprint": listed_fingerprint(files),
     }
     manifest[_SELF] = _self_digest(manifest)
     layout.atomic_write_text(store / layout.MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -129,6 +129,12 @@ def content_fingerprint(digests: dict[str, str]) -> str:
     """SHA-256 over the sorted ``path: sha256`` list of a store's files."""
     blob = "".join(f"{rel}\t{sha}\n" for rel, sha in sorted(digests.items()))
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def listed_fingerprint(files: dict[str, dict]) -> str:
+    """:func:`content_fingerprint` of the files as a manifest lists them (``path: {"sha256":
+    ...}``), without reading them: what results scored on the store record."""
+    return content_fingerprint({rel: m["sha256"] for rel, m in files.items()})
 
 
 def check_store(store: Path) -> StoreCheck:

@@ -212,12 +212,14 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
+def _gpu_in_use(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
 def peak_gpu_gb(device: torch.device) -> float | None:
     """This process's peak GPU memory on ``device`` since the last reset, in GiB (2 decimals);
     None where no GPU is in use. Per process, so a run sharing a GPU with others gets its own."""
-    if device.type != "cuda" or not (torch.cuda.is_available() and torch.cuda.is_initialized()):
-        return None
-    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if _gpu_in_use(device) else None
 
 
 class RunMonitor(pl.Callback):
@@ -280,7 +282,7 @@ class RunMonitor(pl.Callback):
             {"epoch": trainer.current_epoch, "process_s": _round(process_age()),
              "setup_s": _round(self._clock - self.entered), "first_steps_s": [], "first_steps_atoms": [],
              "peak_gb": None})
-        if peak_gpu_gb(module.device) is not None:
+        if _gpu_in_use(module.device):
             torch.cuda.reset_peak_memory_stats(module.device)  # this invocation's own peak
         self._steps_to_time = FIRST_STEPS_TIMED
         self.state["stop_reason"] = None
