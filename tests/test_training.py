@@ -320,6 +320,33 @@ def test_ddp_on_two_cpu_processes_matches_one(small_store, tmp_path):
     np.testing.assert_allclose(curves[2], curves[1], rtol=0.05)
 
 
+@pytest.mark.slow
+def test_staged_model_under_ddp_switches_stage_on_every_rank(small_store, tmp_path):
+    """ADiT Task 1 with `--devices 2` (gloo): both ranks take the VAE stage's best weights
+    from rank 0's best.ckpt and go on to the DiT stage together, so the run converges in
+    both stages, as on one process, and the DiT stage leaves the VAE's best weights frozen."""
+    script = tmp_path / "c2np_cli.py"
+    script.write_text("from c2np.cli import main\nmain()\n")  # Lightning re-launches this file
+    rule = ["--set", "train.patience=1", "--set", "train.rel_tol=10", "--set", "train.epochs=20",
+            "--set", "train.batch_size=4"]
+    cmd = [sys.executable, str(script), "train", "--task", "1", "--model", "adit", "--store", str(small_store),
+           "--out", str(tmp_path), "-q", *ADIT_T1, *rule, "--devices", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env=os.environ | {"CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "adit-task1-seed0"
+    info = json.loads((run / "run.json").read_text())
+    assert info["devices"] == 2 and info["converged"] and info["converged_epoch"] == 3
+    assert [(st["stage"], st["converged_epoch"], st["best_epoch"]) for st in info["stages"]] == [("vae", 1, 0)]
+    with (run / "metrics.csv").open() as f:
+        assert [r["stage"] for r in csv.DictReader(f)] == ["vae", "vae", "dit", "dit"]
+    final = torch.load(run / "best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    last = torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    vae_keys = [k for k in final if k.startswith(("model.encoder.", "model.decoder.", "model.conditioner."))]
+    assert vae_keys and all(torch.equal(final[k], last[k]) for k in vae_keys)
+    assert any(not torch.equal(final[k], last[k]) for k in final if k.startswith("model.denoiser."))
+
+
 @pytest.mark.parametrize("compile_mode, fused, compiled, fused_expected", [
     ("gpu", "gpu", False, False),   # the configs' default on a CPU: eager, foreach Adam
     ("edges", True, True, True),    # explicit settings hold on any device
