@@ -137,7 +137,7 @@ def runs_block(folders: list[tuple[str, Path]]) -> str:
     """Markdown of every training run (run.json + metrics.csv) under the folders' runs/. Its
     throughput is the training set (particles, atoms) over the mean training time of an epoch
     (run.json's time_per_epoch: the first epoch of the run left out, as it carries start-up),
-    on the GPU as the run shared it."""
+    on the GPU as the run shared it, or on its GPUs together for a run trained with DDP."""
     lines = ["| scheme | model | task | seed | state | best val. loss (epoch) | val. loss at epoch 0 "
              "| s/epoch | particles/s | atoms/s | device |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for scheme, folder in folders:
@@ -156,9 +156,13 @@ def runs_block(folders: list[tuple[str, Path]]) -> str:
                              for ch in info.get("objective_changes") or [])
             rates = [f"{info[k] / info['time_per_epoch']:,.0f}" if info.get(k) else "–"
                      for k in ("train_records", "train_atoms")]
+            device = info.get("device", "?")
+            if int(info.get("devices") or 1) > 1:  # one run over several GPUs: its s/epoch is theirs together
+                device = f"{info['devices']} x {device} (DDP)"
+
             lines.append(f"| {scheme} | {info['model']} | {info['task']} | {info['seed']} | {state} | "
                          f"{info['best_val_loss']:.4g} ({info['best_epoch']}) | {curve['val_loss'].iloc[0]:.4g} | "
-                         f"{info['time_per_epoch']:.1f} | {' | '.join(rates)} | {info.get('device', '?')} |")
+                         f"{info['time_per_epoch']:.1f} | {' | '.join(rates)} | {device} |")
     return "\n".join(lines)
 
 

@@ -100,7 +100,8 @@ def test_figure_ticks_count_the_seeds_of_each_split():
 def test_runs_table_gives_throughput_as_particles_and_atoms_per_second(tmp_path):
     """benchmarks/readme_results.py's runs table: beside s/epoch, the training set's particles
     and atoms (run.json's train_records, train_atoms) divided by it; a run.json without them
-    (an older record) shows a dash rather than a made-up rate."""
+    (an older record) shows a dash rather than a made-up rate. A run trained with DDP names
+    its GPUs: its s/epoch is theirs together."""
     import json
 
     from benchmark_scripts import load_benchmark
@@ -109,7 +110,8 @@ def test_runs_table_gives_throughput_as_particles_and_atoms_per_second(tmp_path)
     base = {"model": "cdvae", "task": 1, "epochs": 12, "converged": True, "converged_epoch": 11,
             "best_val_loss": 1.5, "best_epoch": 1, "time_per_epoch": 8.0, "device": "NVIDIA H200",
             "objective_version": 2}
-    for seed, extra in ((0, {"train_records": 1000, "train_atoms": 3_200_000}), (1, {})):
+    for seed, extra in ((0, {"train_records": 1000, "train_atoms": 3_200_000}), (1, {}), (2, {"devices": 4}),
+                        (3, {"devices": 1})):
         run = tmp_path / "runs" / f"cdvae-task1-seed{seed}"
         run.mkdir(parents=True)
         (run / "run.json").write_text(json.dumps(base | {"seed": seed} | extra))
@@ -117,8 +119,9 @@ def test_runs_table_gives_throughput_as_particles_and_atoms_per_second(tmp_path)
     lines = module.runs_block([("radius", tmp_path)]).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
-    assert [(r["seed"], r["s/epoch"], r["particles/s"], r["atoms/s"]) for r in rows] == [
-        ("0", "8.0", "125", "400,000"), ("1", "8.0", "–", "–")]
+    assert [(r["seed"], r["s/epoch"], r["particles/s"], r["atoms/s"], r["device"]) for r in rows] == [
+        ("0", "8.0", "125", "400,000", "NVIDIA H200"), ("1", "8.0", "–", "–", "NVIDIA H200"),
+        ("2", "8.0", "–", "–", "4 x NVIDIA H200 (DDP)"), ("3", "8.0", "–", "–", "NVIDIA H200")]
 
 
 def test_a_report_refuses_results_of_different_stores_or_of_seeds_scored_on_different_samples(tmp_path):
