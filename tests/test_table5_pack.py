@@ -474,14 +474,18 @@ def _newest_layouts() -> list[Path]:
 
 @pytest.mark.parametrize("path", _newest_layouts(), ids=lambda p: p.name)
 def test_newest_layouts_bundle_every_work_folder_exactly_once(path):
-    """Each of the next session's layouts must carry every runner's folder in its bundle
-    commands, once (a folder left out idles its GPU; the runner then starts nothing)."""
+    """Each of the next session's layouts must carry every runner's folder once, in its bundle
+    commands or as a path of its own ("carry gpu-work/NAME", a new runner's almost empty
+    folder): a folder left out idles its GPU; the runner then starts nothing."""
     bundled = []
     for line in path.read_text().splitlines():
-        if "table5_bundle.sh" in line and line.lstrip().startswith("#"):
+        if not line.lstrip().startswith("#"):
+            continue
+        if "table5_bundle.sh" in line:
             words = line.split("table5_bundle.sh", 1)[1].split("(")[0].split()
             if words and words[0].isdigit():
                 bundled += words[1:]
+        bundled += re.findall(r"carry gpu-work/([\w-]+)", line)
     assert sorted(bundled) == sorted(f[0] for f in _layout_lines(path))
 
 
