@@ -159,7 +159,6 @@ def runs_block(folders: list[tuple[str, Path]]) -> str:
             device = info.get("device", "?")
             if int(info.get("devices") or 1) > 1:  # one run over several GPUs: its s/epoch is theirs together
                 device = f"{info['devices']} x {device} (DDP)"
-
             lines.append(f"| {scheme} | {info['model']} | {info['task']} | {info['seed']} | {state} | "
                          f"{info['best_val_loss']:.4g} ({info['best_epoch']}) | {curve['val_loss'].iloc[0]:.4g} | "
                          f"{info['time_per_epoch']:.1f} | {' | '.join(rates)} | {device} |")

@@ -322,9 +322,10 @@ def test_ddp_on_two_cpu_processes_matches_one(small_store, tmp_path):
 
 @pytest.mark.slow
 def test_staged_model_under_ddp_switches_stage_on_every_rank(small_store, tmp_path):
-    """ADiT Task 1 with `--devices 2` (gloo): both ranks take the VAE stage's best weights
-    from rank 0's best.ckpt and go on to the DiT stage together, so the run converges in
-    both stages, as on one process, and the DiT stage leaves the VAE's best weights frozen."""
+    """ADiT Task 1 with `--devices 2` (gloo): the stage switch (a barrier, then every rank
+    reads rank 0's best.ckpt) neither hangs nor splits the ranks: the run converges in both
+    stages at the epochs a single process gives, and the DiT stage leaves the VAE's best
+    weights frozen."""
     script = tmp_path / "c2np_cli.py"
     script.write_text("from c2np.cli import main\nmain()\n")  # Lightning re-launches this file
     rule = ["--set", "train.patience=1", "--set", "train.rel_tol=10", "--set", "train.epochs=20",
