@@ -302,19 +302,25 @@ def test_plot_run_reports_a_missing_run(tmp_path):
     assert res.exit_code == 2 and "metrics.csv" in res.output
 
 
+def _train_on_cpu_processes(tmp_path, *args: str) -> None:
+    """``c2np train ARGS`` as its own process with no GPU (``--devices N``: N gloo ranks).
+    It runs from a script file because Lightning's launcher starts that file again for
+    every further rank."""
+    script = tmp_path / "c2np_cli.py"
+    script.write_text("from c2np.cli import main\nmain()\n")
+    done = subprocess.run([sys.executable, str(script), "train", *args], capture_output=True, text=True,
+                          env=os.environ | {"CUDA_VISIBLE_DEVICES": ""}, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one(small_store, tmp_path):
     """`--devices 2` (gloo) at the same effective batch follows the single-process loss curve."""
-    script = tmp_path / "c2np_cli.py"
-    script.write_text("from c2np.cli import main\nmain()\n")  # Lightning re-launches this file
     curves = {}
     for n in (1, 2):
-        cmd = [sys.executable, str(script), "train", "--task", "2", "--model", "cdvae", "--store", str(small_store),
-               "--out", str(tmp_path / f"d{n}"), "-q", *TINY, "--set", "train.epochs=3", "--set",
-               "train.lr=1e-3", "--set", "train.batch_size=4", "--devices", str(n)]
-        env = os.environ | {"CUDA_VISIBLE_DEVICES": ""}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
+        _train_on_cpu_processes(tmp_path, "--task", "2", "--model", "cdvae", "--store", str(small_store),
+                                "--out", str(tmp_path / f"d{n}"), "-q", *TINY, "--set", "train.epochs=3",
+                                "--set", "train.lr=1e-3", "--set", "train.batch_size=4", "--devices", str(n))
         with (tmp_path / f"d{n}" / "cdvae-task2-seed0" / "metrics.csv").open() as f:
             curves[n] = np.array([float(r["val_loss"]) for r in csv.DictReader(f)])
     np.testing.assert_allclose(curves[2], curves[1], rtol=0.05)
@@ -326,15 +332,10 @@ def test_staged_model_under_ddp_switches_stage_on_every_rank(small_store, tmp_pa
     reads rank 0's best.ckpt) neither hangs nor splits the ranks: the run converges in both
     stages at the epochs a single process gives, and the DiT stage leaves the VAE's best
     weights frozen."""
-    script = tmp_path / "c2np_cli.py"
-    script.write_text("from c2np.cli import main\nmain()\n")  # Lightning re-launches this file
     rule = ["--set", "train.patience=1", "--set", "train.rel_tol=10", "--set", "train.epochs=20",
             "--set", "train.batch_size=4"]
-    cmd = [sys.executable, str(script), "train", "--task", "1", "--model", "adit", "--store", str(small_store),
-           "--out", str(tmp_path), "-q", *ADIT_T1, *rule, "--devices", "2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                          env=os.environ | {"CUDA_VISIBLE_DEVICES": ""})
-    assert done.returncode == 0, done.stderr[-2000:]
+    _train_on_cpu_processes(tmp_path, "--task", "1", "--model", "adit", "--store", str(small_store),
+                            "--out", str(tmp_path), "-q", *ADIT_T1, *rule, "--devices", "2")
     run = tmp_path / "adit-task1-seed0"
     info = json.loads((run / "run.json").read_text())
     assert info["devices"] == 2 and info["converged"] and info["converged_epoch"] == 3
