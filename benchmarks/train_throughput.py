@@ -27,7 +27,11 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
   in the step;
 - ``fused``: ``torch.optim.Adam(fused=True)`` (``train.fused_adam``);
 - ``compile``: ``torch.compile`` of the whole loss, ``dynamic=True`` (``train.compile =
-  "loss"``); with ``host`` the loss has no data-dependent shape and compiles to one graph.
+  "loss"``): the radius graphs and noise draws are made on the device before the loss
+  (``host_work.prepare_in_step``; with ``host`` in the workers), so the loss has no
+  data-dependent shape and compiles to one graph (the unit-cell encoder runs eager).
+  Inductor specialises its code to ranges of the sizes, so the epoch's smallest and
+  largest batches are stepped before the warm-up (their compilations count as setup);
   Inductor's random numbers fall back to eager's (``fallback_random``), so the fixed-batch
   loss is comparable;
 - ``tf32``: fp32 matrix products on the tensor cores (``torch.backends.cuda.matmul.allow_tf32``,
@@ -46,6 +50,9 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
   ``static`` the padded loss compiles once with dynamic shapes;
 - ``graphs``: with ``static`` or ``compile``, ``mode="reduce-overhead"`` (CUDA graphs,
   ``train.cuda_graphs``): each bucket's step is captured once and replayed;
+- ``pairs``: every SchNet filter computed once per unordered pair of atoms and used for
+  both directions (``SchNetEncoder.pair_filters``): the same values, half the filter
+  network's rows;
 - ``bf16``: the SchNet edge pipeline in bf16 (``train.bf16_edges``; node updates and the
   loss fp32): not exact, the fixed-batch loss shows by how much;
 - ``triton``: the SchNet interactions' messages from the fused Triton kernels
@@ -72,7 +79,11 @@ busy is nvidia-smi's utilization.gpu (time with a kernel running) sampled every 
 over the timed steps. "loss" is the loss of one fixed batch (8 records across the
 sizes) at fixed noise (host-prepared draws, seeded; Task 1's latent draw a fixed
 pattern, the same for padded and unpadded batches), initial weights, fp32: equal
-values mean the variant leaves the objective unchanged. A variant that fails or passes
+values mean the variant leaves the objective unchanged. "gradient vs eager" compares the
+gradients of that batch with those of an eager copy of the model taken before the
+variant's changes (the largest ||g - g_eager|| / ||g_eager|| over the parameters; inf
+when one is not finite): about 1e-6 is float rounding; a compiled graph that breaks the
+gradients shows here, not in the loss. A variant that fails or passes
 its time limit (``--limit-s``, ``--compile-limit-s``) is reported as such and the others
 still run. With the earlier code (``git archive 7a18657 src``, no ``host_plan``) only
 ``base`` runs, and its fixed-batch loss uses that code's own noise draws.
@@ -82,8 +93,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import faulthandler
+import itertools
 import json
 import os
 import signal
@@ -91,6 +104,7 @@ import subprocess
 import threading
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -103,9 +117,12 @@ from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
 TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton",
-          "atomic"}
+          "atomic", "pairs"}
 #: tokens whose variant builds kernels before it runs (compilation or Triton's JIT): a longer time limit
 BUILDING = {"compile", "edges", "static", "triton"}
+#: a step's host phases timed by the benchmark: waiting for the batch, issuing the loss (with
+#: whatever waits for the device inside it), the backward, clipping and the optimizer
+HOST_PHASES = ("data", "loss", "backward", "optimizer")
 HOST_FIELDS = ("cell_pairs", "lattice_inv", "edge_index", "graph_cutoff", "score_edges", "score_cutoff")
 
 
@@ -223,9 +240,11 @@ def make_model(name: str, task: int, records, device, overrides: list[str]):
     return model.to(device), cfg
 
 
-def fixed_loss(loss_fn, model, records, task: int, device, host: bool, collate=None, pad=None) -> float:
+def fixed_loss(loss_fn, model, records, task: int, device, host: bool, collate=None,
+               pad=None) -> tuple[float, list[torch.Tensor | None]]:
     """The loss of 8 records spread over the sizes at fixed noise (host-prepared, seeded
-    draws); without ``host`` the model builds the graphs itself from the same draws."""
+    draws) and the gradient of every parameter (left zeroed); without ``host`` the model
+    builds the graphs itself from the same draws."""
     probe = [(r, 0 if task == 2 else -1) for r in records[:: max(1, len(records) // 8)][:8]]
     if not hasattr(model, "host_plan"):  # earlier code: its own noise draws, a different loss value
         batch = tdata.COLLATE[task](probe)
@@ -240,7 +259,24 @@ def fixed_loss(loss_fn, model, records, task: int, device, host: bool, collate=N
     # with gradients, as in training: a compiled loss then needs no second graph for no_grad
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), fixed_latent(task):
         torch.manual_seed(123)
-        return float(loss_fn(batch.to(device))["loss"].detach())
+        loss = loss_fn(batch.to(device))["loss"]
+        loss.backward()
+    grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach()), grads
+
+
+def gradient_deviation(grads: list, want: list) -> float:
+    """The largest ||g - g_eager|| / ||g_eager|| over the parameters (inf when a gradient is
+    missing or not finite): a variant that is exact to float rounding shows about 1e-6."""
+    worst = 0.0
+    for g, w in zip(grads, want, strict=True):
+        if w is None and g is None:
+            continue
+        if g is None or w is None or not bool(torch.isfinite(g).all()):
+            return float("inf")
+        worst = max(worst, float((g - w).norm() / w.norm().clamp_min(1e-30)))
+    return worst
 
 
 @contextlib.contextmanager
@@ -288,8 +324,15 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         spec = pad_spec(records, batch_size, args.pad_buckets)
     plain_collate = WithoutCellWork(task) if "before" in tokens else tdata.COLLATE[task]
     loss_fn = model.loss
+    eager = copy.deepcopy(model)  # before any change to the model: the gradients to compare with
     graphs0 = compiled_graphs()
     cuda_graphs = "graphs" in tokens and device.type == "cuda"
+    if "pairs" in tokens:
+        from c2np.models.components import SchNetEncoder
+
+        for module in model.modules():
+            if isinstance(module, SchNetEncoder):
+                module.pair_filters = True
     if "bf16" in tokens:
         from c2np.models.components import SchNetEncoder
 
@@ -331,8 +374,11 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be reused
             return compiled(batch)
     # a compiled variant compiles here, at its first loss: the setup time is the compile time
-    loss_value = fixed_loss(loss_fn, model, records, task, device, plan is not None, plain_collate, spec)
+    loss_value, grads = fixed_loss(loss_fn, model, records, task, device, plan is not None, plain_collate, spec)
     setup = time.perf_counter() - t_setup
+    deviation = gradient_deviation(grads, fixed_loss(eager.loss, eager, records, task, device, plan is not None,
+                                                     plain_collate, spec)[1])
+    del eager, grads
     opt = torch.optim.Adam(model.parameters(), lr=1e-4,
                            **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
     workers = args.host_workers if plan else args.base_workers
@@ -348,16 +394,38 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
 
     steps_per_epoch = len(sampler)
     bad = torch.zeros((), dtype=torch.bool, device=device)
+    host = dict.fromkeys(HOST_PHASES, 0.0)
 
     def step(batch):
+        # host seconds spent issuing each phase (the device runs behind): where a step
+        # whose kernels take less than its wall time spends the host's time
         nonlocal bad
+        t0 = time.perf_counter()
         loss = loss_fn(batch.to(device, non_blocking=True))["loss"]
+        t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        step.host["loss"] += t1 - t0
+        step.host["backward"] += t2 - t1
+        step.host["optimizer"] += time.perf_counter() - t2
         bad = bad | ~torch.isfinite(loss.detach())  # read once at the end: no wait per step
 
+    step.host = host
+
+    if "compile" in tokens and not ("static" in tokens or cuda_graphs):
+        # Inductor guards its code on ranges of the sizes it saw (32-bit indexing, fusion
+        # choices: "81920 <= score edges" on an H200), so a much smaller or larger batch
+        # compiles once more; the epoch's smallest and largest batches first keep those
+        # compilations out of the timed steps (they count as setup)
+        t0 = time.perf_counter()
+        by_atoms = sorted(sampler, key=lambda b: sum(sizes[i] for i in b))
+        for batch in make_loader([by_atoms[0], by_atoms[-1]]):
+            step(batch)
+        sync()
+        setup += time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     util = GpuSampler(args.gpu)
@@ -370,6 +438,10 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
               f"({'compilation' if tokens & BUILDING else 'loader start and first kernels'})",
               flush=True)
     graphs_warm = timing.pop("graphs_warm") - graphs0
+    if args.profile and not ("static" in tokens or cuda_graphs):
+        # "_" for "+" in the name: the lent GPU machines return no file whose name has a "+"
+        table = Path(args.profile) / f"{name}-task{task}-{variant.replace('+', '_')}.txt"
+        timing["kernel_ms_per_step"] = profile_steps(step, make_loader(sampler), args.profile_steps, table)
     if bool(bad):
         raise RuntimeError("a training step's loss was not finite (padded: a radius graph overflowed its buffer?)")
     return {"label": args.label, "model": name, "task": task, "variant": variant, "workers": workers,
@@ -377,7 +449,8 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
             "gpu_util": util.mean,
             "peak_mem_gb": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan"),
             "graphs_compiled_warmup": graphs_warm,
-            "graphs_compiled_timed": compiled_graphs() - graphs0 - graphs_warm, "loss": loss_value}
+            "graphs_compiled_timed": compiled_graphs() - graphs0 - graphs_warm, "loss": loss_value,
+            "grad_deviation": deviation}
 
 
 def _time_stream(step, loader, sampler, args, util) -> dict:
@@ -398,11 +471,14 @@ def _time_stream(step, loader, sampler, args, util) -> dict:
     sync()
     warm, graphs_warm = time.perf_counter() - t0, compiled_graphs()
     graphs = atoms = 0
+    step.host = dict.fromkeys(HOST_PHASES, 0.0)
     with util:  # batches keep streaming from the workers: their host work is part of the time
         sync()
         t0 = time.perf_counter()
         for _ in range(args.steps):
+            t = time.perf_counter()
             batch = next(stream)
+            step.host["data"] += time.perf_counter() - t
             g, a = real_size(batch)
             graphs, atoms = graphs + g, atoms + a
             step(batch)
@@ -410,7 +486,38 @@ def _time_stream(step, loader, sampler, args, util) -> dict:
         wall = time.perf_counter() - t0
     return {"warmup_s": warm, "graphs_warm": graphs_warm, "steps_timed": args.steps, "step_s": wall / args.steps,
             "epoch_s": wall / args.steps * len(sampler), "particles_per_s": graphs / wall, "atoms_per_s": atoms / wall,
-            "steps_covered": 1.0}
+            "steps_covered": 1.0, "host_ms": {k: round(1000 * v / args.steps, 2) for k, v in step.host.items()}}
+
+
+def profile_steps(step, loader, steps: int, out: Path) -> float:
+    """``steps`` more steps under ``torch.profiler`` (after the timed ones, so compiled and
+    warm): the profiler's tables by device time and by the host's own time go to ``out``;
+    returns the device's kernel time per step in ms (its busy time, whatever the host did
+    meanwhile)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    stream = (batch for _ in itertools.count() for batch in loader)  # again and again: small dry runs
+    step(next(stream))  # the loader's first batch: its start-up is not a step's time
+    sync()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(next(stream))
+        sync()
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    gpu = torch.cuda.is_available()
+    # on a GPU the kernels' own rows (a CPU op's row holds its kernels' time too); on the CPU the ops
+    key, kind = ("self_device_time_total", "CUDA") if gpu else ("self_cpu_time_total", "CPU")
+    kernels = sum(getattr(e, key) for e in events if e.device_type.name == kind) / 1000 / steps
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"{steps} steps, {1000 * wall / steps:.1f} ms per step (wall, profiled), "
+                   f"{kernels:.1f} ms of kernels per step\n\n"
+                   + events.table(sort_by=key, row_limit=40, max_name_column_width=90)
+                   + "\n\nBy the host's own time:\n\n"
+                   + events.table(sort_by="self_cpu_time_total", row_limit=40, max_name_column_width=90))
+    return kernels
 
 
 def _time_by_bucket(step, make_loader, sampler, sizes, spec, args, util, repeats: int) -> dict:
@@ -528,6 +635,9 @@ def main() -> None:
     ap.add_argument("--gen-model", default="cdvae")
     ap.add_argument("--gpu", type=int, default=0, help="nvidia-smi index sampled for utilisation")
     ap.add_argument("--json", help="append the rows to this JSON-lines file")
+    ap.add_argument("--profile", help="after a variant's timed steps, profile --profile-steps more and write "
+                                      "its kernel table here (one file per variant; not static/graphs)")
+    ap.add_argument("--profile-steps", type=int, default=10)
     args = ap.parse_args()
     if args.cpu_dry_run:
         args.limit = args.limit or 24
@@ -544,8 +654,8 @@ def main() -> None:
           flush=True)
     print("| model | task | variant | workers | s/epoch (extrapolated) | step ms | particles/s | atoms/s "
           "| GPU busy % | peak mem GB | setup s (compiles) | warm-up s | graphs compiled: setup + warm-up / timed "
-          "| buckets warmed / in epoch (steps covered) | fixed-batch loss |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "| buckets warmed / in epoch (steps covered) | fixed-batch loss | gradient vs eager |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     compiled = set(args.compile_models.split(","))
     signal.signal(signal.SIGALRM, _alarm)
     start = time.perf_counter()
@@ -577,11 +687,14 @@ def main() -> None:
                 signal.alarm(0)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-            print(f"| {name} | {task} | {variant} | {r['workers']} | {r['epoch_s']:.2f} | {1000 * r['step_s']:.1f} | "
+            kernel = f" ({r['kernel_ms_per_step']:.1f} kernels)" if "kernel_ms_per_step" in r else ""
+            if "host_ms" in r:
+                kernel += " [host: " + ", ".join(f"{k} {v:.1f}" for k, v in r["host_ms"].items()) + "]"
+            print(f"| {name} | {task} | {variant} | {r['workers']} | {r['epoch_s']:.2f} | {1000 * r['step_s']:.1f}{kernel} | "
                   f"{r['particles_per_s']:.0f} | {r['atoms_per_s'] / 1e6:.2f} M | {r['gpu_util']:.0f} | "
                   f"{r['peak_mem_gb']:.1f} | {r['setup_s']:.1f} | {r['warmup_s']:.1f} | {r['graphs_compiled_warmup']} / "
                   f"{r['graphs_compiled_timed']} | {r.get('buckets', '-')} ({r['steps_covered']:.0%}) | "
-                  f"{r['loss']:.6g} |", flush=True)
+                  f"{r['loss']:.6g} | {r['grad_deviation']:.1e} |", flush=True)
             if args.json:  # row by row, so a run cut short by a timeout keeps what it measured
                 with open(args.json, "a") as f:
                     f.write(json.dumps(r) + "\n")

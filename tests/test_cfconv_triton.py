@@ -306,8 +306,8 @@ def reverse_pairs(src: torch.Tensor, tgt: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 def test_every_graph_of_a_schnet_encoder_is_symmetric(records, monkeypatch):
-    """The premise of the symmetric backward (SchNetEncoder.symmetric_graphs is True by
-    default): in the loss of every model with a SchNet encoder, on plain, host-prepared
+    """The premise of the symmetric backward and of the filters once per pair
+    (SchNetEncoder.symmetric_graphs is True by default): in the loss of every model with a SchNet encoder, on plain, host-prepared
     and padded batches, each graph that reaches interact has every edge's reverse, with
     bit-for-bit the same length and Gaussian features (the filter's inputs)."""
     from c2np.models.padding import PaddedCollate, pad_spec
@@ -318,11 +318,11 @@ def test_every_graph_of_a_schnet_encoder_is_symmetric(records, monkeypatch):
     seen = []
     interact = SchNetEncoder.interact
 
-    def spy(self, h, src, tgt, length, attr):
+    def spy(self, h, src, tgt, length, attr, pairs=None):
         a, b = reverse_pairs(src, tgt)
         assert torch.equal(length[a], length[b]) and torch.equal(attr[a], attr[b])
         seen.append(len(src))
-        return interact(self, h, src, tgt, length, attr)
+        return interact(self, h, src, tgt, length, attr, pairs)
 
     monkeypatch.setattr(SchNetEncoder, "interact", spy)
     checked = set()

@@ -269,6 +269,59 @@ def test_interact_equals_pyg_interaction_blocks():
     assert not torch.allclose(got, h)  # the blocks do something
 
 
+def test_undirected_pairs_join_each_edge_with_its_reverse():
+    from c2np.models.graph import radius_edges_static, undirected_pairs
+
+    gen = torch.Generator().manual_seed(5)
+    pos = torch.cat([torch.rand(300, 3, generator=gen) * 12, torch.rand(40, 3, generator=gen) * 5 + 30])
+    ptr = torch.tensor([0, 300, 340])
+    edges = radius_edges(pos, ptr, 3.0)
+    first, pair = undirected_pairs(edges, len(pos))
+    assert edges.shape[1] > 1000 and len(first) == edges.shape[1] // 2
+    assert torch.equal(torch.bincount(pair), torch.full((len(first),), 2))  # two directions a pair
+    ends = edges[:, first][:, pair]
+    assert torch.equal(ends.sort(0).values, edges.sort(0).values)  # the same two atoms
+    assert not torch.equal(ends, edges)  # and one of the two edges the other way round
+    # a padded batch (c2np.models.padding): padding atoms at the origin in a graph slot of
+    # their own, the buffer's unused slots self-loops on the last one; the real edges keep their pairs
+    pos = torch.cat([pos, torch.zeros(5, 3)])
+    ptr = torch.tensor([0, 300, 340, 345])
+    active = torch.cat([torch.ones(340), torch.zeros(5)])
+    padded, overflow = radius_edges_static(pos, ptr, 3.0, active, 400 * len(pos), edges.shape[1] + 7)
+    first, pair = undirected_pairs(padded, len(pos))
+    real = padded[0] != padded[1]
+    assert not overflow and int((~real).sum()) >= 7
+    ends = padded[:, first][:, pair]
+    assert torch.equal(ends[:, real].sort(0).values, padded[:, real].sort(0).values)
+
+
+def test_filters_once_per_pair_give_the_same_encoder():
+    """SchNetEncoder.pair_filters: each filter computed for one direction of its pair gives
+    the same atom features and gradients to float rounding (a matrix product over half the
+    rows may round differently)."""
+    from c2np.models.components import SchNetEncoder
+
+    gen = torch.Generator().manual_seed(2)
+    pos = torch.rand(800, 3, generator=gen) * 14
+    ptr = torch.tensor([0, 500, 800])
+    z = torch.randint(1, 40, (800,), generator=gen)
+    torch.manual_seed(0)
+    enc = SchNetEncoder(hidden=16, interactions=3, cutoff=4.0, gaussians=8)
+    weights = torch.randn(800, 16, generator=gen)
+    results = []
+    for flag in (False, True):
+        enc.pair_filters = flag
+        enc.zero_grad()
+        out = enc(z, pos, ptr)
+        (out * weights).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in enc.parameters()]))
+    (want, want_grads), (got, got_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    for g, w in zip(got_grads, want_grads, strict=True):  # sums over edges: compared as wholes
+        assert float((g - w).norm() / w.norm()) < 1e-5
+    assert any(not torch.equal(g, w) for g, w in zip(got_grads, want_grads))  # summed in another order
+
+
 def test_edge_mlp_equals_the_mlp_of_the_concatenated_edge_input():
     from c2np.models.components import edge_mlp, mlp
 

@@ -205,7 +205,8 @@ def test_static_compile_compiles_once_per_bucket(records):
     used = [len(set(buckets[:i + 1])) for i in range(len(buckets))]
     assert len(set(buckets)) >= 2
     assert graphs == used, (graphs, buckets)
-    assert sum(counters["graph_break"].values()) == 0
+    # the one break: the unit-cell encoder, eager on purpose (UnitCellEncoder.forward)
+    assert counters["graph_break"] and all("UnitCellEncoder" in reason for reason in counters["graph_break"])
 
 
 def _train_args(store, out, model: str, *extra: str) -> list[str]:

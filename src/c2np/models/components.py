@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch_geometric.nn.models.schnet import GaussianSmearing, InteractionBlock
 from torch_geometric.utils import scatter
 
-from c2np.models.graph import NeighbourList, radius_edges_static, radius_graph
+from c2np.models.graph import NeighbourList, radius_edges_static, radius_graph, undirected_pairs
 
 #: Atomic numbers up to this value have an embedding row.
 MAX_Z = 100
@@ -65,6 +65,11 @@ class SchNetEncoder(nn.Module):
         #: before passing other graphs (capped at the nearest neighbours, one-way): the
         #: gradient of ``h`` would otherwise be wrong
         self.symmetric_graphs = True
+        #: :meth:`interact` computes each filter once per unordered pair of a symmetric graph
+        #: (``graph.undirected_pairs``), not once per direction: the same values to float
+        #: rounding, half the filter network's rows. On with ``train.compile = "loss"``
+        #: (``compile_loss``); off in eager steps, whose host time the pairing's sort adds to
+        self.pair_filters = False
 
     def edges(self, pos: torch.Tensor, ptr: torch.Tensor, edge_index: torch.Tensor | None = None,
               padded=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,10 +96,13 @@ class SchNetEncoder(nn.Module):
             h = h + node_cond
         edge_index, length = graph if graph is not None else self.edges(pos, ptr)
         attr = self.distance(length) if attr is None else attr
-        return self.norm(self.interact(h, edge_index[0], edge_index[1], length, attr))
+        pairs = None
+        if self.pair_filters and self.symmetric_graphs and not self.fused_cfconv:
+            pairs = undirected_pairs(edge_index, len(h))
+        return self.norm(self.interact(h, edge_index[0], edge_index[1], length, attr, pairs))
 
     def interact(self, h: torch.Tensor, src: torch.Tensor, tgt: torch.Tensor, length: torch.Tensor,
-                 attr: torch.Tensor) -> torch.Tensor:
+                 attr: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``h + block(h, ...)`` for every PyG ``InteractionBlock`` of ``self.blocks``, with
         the blocks' own weights and the same values (to float rounding), in fewer kernels
         and fewer (edges x filters) tensors: this is most of a training step's GPU time.
@@ -117,6 +125,12 @@ class SchNetEncoder(nn.Module):
         gradient (differentiable positions) takes the eager path: the kernels have none
         for them. With ``symmetric_graphs`` (the default: the graphs of :meth:`edges`) the
         kernels' backward takes the gradient of ``x`` from a message sum over the targets.
+
+        ``pairs`` (``graph.undirected_pairs`` of a symmetric graph; ``pair_filters``): the
+        filters (envelope included) are computed for one edge of each unordered pair and
+        gathered for both directions, half the filter network's rows; the same values and
+        gradients to float rounding (the filter gradients of both directions are summed
+        before the network's backward).
         """
         low = self.edge_dtype
         envelope = (0.5 * (torch.cos(length * math.pi / self.cutoff) + 1.0)).view(-1, 1)
@@ -125,6 +139,8 @@ class SchNetEncoder(nn.Module):
             from c2np.models.cfconv_triton import cfconv
         elif low is not None:
             attr, envelope = attr.to(low), envelope.to(low)
+        if pairs is not None and not fused:
+            attr, envelope = attr.index_select(0, pairs[0]), envelope.index_select(0, pairs[0])
         for block in self.blocks:
             # ShiftedSoftplus(x) = softplus(x) - log 2: the shift goes into the next layer's
             # bias (W (s - c) + b = W s + (b - c W 1)), one (E, filters) pass fewer each way
@@ -136,10 +152,12 @@ class SchNetEncoder(nn.Module):
                              symmetric=self.symmetric_graphs)
             elif low is None:
                 w = F.linear(F.softplus(first(attr)), second.weight, bias) * envelope
+                w = w if pairs is None else w.index_select(0, pairs[1])
                 msg = torch.zeros_like(x).index_add_(0, tgt, x.index_select(0, src) * w)
             else:
                 act = F.softplus(F.linear(attr, first.weight.to(low), first.bias.to(low)))
                 w = F.linear(act, second.weight.to(low), bias.to(low)) * envelope
+                w = w if pairs is None else w.index_select(0, pairs[1])
                 msg = torch.zeros_like(x).index_add_(0, tgt, (x.to(low).index_select(0, src) * w).float())
             h = h + block.lin(block.act(conv.lin2(msg)))
         return h
@@ -244,6 +262,12 @@ class UnitCellEncoder(nn.Module):
         keep = src != tgt
         return torch.stack([src[keep], tgt[keep]])
 
+    # Eager even inside a compiled loss (train.compile = "loss" or "static"): Inductor fused
+    # the max pool's input differently in the forward and in the backward, whose gradient
+    # picks the maxima by equality with the forward's result, so no element matched and every
+    # gradient of this encoder came out NaN (torch 2.13, CPU; the loss itself was right). Its
+    # cells hold tens of atoms: eager costs the step a few dozen small kernels.
+    @torch.compiler.disable
     def forward(self, cell_z: torch.Tensor, cell_pos: torch.Tensor, cell_batch: torch.Tensor,
                 lattice: torch.Tensor, radius: torch.Tensor, pairs: torch.Tensor | None = None) -> torch.Tensor:
         """``pairs``: :meth:`pairs` of ``cell_batch`` when prepared on the host."""

@@ -161,6 +161,29 @@ def is_symmetric(edge_index: torch.Tensor) -> bool:
     return torch.equal(torch.sort(src * n + tgt).values, torch.sort(tgt * n + src).values)
 
 
+def undirected_pairs(edge_index: torch.Tensor, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The unordered pairs of a symmetric graph (:func:`is_symmetric`: every edge and its
+    reverse, once each): ``(first, pair)``, where ``first`` (ceil(E / 2),) holds one edge
+    of each pair and ``pair`` (E,) each edge's pair, so that a per-pair value ``v`` gives
+    the per-edge values ``v[pair]``. A function of the length alone (SchNet's filters) is
+    then computed once per pair instead of once per direction: the two lengths are
+    bit-equal (``a - b == -(b - a)`` in floating point), so the values are the same up to
+    the rounding of a matrix product over fewer rows.
+
+    One sort of the edges by their unordered pair: each pair's two edges are then
+    neighbours in that order. The shapes depend on E alone (no host wait; compiles with
+    dynamic shapes). Self-loops (a padded graph's filler edges, :func:`radius_edges_static`)
+    pair with each other, or the last one with itself. On a graph that is not symmetric
+    the pairs are wrong: the caller must know (``SchNetEncoder.symmetric_graphs``).
+    """
+    src, tgt = edge_index
+    key = torch.minimum(src, tgt) * n_nodes + torch.maximum(src, tgt)
+    order = torch.argsort(key, stable=True)
+    rank = torch.arange(len(order), device=order.device)
+    pair = torch.empty_like(order).scatter_(0, order, rank // 2)
+    return order[0::2], pair
+
+
 def nearest_edges(edge_index: torch.Tensor, length: torch.Tensor, n_nodes: int, k: int) -> torch.Tensor:
     """Indices of the edges to keep so that every target keeps its ``k`` shortest edges.
 

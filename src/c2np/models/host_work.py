@@ -20,6 +20,11 @@ standard-normal perturbation come from ``numpy.random.default_rng(key)`` for a p
 ``key`` (see ``c2np.training.data``), not from the global torch generator on the device.
 That random stream differs from the model's own draws; it is reproducible and does not
 depend on the number of DataLoader workers or devices.
+
+:func:`prepare_in_step` does the same work on the device at the start of a step, with
+the model's own kind of draws (the global torch generator): what ``train.compile =
+"loss"`` needs without ``train.host_work``, so that the compiled loss has no
+data-dependent shape and the radius graphs stay on the GPU.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import numpy as np
 import torch
 
 from c2np.models.batches import ParticleBatch
-from c2np.models.graph import radius_edges_host
+from c2np.models.graph import radius_edges, radius_edges_host
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,40 @@ def prepare(batch: ParticleBatch, plan: HostPlan, keys: Sequence[Sequence[int]])
         noisy = batch.pos + sigma_node * eps
         changes |= {"noise_level": noise_level, "noise": eps, "score_cutoff": plan.score_cutoff,
                     "score_edges": radius_edges_host(noisy, batch.ptr, plan.score_cutoff)}
+    return dataclasses.replace(batch, **changes) if changes else batch
+
+
+def prepare_in_step(batch: ParticleBatch, plan: HostPlan) -> ParticleBatch:
+    """``batch`` (on its device) with the fields of ``plan`` that it lacks filled on that
+    device: the radius graphs from ``radius_edges`` (the model's own graphs), each graph's
+    noise level from ``torch.randint`` and the perturbation from ``torch.randn`` on the
+    global generator. Host-prepared fields and padded batches (whose graphs go into
+    fixed-capacity buffers inside the loss) are left as they are.
+
+    The model would make the same things inside its loss; made here, before the loss, the
+    loss has no data-dependent shape (``train.compile = "loss"``). The draws are those of
+    the model's distribution in another order (the noise before the latent), so a seeded
+    loss is reproducible but not the eager loss's number at the same seed."""
+    if getattr(batch, "atom_mask", None) is not None:
+        return batch
+    changes: dict = {}
+    if plan.graph_cutoff is not None and prepared_edges(batch, plan.graph_cutoff) is None:
+        changes |= {"edge_index": radius_edges(batch.pos, batch.ptr, plan.graph_cutoff),
+                    "graph_cutoff": plan.graph_cutoff}
+    if plan.levels is None:
+        return dataclasses.replace(batch, **changes) if changes else batch
+    device = batch.pos.device
+    levels = torch.tensor(plan.levels, dtype=torch.float32, device=device)
+    noise_level, eps = batch.noise_level, batch.noise
+    if eps is None or len(eps) != len(batch.pos):
+        noise_level = torch.randint(len(levels), (batch.n_graphs,), device=device)
+        eps = torch.randn(len(batch.pos), 3, device=device)
+        changes |= {"noise_level": noise_level, "noise": eps}
+    if plan.score_cutoff is not None and prepared_score_edges(batch, plan.score_cutoff) is None:
+        # the same float32 operations as LangevinGenerator.coordinate_loss and score_loss
+        noisy = batch.pos + levels[noise_level][batch.batch].view(-1, 1) * eps
+        changes |= {"score_cutoff": plan.score_cutoff,
+                    "score_edges": radius_edges(noisy, batch.ptr, plan.score_cutoff)}
     return dataclasses.replace(batch, **changes) if changes else batch
 
 

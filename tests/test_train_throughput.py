@@ -1,0 +1,44 @@
+"""benchmarks/train_throughput.py: its gradient check can fail, and a CPU dry run of a
+compiled variant fills every column the README quotes (host phases, kernel time, profile)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from benchmark_scripts import load_benchmark
+
+pytest.importorskip("pytorch_lightning")
+
+
+@pytest.fixture(scope="module")
+def tt():
+    return load_benchmark("train_throughput")
+
+
+def test_gradient_deviation_catches_wrong_and_missing_gradients(tt):
+    want = [torch.ones(3), torch.tensor([3.0, 4.0]), None]
+    assert tt.gradient_deviation([w.clone() if w is not None else None for w in want], want) == 0.0
+    off = [torch.ones(3), torch.tensor([3.0, 4.5]), None]  # 0.5 off a norm of 5
+    assert tt.gradient_deviation(off, want) == pytest.approx(0.1)
+    assert tt.gradient_deviation([torch.ones(3), torch.tensor([float("nan"), 4.0]), None], want) == float("inf")
+    assert tt.gradient_deviation([torch.ones(3), None, None], want) == float("inf")
+
+
+@pytest.mark.slow  # about 30 s on the 2-core dev machine
+def test_cpu_dry_run_of_the_compiled_loss_reports_host_and_kernel_time(tt, small_store, tmp_path, monkeypatch):
+    out = tmp_path / "tp.jsonl"
+    monkeypatch.setattr(sys, "argv", ["train_throughput.py", "--store", str(small_store), "--cpu-dry-run",
+                                      "--models", "cdvae:1", "--compile-models", "cdvae:1",
+                                      "--variants", "compile+pairs+fused", "--profile", str(tmp_path / "prof"),
+                                      "--profile-steps", "2", "--json", str(out)])
+    tt.main()
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["variant"] == "compile+pairs+fused" and row["graphs_compiled_timed"] == 0
+    assert 0 < row["grad_deviation"] < 1e-2  # pairs: float rounding, not bit-equal
+    assert set(row["host_ms"]) == {"data", "loss", "backward", "optimizer"} and row["host_ms"]["loss"] > 0
+    assert row["kernel_ms_per_step"] > 0
+    table = (tmp_path / "prof" / "cdvae-task1-compile_pairs_fused.txt").read_text()
+    assert "By the host's own time" in table
