@@ -50,6 +50,8 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
   ``static`` the padded loss compiles once with dynamic shapes;
 - ``graphs``: with ``static`` or ``compile``, ``mode="reduce-overhead"`` (CUDA graphs,
   ``train.cuda_graphs``): each bucket's step is captured once and replayed;
+- ``cpp``: with ``compile``, Inductor's C++ wrapper (``cpp_wrapper``): the compiled graphs
+  launch their kernels from C++ instead of Python (ignored by ``--cpu-dry-run``);
 - ``pairs``: every SchNet filter computed once per unordered pair of atoms and used for
   both directions (``SchNetEncoder.pair_filters``): the same values, half the filter
   network's rows;
@@ -117,7 +119,7 @@ from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
 TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton",
-          "atomic", "pairs"}
+          "atomic", "pairs", "cpp"}
 #: tokens whose variant builds kernels before it runs (compilation or Triton's JIT): a longer time limit
 BUILDING = {"compile", "edges", "static", "triton"}
 #: a step's host phases timed by the benchmark: waiting for the batch, issuing the loss (with
@@ -301,6 +303,8 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
         raise ValueError(f"unknown variant token(s) {sorted(tokens - TOKENS)} (known: {sorted(TOKENS)})")
     if "atomic" in tokens and "triton" not in tokens:
         raise ValueError(f"variant {variant!r}: atomic chooses the backward of the triton kernels; add +triton")
+    if "cpp" in tokens and ("compile" not in tokens or "graphs" in tokens):
+        raise ValueError(f"variant {variant!r}: cpp is a wrapper of the compiled loss; add +compile (not with graphs)")
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in tokens  # fp32 means fp32 in every other row
     with before_step("before" in tokens):
         return _run_variant(name, task, records, tokens, variant, args, device)
@@ -365,7 +369,8 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
 
         inductor_config.fallback_random = True  # the same draws as eager: comparable losses
         compile_loss(model, backend="eager" if args.cpu_dry_run else "inductor", dynamic="static" not in tokens,
-                     mode="reduce-overhead" if cuda_graphs else None)
+                     mode="reduce-overhead" if cuda_graphs else None,
+                     cpp_wrapper="cpp" in tokens and not args.cpu_dry_run)  # dynamo's eager backend has no wrapper
         loss_fn = model.loss
     if cuda_graphs:
         compiled = loss_fn
@@ -605,7 +610,7 @@ def main() -> None:
     ap.add_argument("--models", default="cdvae:1,symat:2,cdvae:2", help="name:task,...")
     ap.add_argument("--variants", default="before,base,edges,edges+fused",
                     help="comma list; tokens before | base | host | fused | compile | edges | tf32 | pad | static | "
-                         "graphs | bf16 | triton | atomic (with triton) joined by +")
+                         "graphs | bf16 | triton | atomic (with triton) | pairs | cpp (with compile) joined by +")
     ap.add_argument("--compile-models", default="cdvae:1,symat:2",
                     help="models that run the variants with compile (the whole loss; compilation takes minutes)")
     ap.add_argument("--total-s", type=int, default=0,

@@ -262,6 +262,13 @@ def test_inductor_compiled_loss_keeps_every_gradient_finite(records):
         assert float((p.grad - q.grad).norm() / q.grad.norm().clamp_min(1e-12)) < 1e-4, n
 
 
+def test_compile_loss_takes_one_of_cpp_wrapper_and_mode():
+    from c2np.training.module import compile_loss
+
+    with pytest.raises(ValueError, match="cannot be combined"):
+        compile_loss(tiny("cdvae", 1), mode="reduce-overhead", cpp_wrapper=True)
+
+
 def test_train_with_host_work_and_fused_adam(small_store, tmp_path):
     args = ["train", "--task", "1", "--model", "cdvae", "--store", str(small_store), "--out", str(tmp_path), "-q",
             "--set", "model.hidden=16", "--set", "model.interactions=1", "--set", "model.gaussians=8",

@@ -42,3 +42,8 @@ def test_cpu_dry_run_of_the_compiled_loss_reports_host_and_kernel_time(tt, small
     assert row["kernel_ms_per_step"] > 0
     table = (tmp_path / "prof" / "cdvae-task1-compile_pairs_fused.txt").read_text()
     assert "By the host's own time" in table
+
+
+def test_the_cpp_wrapper_token_needs_the_compiled_loss(tt):
+    with pytest.raises(ValueError, match="add \\+compile"):
+        tt.run_variant("cdvae", 1, [], "edges+cpp", None, torch.device("cpu"))

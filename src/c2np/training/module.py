@@ -163,7 +163,7 @@ def fuse_interactions(model: torch.nn.Module, device: torch.device) -> None:
 
 
 def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: bool = True,
-                 mode: str | None = None, pair_filters: bool = True) -> None:
+                 mode: str | None = None, pair_filters: bool = True, cpp_wrapper: bool = False) -> None:
     """``torch.compile`` the whole ``model.loss`` in place (``train.compile = "loss"``),
     with dynamic shapes. The step first makes on the device what the model's
     ``host_plan()`` names and the batch lacks (radius graphs, noise draws:
@@ -185,6 +185,11 @@ def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: boo
 
     The unit-cell encoder stays eager (``UnitCellEncoder.forward``): its max pool's
     gradient came out NaN when Inductor compiled it inside the whole loss.
+
+    ``cpp_wrapper`` (Inductor only, not with ``mode``): the compiled graphs launch their
+    kernels from generated C++ instead of Python, for a step whose host issues its kernels
+    more slowly than the GPU runs them (docs/models.md, "Throughput"); compiled and equal to
+    eager on the CPU, not yet timed on a GPU.
     """
     from torch._dynamo import config as dynamo_config
     from torch.fx.experimental import _config as fx_config
@@ -200,7 +205,9 @@ def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: boo
         for module in model.modules():
             if isinstance(module, SchNetEncoder):
                 module.pair_filters = True
-    options = {"mode": mode} if mode else {}
+    if cpp_wrapper and mode:
+        raise ValueError("compile_loss: cpp_wrapper and mode cannot be combined (torch.compile takes one)")
+    options = {"mode": mode} if mode else {"options": {"cpp_wrapper": True}} if cpp_wrapper else {}
     compiled = torch.compile(model.loss, backend=backend, dynamic=dynamic, **options)
     if dynamic and hasattr(model, "host_plan"):
         from c2np.models.host_work import prepare_in_step
