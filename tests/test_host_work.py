@@ -193,7 +193,6 @@ def test_prepare_in_step_makes_the_models_graphs_and_draws(records, name):
     assert torch.equal(remade.noise, host.noise) and torch.equal(remade.score_edges, host.score_edges)
 
 
-@pytest.mark.slow  # about 40 s of tracing on the 2-core dev machine
 def test_compiled_loss_without_host_work_does_not_recompile(records):
     """train.compile = "loss" on plain batches: the graphs and draws are made before the
     compiled loss, which then traces once (the unit-cell encoder eager beside it) and does
@@ -227,7 +226,7 @@ def test_compiled_loss_without_host_work_does_not_recompile(records):
     assert all(m.pair_filters for m in model.modules() if hasattr(m, "pair_filters"))
 
 
-@pytest.mark.slow  # Inductor's C++ code generation: about a minute on the 2-core dev machine
+@pytest.mark.slow  # Inductor's C++ build: under a minute on the 2-core dev machine (11 s with its cache warm)
 def test_inductor_compiled_loss_keeps_every_gradient_finite(records):
     """The whole CDVAE Task 1 loss compiled by Inductor: every parameter's gradient is
     finite and equals eager's. With the unit-cell encoder compiled inside the loss, its

@@ -27,7 +27,7 @@ def test_gradient_deviation_catches_wrong_and_missing_gradients(tt):
     assert tt.gradient_deviation([torch.ones(3), None, None], want) == float("inf")
 
 
-@pytest.mark.slow  # about 30 s on the 2-core dev machine
+@pytest.mark.slow  # 10-45 s on the 2-core dev machine
 def test_cpu_dry_run_of_the_compiled_loss_reports_host_and_kernel_time(tt, small_store, tmp_path, monkeypatch):
     out = tmp_path / "tp.jsonl"
     monkeypatch.setattr(sys, "argv", ["train_throughput.py", "--store", str(small_store), "--cpu-dry-run",
