@@ -18,7 +18,7 @@ import dataclasses
 import torch
 from step_host_cost import model_for, typical_batch
 
-from c2np.models.components import SchNetEncoder
+from c2np.models.components import schnet_encoders
 from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 
@@ -34,9 +34,8 @@ def main() -> None:
     batch = dataclasses.replace(batch, edge_index=None, graph_cutoff=None, score_edges=None, score_cutoff=None)
     rows = {}
     for name, dtype in (("fp32", None), ("bf16 edges", torch.bfloat16)):
-        for module in model.modules():
-            if isinstance(module, SchNetEncoder):
-                module.edge_dtype = dtype
+        for encoder in schnet_encoders(model):
+            encoder.edge_dtype = dtype
         model.zero_grad(set_to_none=True)
         torch.manual_seed(123)
         loss = model.loss(batch)["loss"]

@@ -112,6 +112,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from c2np.models.components import schnet_encoders
 from c2np.models.padding import PaddedCollate, pad_spec, pad_task1
 from c2np.models.registry import build_model, last_stage
 from c2np.store.dataset import open_dataset
@@ -331,18 +332,9 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
     eager = copy.deepcopy(model)  # before any change to the model: the gradients to compare with
     graphs0 = compiled_graphs()
     cuda_graphs = "graphs" in tokens and device.type == "cuda"
-    if "pairs" in tokens:
-        from c2np.models.components import SchNetEncoder
-
-        for module in model.modules():
-            if isinstance(module, SchNetEncoder):
-                module.pair_filters = True
-    if "bf16" in tokens:
-        from c2np.models.components import SchNetEncoder
-
-        for module in model.modules():
-            if isinstance(module, SchNetEncoder):
-                module.edge_dtype = torch.bfloat16
+    for encoder in schnet_encoders(model):
+        encoder.pair_filters = "pairs" in tokens
+        encoder.edge_dtype = torch.bfloat16 if "bf16" in tokens else None
     if "triton" in tokens:
         from c2np.training.module import fuse_interactions
 
@@ -350,11 +342,8 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
             os.environ["TRITON_INTERPRET"] = "1"
         fuse_interactions(model, device)
         if "atomic" in tokens:
-            from c2np.models.components import SchNetEncoder
-
-            for module in model.modules():
-                if isinstance(module, SchNetEncoder):
-                    module.symmetric_graphs = False
+            for encoder in schnet_encoders(model):
+                encoder.symmetric_graphs = False
     if "edges" in tokens:
         from torch._inductor import config as inductor_config
 
@@ -399,7 +388,6 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
 
     steps_per_epoch = len(sampler)
     bad = torch.zeros((), dtype=torch.bool, device=device)
-    host = dict.fromkeys(HOST_PHASES, 0.0)
 
     def step(batch):
         # host seconds spent issuing each phase (the device runs behind): where a step
@@ -418,7 +406,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         step.host["optimizer"] += time.perf_counter() - t2
         bad = bad | ~torch.isfinite(loss.detach())  # read once at the end: no wait per step
 
-    step.host = host
+    step.host = dict.fromkeys(HOST_PHASES, 0.0)
 
     if "compile" in tokens and not ("static" in tokens or cuda_graphs):
         # Inductor guards its code on ranges of the sizes it saw (32-bit indexing, fusion

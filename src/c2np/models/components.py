@@ -163,6 +163,12 @@ class SchNetEncoder(nn.Module):
         return h
 
 
+def schnet_encoders(model: nn.Module) -> list[SchNetEncoder]:
+    """Every :class:`SchNetEncoder` of ``model``: where the speed settings (``edge_dtype``,
+    ``fused_cfconv``, ``pair_filters``, ``symmetric_graphs``, a compiled ``interact``) go."""
+    return [m for m in model.modules() if isinstance(m, SchNetEncoder)]
+
+
 def mean_pool(h: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> torch.Tensor:
     """Mean of node features per graph."""
     return scatter(h, batch, dim=0, dim_size=n_graphs, reduce="mean")

@@ -80,7 +80,7 @@ class BaselineModule(pl.LightningModule):
         return (self.device.type == "cuda") if value == "gpu" else value
 
     def on_fit_start(self) -> None:
-        from c2np.models.components import SchNetEncoder
+        from c2np.models.components import schnet_encoders
 
         mode = self._setting("compile")
         graphs = "reduce-overhead" if self.hparams.train.get("cuda_graphs") else None
@@ -91,9 +91,8 @@ class BaselineModule(pl.LightningModule):
         elif mode:  # true or "edges"
             compile_interactions(self.model)
         if self.hparams.train.get("bf16_edges"):
-            for module in self.model.modules():
-                if isinstance(module, SchNetEncoder):
-                    module.edge_dtype = torch.bfloat16
+            for encoder in schnet_encoders(self.model):
+                encoder.edge_dtype = torch.bfloat16
 
     def training_step(self, batch, batch_idx):
         if self.hparams.train.get("cuda_graphs"):
@@ -139,11 +138,10 @@ def compile_interactions(model: torch.nn.Module, backend: str = "inductor") -> N
     compile nothing (dynamo's counters, tests/test_models.py). Radius graphs and per-graph
     bookkeeping stay eager: their sizes depend on the data.
     """
-    from c2np.models.components import SchNetEncoder
+    from c2np.models.components import schnet_encoders
 
-    for module in model.modules():
-        if isinstance(module, SchNetEncoder):
-            module.interact = torch.compile(module.interact, backend=backend, dynamic=True)
+    for encoder in schnet_encoders(model):
+        encoder.interact = torch.compile(encoder.interact, backend=backend, dynamic=True)
 
 
 def fuse_interactions(model: torch.nn.Module, device: torch.device) -> None:
@@ -153,13 +151,12 @@ def fuse_interactions(model: torch.nn.Module, device: torch.device) -> None:
     symmetric (``SchNetEncoder.symmetric_graphs``, true of every model here).
     ``ConfigError`` when the kernels cannot run on ``device``."""
     from c2np.models import cfconv_triton
-    from c2np.models.components import SchNetEncoder
+    from c2np.models.components import schnet_encoders
 
     if not cfconv_triton.available(device):
         raise ConfigError(f'train.compile = "triton": {cfconv_triton.unavailable_reason(device)}')
-    for module in model.modules():
-        if isinstance(module, SchNetEncoder):
-            module.fused_cfconv = True
+    for encoder in schnet_encoders(model):
+        encoder.fused_cfconv = True
 
 
 def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: bool = True,
@@ -200,11 +197,10 @@ def compile_loss(model: torch.nn.Module, backend: str = "inductor", dynamic: boo
             if hasattr(dynamo_config, key):
                 setattr(dynamo_config, key, max(64, getattr(dynamo_config, key)))
     if pair_filters:
-        from c2np.models.components import SchNetEncoder
+        from c2np.models.components import schnet_encoders
 
-        for module in model.modules():
-            if isinstance(module, SchNetEncoder):
-                module.pair_filters = True
+        for encoder in schnet_encoders(model):
+            encoder.pair_filters = True
     if cpp_wrapper and mode:
         raise ValueError("compile_loss: cpp_wrapper and mode cannot be combined (torch.compile takes one)")
     options = {"mode": mode} if mode else {"options": {"cpp_wrapper": True}} if cpp_wrapper else {}
