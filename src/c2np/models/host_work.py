@@ -71,9 +71,7 @@ def prepare(batch: ParticleBatch, plan: HostPlan, keys: Sequence[Sequence[int]])
             noise.append(rng.standard_normal((n, 3), dtype=np.float32))
         noise_level = torch.tensor(level, dtype=torch.long)
         eps = torch.from_numpy(np.concatenate(noise)) if noise else torch.empty(0, 3)
-        # the same float32 operations as LangevinGenerator.coordinate_loss and score_loss
-        sigma_node = torch.tensor(plan.levels, dtype=torch.float32)[noise_level][batch.batch].view(-1, 1)
-        noisy = batch.pos + sigma_node * eps
+        noisy = _perturbed(batch, plan, noise_level, eps)
         changes |= {"noise_level": noise_level, "noise": eps, "score_cutoff": plan.score_cutoff,
                     "score_edges": radius_edges_host(noisy, batch.ptr, plan.score_cutoff)}
     return dataclasses.replace(batch, **changes) if changes else batch
@@ -99,18 +97,23 @@ def prepare_in_step(batch: ParticleBatch, plan: HostPlan) -> ParticleBatch:
     if plan.levels is None:
         return dataclasses.replace(batch, **changes) if changes else batch
     device = batch.pos.device
-    levels = torch.tensor(plan.levels, dtype=torch.float32, device=device)
     noise_level, eps = batch.noise_level, batch.noise
     if eps is None or len(eps) != len(batch.pos):
-        noise_level = torch.randint(len(levels), (batch.n_graphs,), device=device)
+        noise_level = torch.randint(len(plan.levels), (batch.n_graphs,), device=device)
         eps = torch.randn(len(batch.pos), 3, device=device)
         changes |= {"noise_level": noise_level, "noise": eps}
     if plan.score_cutoff is not None and prepared_score_edges(batch, plan.score_cutoff) is None:
-        # the same float32 operations as LangevinGenerator.coordinate_loss and score_loss
-        noisy = batch.pos + levels[noise_level][batch.batch].view(-1, 1) * eps
         changes |= {"score_cutoff": plan.score_cutoff,
-                    "score_edges": radius_edges(noisy, batch.ptr, plan.score_cutoff)}
+                    "score_edges": radius_edges(_perturbed(batch, plan, noise_level, eps), batch.ptr,
+                                                plan.score_cutoff)}
     return dataclasses.replace(batch, **changes) if changes else batch
+
+
+def _perturbed(batch: ParticleBatch, plan: HostPlan, noise_level: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """The perturbed particle whose graph the score network sees: the same float32
+    operations as ``LangevinGenerator.coordinate_loss`` and ``score_loss``, on ``eps``'s device."""
+    levels = torch.tensor(plan.levels, dtype=torch.float32, device=eps.device)
+    return batch.pos + levels[noise_level][batch.batch].view(-1, 1) * eps
 
 
 def prepared_edges(batch: ParticleBatch, cutoff: float) -> torch.Tensor | None:
