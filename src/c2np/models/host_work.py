@@ -30,6 +30,7 @@ data-dependent shape and the radius graphs stay on the GPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -112,8 +113,14 @@ def prepare_in_step(batch: ParticleBatch, plan: HostPlan) -> ParticleBatch:
 def _perturbed(batch: ParticleBatch, plan: HostPlan, noise_level: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """The perturbed particle whose graph the score network sees: the same float32
     operations as ``LangevinGenerator.coordinate_loss`` and ``score_loss``, on ``eps``'s device."""
-    levels = torch.tensor(plan.levels, dtype=torch.float32, device=eps.device)
-    return batch.pos + levels[noise_level][batch.batch].view(-1, 1) * eps
+    return batch.pos + _levels(plan.levels, eps.device)[noise_level][batch.batch].view(-1, 1) * eps
+
+
+@functools.cache
+def _levels(levels: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    # one copy per device: made afresh at every step, a blocking copy from pageable memory
+    # would make a GPU step wait for the device
+    return torch.tensor(levels, dtype=torch.float32, device=device)
 
 
 def prepared_edges(batch: ParticleBatch, cutoff: float) -> torch.Tensor | None:
