@@ -68,6 +68,7 @@ class Task1Batch(ParticleBatch):
     graph_mask: torch.Tensor | None = None  # (G,) 1 for a real graph, 0 for an empty slot
     graph_capacity: tuple[int, int] | None = None  # (candidate pairs, edges) of each radius graph
     real_graphs: int | None = None  # the real graphs' count (logging weights)
+    real_atoms: int | None = None  # the real atoms' count (the first ``real_atoms`` rows of ``pos``)
 
 
 @dataclass

@@ -39,6 +39,7 @@ import torch
 
 from c2np.models.batches import ParticleBatch
 from c2np.models.graph import radius_edges, radius_edges_host
+from c2np.models.padding import ladder
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,45 @@ def prepare_in_step(batch: ParticleBatch, plan: HostPlan) -> ParticleBatch:
         changes |= {"score_cutoff": plan.score_cutoff,
                     "score_edges": radius_edges(_perturbed(batch, plan, noise_level, eps), batch.ptr,
                                                 plan.score_cutoff)}
+    return dataclasses.replace(batch, **changes) if changes else batch
+
+
+def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int = 8) -> ParticleBatch:
+    """A padded batch (``c2np.models.padding``, on its device) with ``plan``'s fields made
+    on that device, every shape a function of a few ladder sizes: what a step replayed as
+    a CUDA graph (``c2np.training.captured``) needs.
+
+    The noise draws cover every atom slot (``torch.randint``, ``torch.randn`` on the global
+    generator; the padding atoms' draws are masked out of the loss); host-prepared draws
+    are kept. Both radius graphs are :func:`~c2np.models.graph.radius_edges` of the real
+    atoms (the first ``real_atoms``; the model's own edges in its order, so the loss is
+    the unpadded batch's at the same draws), then padded to one capacity, the ladder size
+    (``edges_per_octave`` sizes per doubling, multiples of 256) that holds the larger of
+    the two: the extra slots are self-loops on the last atom, a padding atom, as in
+    ``radius_edges_static``. Building the graphs waits for the device (their edge counts)."""
+    n, g = batch.real_atoms, batch.real_graphs
+    if n is None or g is None:
+        raise ValueError("prepare_padded takes a padded batch (c2np.models.padding.pad_task1)")
+    device, slots = batch.pos.device, len(batch.pos)
+    changes: dict = {}
+    noise_level, eps = batch.noise_level, batch.noise
+    if plan.levels is not None and (eps is None or len(eps) != slots):
+        noise_level = torch.randint(len(plan.levels), (batch.n_graphs,), device=device)
+        eps = torch.randn(slots, 3, device=device)
+        changes |= {"noise_level": noise_level, "noise": eps}
+    ptr = batch.ptr[:g + 1]
+    graphs = {}
+    if plan.graph_cutoff is not None:
+        graphs["edge_index"] = radius_edges(batch.pos[:n], ptr, plan.graph_cutoff)
+        changes["graph_cutoff"] = plan.graph_cutoff
+    if plan.levels is not None and plan.score_cutoff is not None:
+        graphs["score_edges"] = radius_edges(_perturbed(batch, plan, noise_level, eps)[:n], ptr, plan.score_cutoff)
+        changes["score_cutoff"] = plan.score_cutoff
+    if graphs:
+        slots_e = ladder(max(e.shape[1] for e in graphs.values()), edges_per_octave, 256)
+        for name, edges in graphs.items():
+            filler = torch.full((2, slots_e - edges.shape[1]), slots - 1, dtype=edges.dtype, device=device)
+            changes[name] = torch.cat([edges, filler], 1)
     return dataclasses.replace(batch, **changes) if changes else batch
 
 

@@ -57,17 +57,24 @@ class PadSpec:
     def atoms(self, n: int) -> int:
         """The bucket of a batch of ``n`` atoms: the smallest ladder size above ``n``
         (rounded up to a multiple of 64, at least 64)."""
-        k = math.floor(math.log2(max(n + 1, 64)) * self.per_octave)
-        while True:
-            size = 64 * math.ceil(2 ** (k / self.per_octave) / 64)
-            if size > n:
-                return size
-            k += 1
+        return ladder(n + 1, self.per_octave, 64)
 
     def capacities(self, atoms: int) -> tuple[int, int]:
         """(candidate pairs, edges) of each radius graph of a bucket of ``atoms``."""
         return (256 * math.ceil(atoms * self.candidates_per_atom / 256),
                 256 * math.ceil(atoms * self.edges_per_atom / 256))
+
+
+def ladder(n: int, per_octave: int, quantum: int) -> int:
+    """The smallest size of the geometric ladder (``per_octave`` sizes per doubling, each
+    rounded up to a multiple of ``quantum``, at least ``quantum``) that holds ``n``: at
+    most a factor 2 ** (1 / per_octave) above ``n``, plus the rounding."""
+    k = math.floor(math.log2(max(n, quantum)) * per_octave)
+    while True:
+        size = quantum * math.ceil(2 ** (k / per_octave) / quantum)
+        if size >= n:
+            return size
+        k += 1
 
 
 def pad_spec(records, batch_size: int, per_octave: int = 2, edges_per_atom: float = EDGES_PER_ATOM,
@@ -121,7 +128,7 @@ def pad_task1(batch: Task1Batch, spec: PadSpec) -> Task1Batch:
         "target_frac": _pad(widen(batch.target_frac), spec.graphs, 0.0),
         "log_n": _pad(batch.log_n, spec.graphs, 0.0),
         "atom_mask": _pad(torch.ones(n), atoms, 0.0), "graph_mask": _pad(torch.ones(g), spec.graphs, 0.0),
-        "graph_capacity": spec.capacities(atoms), "real_graphs": g,
+        "graph_capacity": spec.capacities(atoms), "real_graphs": g, "real_atoms": n,
     }
     if batch.noise is not None:  # host-prepared draws (tests, the benchmark's fixed batch)
         changes |= {"noise": _pad(batch.noise, atoms, 0.0), "noise_level": _pad(batch.noise_level, spec.graphs, 0)}
