@@ -50,6 +50,16 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
   ``static`` the padded loss compiles once with dynamic shapes;
 - ``graphs``: with ``static`` or ``compile``, ``mode="reduce-overhead"`` (CUDA graphs,
   ``train.cuda_graphs``): each bucket's step is captured once and replayed;
+- ``capture``: the whole step (loss, backward, clipping, Adam) replayed as a CUDA graph
+  per shape (``train.capture``, ``c2np.training.captured``): padded batches (atoms:
+  ``--pad-buckets`` sizes per doubling), both radius graphs made exactly on a side
+  stream and padded to ``--edge-buckets`` sizes per doubling, the first batch of each
+  shape stepped eagerly and captured, the later ones replayed; Adam is fused and
+  capturable whatever the tokens. With ``compile`` the captured loss is the compiled
+  one. The warm-up is ``--capture-warmup-epochs`` whole epochs (the shapes of a run's
+  first epochs), the timed steps the following ones; the row counts the timed steps that
+  met a new shape ("eager in timed steps": stepped eagerly and captured, inside the
+  timing). Without CUDA the same path runs uncaptured;
 - ``cpp``: with ``compile``, Inductor's C++ wrapper (``cpp_wrapper``): the compiled graphs
   launch their kernels from C++ instead of Python (ignored by ``--cpu-dry-run``);
 - ``pairs``: every SchNet filter computed once per unordered pair of atoms and used for
@@ -98,6 +108,7 @@ import contextlib
 import copy
 import dataclasses
 import faulthandler
+import gc
 import itertools
 import json
 import os
@@ -120,7 +131,7 @@ from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
 TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton",
-          "atomic", "pairs", "cpp"}
+          "atomic", "pairs", "cpp", "capture"}
 #: tokens whose variant builds kernels before it runs (compilation or Triton's JIT): a longer time limit
 BUILDING = {"compile", "edges", "static", "triton"}
 #: a step's host phases timed by the benchmark: waiting for the batch, issuing the loss (with
@@ -244,10 +255,12 @@ def make_model(name: str, task: int, records, device, overrides: list[str]):
 
 
 def fixed_loss(loss_fn, model, records, task: int, device, host: bool, collate=None,
-               pad=None) -> tuple[float, list[torch.Tensor | None]]:
+               pad=None, prepared=None) -> tuple[float, list[torch.Tensor | None]]:
     """The loss of 8 records spread over the sizes at fixed noise (host-prepared, seeded
     draws) and the gradient of every parameter (left zeroed); without ``host`` the model
-    builds the graphs itself from the same draws."""
+    builds the graphs itself from the same draws. ``prepared`` ((plan, edge buckets),
+    with ``pad``): the padded batch's graphs made as a captured step makes them
+    (``host_work.prepare_padded``)."""
     probe = [(r, 0 if task == 2 else -1) for r in records[:: max(1, len(records) // 8)][:8]]
     if not hasattr(model, "host_plan"):  # earlier code: its own noise draws, a different loss value
         batch = tdata.COLLATE[task](probe)
@@ -262,7 +275,12 @@ def fixed_loss(loss_fn, model, records, task: int, device, host: bool, collate=N
     # with gradients, as in training: a compiled loss then needs no second graph for no_grad
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), fixed_latent(task):
         torch.manual_seed(123)
-        loss = loss_fn(batch.to(device))["loss"]
+        batch = batch.to(device)
+        if prepared is not None:
+            from c2np.models.host_work import prepare_padded
+
+            batch = prepare_padded(batch, *prepared)
+        loss = loss_fn(batch)["loss"]
         loss.backward()
     grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
@@ -304,6 +322,9 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
         raise ValueError(f"unknown variant token(s) {sorted(tokens - TOKENS)} (known: {sorted(TOKENS)})")
     if "atomic" in tokens and "triton" not in tokens:
         raise ValueError(f"variant {variant!r}: atomic chooses the backward of the triton kernels; add +triton")
+    if "capture" in tokens and tokens & {"static", "graphs", "host", "pad", "cpp"}:
+        raise ValueError(f"variant {variant!r}: capture pads and prepares its own batches and replays its own "
+                         "CUDA graphs; it takes compile, pairs, edges, tf32, fused")
     if "cpp" in tokens and ("compile" not in tokens or "graphs" in tokens):
         raise ValueError(f"variant {variant!r}: cpp is a wrapper of the compiled loss; add +compile (not with graphs)")
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in tokens  # fp32 means fp32 in every other row
@@ -323,7 +344,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
     batch_size = int(cfg["train"]["batch_size"])
     plan = model.host_plan() if "host" in tokens else None
     spec = None
-    if tokens & {"pad", "static"}:
+    if tokens & {"pad", "static", "capture"}:
         if not getattr(model, "pads", False):
             raise ValueError(f"{name} task {task} does not take padded batches")
         spec = pad_spec(records, batch_size, args.pad_buckets)
@@ -368,13 +389,23 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
             torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs may be reused
             return compiled(batch)
     # a compiled variant compiles here, at its first loss: the setup time is the compile time
-    loss_value, grads = fixed_loss(loss_fn, model, records, task, device, plan is not None, plain_collate, spec)
+    capture = "capture" in tokens
+    prepared = (model.host_plan(), args.edge_buckets) if capture else None
+    loss_value, grads = fixed_loss(loss_fn, model, records, task, device, plan is not None, plain_collate, spec,
+                                   prepared)
     setup = time.perf_counter() - t_setup
+    # capture: against the eager model on the unpadded batch (which also checks the padding)
     deviation = gradient_deviation(grads, fixed_loss(eager.loss, eager, records, task, device, plan is not None,
-                                                     plain_collate, spec)[1])
+                                                     plain_collate, None if capture else spec)[1])
     del eager, grads
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4,
-                           **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
+    if capture:
+        from c2np.training.captured import CapturedStep, make_adam
+
+        opt = make_adam(model.parameters(), 1e-4, device, device.type == "cuda")
+        captured = CapturedStep(model, opt, 1.0, prepared[0], args.edge_buckets, loss=loss_fn)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4,
+                               **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
     workers = args.host_workers if plan else args.base_workers
     sizes = [len(r.numbers) for r in records]
     sampler = tdata.BucketBatchSampler(sizes, batch_size, True, 0)
@@ -394,6 +425,10 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         # whose kernels take less than its wall time spends the host's time
         nonlocal bad
         t0 = time.perf_counter()
+        if capture:  # one phase: preparation, copies and the replay (or the first step of a shape)
+            bad = bad | ~torch.isfinite(captured(batch)["loss"])
+            step.host["loss"] += time.perf_counter() - t0
+            return
         loss = loss_fn(batch.to(device, non_blocking=True))["loss"]
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -408,6 +443,10 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
 
     step.host = dict.fromkeys(HOST_PHASES, 0.0)
 
+    if capture:
+        # the shapes of a run's first epochs, untimed (a long run meets few new ones later)
+        args = copy.copy(args)
+        args.warmup = args.capture_warmup_epochs * steps_per_epoch
     if "compile" in tokens and not ("static" in tokens or cuda_graphs):
         # Inductor guards its code on ranges of the sizes it saw (32-bit indexing, fusion
         # choices: "81920 <= score edges" on an H200), so a much smaller or larger batch
@@ -425,7 +464,8 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
     if "static" in tokens or cuda_graphs:
         timing = _time_by_bucket(step, make_loader, sampler, sizes, spec, args, util, 3 if cuda_graphs else 1)
     else:
-        timing = _time_stream(step, make_loader(sampler), sampler, args, util)
+        timing = _time_stream(step, make_loader(sampler), sampler, args, util,
+                                    (lambda: dict(captured.counts, first_s=round(captured.first_s, 2))) if capture else None)
     if timing["warmup_s"] > args.warn_warmup_s:
         print(f"  warning: {name} task {task} {variant}: warm-up took {timing['warmup_s']:.0f} s "
               f"({'compilation' if tokens & BUILDING else 'loader start and first kernels'})",
@@ -446,9 +486,10 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
             "grad_deviation": deviation}
 
 
-def _time_stream(step, loader, sampler, args, util) -> dict:
+def _time_stream(step, loader, sampler, args, util, counts=None) -> dict:
     """``--warmup`` steps, then ``--steps`` timed steps streaming from the loader; s/epoch
-    is the mean step times the steps of an epoch."""
+    is the mean step times the steps of an epoch. ``counts``: a captured step's counters,
+    read before and after the timed steps."""
 
     def batches():
         epoch = 0
@@ -465,6 +506,7 @@ def _time_stream(step, loader, sampler, args, util) -> dict:
     warm, graphs_warm = time.perf_counter() - t0, compiled_graphs()
     graphs = atoms = 0
     step.host = dict.fromkeys(HOST_PHASES, 0.0)
+    before = counts() if counts else {}
     with util:  # batches keep streaming from the workers: their host work is part of the time
         sync()
         t0 = time.perf_counter()
@@ -479,7 +521,10 @@ def _time_stream(step, loader, sampler, args, util) -> dict:
         wall = time.perf_counter() - t0
     return {"warmup_s": warm, "graphs_warm": graphs_warm, "steps_timed": args.steps, "step_s": wall / args.steps,
             "epoch_s": wall / args.steps * len(sampler), "particles_per_s": graphs / wall, "atoms_per_s": atoms / wall,
-            "steps_covered": 1.0, "host_ms": {k: round(1000 * v / args.steps, 2) for k, v in step.host.items()}}
+            "steps_covered": 1.0, "host_ms": {k: round(1000 * v / args.steps, 2) for k, v in step.host.items()},
+            **({"capture_timed": {k: v - before[k] for k, v in counts().items()}, "capture_total": counts(),
+                "gpu_reserved_gb": torch.cuda.memory_reserved() / 2**30 if torch.cuda.is_available() else None}
+               if counts else {})}
 
 
 def profile_steps(step, loader, steps: int, out: Path) -> float:
@@ -598,7 +643,7 @@ def main() -> None:
     ap.add_argument("--models", default="cdvae:1,symat:2,cdvae:2", help="name:task,...")
     ap.add_argument("--variants", default="before,base,edges,edges+fused",
                     help="comma list; tokens before | base | host | fused | compile | edges | tf32 | pad | static | "
-                         "graphs | bf16 | triton | atomic (with triton) | pairs | cpp (with compile) joined by +")
+                         "graphs | bf16 | triton | atomic (with triton) | pairs | cpp (with compile) | capture joined by +")
     ap.add_argument("--compile-models", default="cdvae:1,symat:2",
                     help="models that run the variants with compile (the whole loss; compilation takes minutes)")
     ap.add_argument("--total-s", type=int, default=0,
@@ -616,6 +661,10 @@ def main() -> None:
     ap.add_argument("--static-warmup-s", type=int, default=90,
                     help="static, graphs: stop compiling / capturing further buckets after this many seconds")
     ap.add_argument("--bucket-steps", type=int, default=4, help="static, graphs: timed steps per bucket")
+    ap.add_argument("--edge-buckets", type=int, default=8,
+                    help="capture: radius-graph edge capacities per doubling (at most 2 ** (1 / K) - 1 padding)")
+    ap.add_argument("--capture-warmup-epochs", type=int, default=3,
+                    help="capture: untimed whole epochs before the timed steps (their new shapes are captured)")
     ap.add_argument("--batch-timeout-s", type=int, default=60,
                     help="a DataLoader worker that delivers no batch for this long fails the variant")
     ap.add_argument("--limit", type=int, default=0, help="first N train records only")
@@ -635,6 +684,7 @@ def main() -> None:
     if args.cpu_dry_run:
         args.limit = args.limit or 24
         args.warmup, args.steps, args.host_workers, args.base_workers = 2, 3, 2, 1
+        args.capture_warmup_epochs = min(args.capture_warmup_epochs, 1)
         args.limit_s, args.compile_limit_s = max(args.limit_s, 300), max(args.compile_limit_s, 900)
         args.model_set += ["model.hidden=16", "model.interactions=1", "model.gaussians=8"]
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu_dry_run else "cpu")
@@ -678,9 +728,15 @@ def main() -> None:
                 continue
             finally:
                 signal.alarm(0)
+                gc.collect()  # a step function refers to itself (step.host): a cycle that holds its CUDA graphs
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
             kernel = f" ({r['kernel_ms_per_step']:.1f} kernels)" if "kernel_ms_per_step" in r else ""
+            if "capture_timed" in r:
+                timed, total = r["capture_timed"], r["capture_total"]
+                kernel += (f" [eager in timed steps: {timed['eager']} ({timed['first_s']:.1f} s), replayed "
+                           f"{timed['replayed']}; shapes {total['captured']}, reserved "
+                           f"{r['gpu_reserved_gb'] or float('nan'):.1f} GB]")
             if "host_ms" in r:
                 kernel += " [host: " + ", ".join(f"{k} {v:.1f}" for k, v in r["host_ms"].items()) + "]"
             print(f"| {name} | {task} | {variant} | {r['workers']} | {r['epoch_s']:.2f} | {1000 * r['step_s']:.1f}{kernel} | "

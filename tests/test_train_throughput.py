@@ -47,3 +47,21 @@ def test_cpu_dry_run_of_the_compiled_loss_reports_host_and_kernel_time(tt, small
 def test_the_cpp_wrapper_token_needs_the_compiled_loss(tt):
     with pytest.raises(ValueError, match="add \\+compile"):
         tt.run_variant("cdvae", 1, [], "edges+cpp", None, torch.device("cpu"))
+
+
+def test_cpu_dry_run_of_the_captured_step_reports_its_counts(tt, small_store, tmp_path, monkeypatch):
+    """capture without CUDA: the same padded, prepared step, eager; its row counts the steps
+    and its gradient matches the eager model on the unpadded batch."""
+    out = tmp_path / "tp.jsonl"
+    monkeypatch.setattr(sys, "argv", ["train_throughput.py", "--store", str(small_store), "--cpu-dry-run",
+                                      "--models", "cdvae:1", "--variants", "capture", "--json", str(out)])
+    tt.main()
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["variant"] == "capture" and row["steps_timed"] == 3
+    assert row["capture_timed"]["eager"] == 3 and row["capture_total"]["captured"] == 0  # nothing captured on a CPU
+    assert row["grad_deviation"] < 1e-4 and row["loss"] > 0
+
+
+def test_capture_takes_no_other_static_path(tt):
+    with pytest.raises(ValueError, match="capture pads and prepares its own batches"):
+        tt.run_variant("cdvae", 1, [], "capture+static", None, torch.device("cpu"))

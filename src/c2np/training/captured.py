@@ -1,0 +1,184 @@
+"""A whole Task 1 training step replayed as a CUDA graph (``train.capture``).
+
+Why: on the lent GPU machines a CDVAE Task 1 step is bound by the host, not the GPU.
+Compiled (``train.compile = "loss"``) its kernels take about 13 ms, but Python needs about
+41 ms to issue them (some 830 launches, the radius graphs' waits, the backward, clipping
+and Adam; docs/models.md, "Throughput"). A captured CUDA graph issues the same kernels
+with one call. It needs fixed shapes, and the earlier static path (``train.pad_buckets``
+with ``compile = "static"``) paid for them with edge buffers sized for the densest batch:
+1.8x the real edges, 2.2x the GPU work.
+
+How, per step:
+
+1. The batch comes padded from the workers (``c2np.models.padding``: atoms to a ladder
+   size, graph slots, cell atoms, pairs and species to fixed widths).
+2. On a side stream, while the GPU still runs the previous step's graph, it goes to the
+   device and :func:`~c2np.models.host_work.prepare_padded` makes the noise draws and both
+   radius graphs of the real atoms (exact, the model's own edges), padded to one edge
+   capacity of a fine ladder (``edges_per_octave`` sizes per doubling: at most 9 % padding
+   at 8). The graphs' waits for their edge counts wait for this stream only.
+3. The batch's shapes (atom slots, edge slots) name its graph. The first batch of a
+   shape is stepped eagerly on the capture stream (a real step: it also compiles and
+   warms what the shape needs), then the step is captured for it (recording only,
+   nothing runs). Later batches of that shape are copied into the captured step's input
+   tensors and the graph is replayed: zeroing the gradients, the loss, the backward,
+   gradient clipping and Adam (``fused``, ``capturable``, learning rate a tensor, so that
+   the schedule reaches the replays).
+
+All graphs share one memory pool (only one runs at a time) and the gradients and
+optimizer state live outside it, shared by every graph; a graph's outputs are copied
+out right after its replay. The loss of a batch is the unpadded batch's at the same
+draws (tests/test_captured.py); the draws come from the global CUDA generator, which
+CUDA graphs advance at each replay.
+
+Without CUDA (tests, a CPU) the same path runs uncaptured: padded batches, the same
+preparation, eager steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+
+import torch
+
+from c2np.models.host_work import HostPlan, prepare_padded
+
+#: batch fields that the loss does not read (bookkeeping of the padding): not part of a shape's name
+_BOOKKEEPING = {"real_graphs", "real_atoms", "graph_capacity"}
+
+
+def shape_key(batch) -> tuple:
+    """What a captured step depends on: every tensor field's shape and dtype and every
+    other field's value (cutoffs), bookkeeping apart."""
+    key = []
+    for f in fields(batch):
+        v = getattr(batch, f.name)
+        if f.name in _BOOKKEEPING:
+            continue
+        key.append((f.name, (tuple(v.shape), v.dtype)) if torch.is_tensor(v) else (f.name, v))
+    return tuple(key)
+
+
+def _tensors(batch) -> dict[str, torch.Tensor]:
+    return {f.name: getattr(batch, f.name) for f in fields(batch) if torch.is_tensor(getattr(batch, f.name))}
+
+
+@dataclass
+class _Captured:
+    batch: object  # the graph's input tensors (a batch whose tensors are copied into)
+    graph: torch.cuda.CUDAGraph
+    out: dict[str, torch.Tensor]
+
+
+class CapturedStep:
+    """One optimisation step per call: ``step(batch)`` -> the loss terms (detached copies).
+
+    ``model``: its ``loss(batch)`` (or ``loss``, e.g. a compiled one) returns a dict with
+    ``"loss"``; ``optimizer``: for capture, ``torch.optim.Adam(..., fused=True,
+    capturable=True)`` with a tensor learning rate on the device (:func:`make_adam`);
+    ``clip``: the gradient-norm clip (``None``: none); ``plan``: ``model.host_plan()``.
+    ``capture``: replay CUDA graphs (default: when the model is on a CUDA device).
+    ``counts`` says how many steps ran eagerly (first of their shape), were captured and
+    were replayed.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip: float | None,
+                 plan: HostPlan, edges_per_octave: int = 8, loss: Callable | None = None,
+                 capture: bool | None = None):
+        self.model, self.optimizer, self.clip, self.plan = model, optimizer, clip, plan
+        self.edges_per_octave = int(edges_per_octave)
+        self.loss = loss or model.loss
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.device = self.params[0].device
+        self.capture = self.device.type == "cuda" if capture is None else bool(capture)
+        if self.capture and self.device.type != "cuda":
+            raise ValueError("CapturedStep(capture=True) needs the model on a CUDA device")
+        self.graphs: dict[tuple, _Captured] = {}
+        self.counts = {"eager": 0, "captured": 0, "replayed": 0}
+        #: host seconds spent in the first steps of new shapes (eager step + capture)
+        self.first_s = 0.0
+        if self.capture:
+            # high priority: its kernels (the next batch's graphs) take the SMs as soon as the
+            # running step's kernels free them, so its waits for edge counts stay short
+            self.prep_stream = torch.cuda.Stream(self.device, priority=-1)
+            self.capture_stream = torch.cuda.Stream(self.device)
+            self.pool = torch.cuda.graph_pool_handle()
+
+    # -- the step itself -----------------------------------------------------------------
+    def _step(self, batch) -> dict[str, torch.Tensor]:
+        """Zero the gradients in place (their tensors stay put: every graph writes the
+        same ones), loss, backward, clipping, optimizer."""
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if grads:
+            torch._foreach_zero_(grads)
+        out = self.loss(batch)
+        out["loss"].backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=self.device.type == "cuda")
+        self.optimizer.step()
+        return {k: v.detach() for k, v in out.items()}
+
+    def prepare(self, batch):
+        """``batch`` (padded, on the CPU or the device) on the device with its noise draws
+        and padded radius graphs (:func:`~c2np.models.host_work.prepare_padded`)."""
+        return prepare_padded(batch.to(self.device, non_blocking=True), self.plan, self.edges_per_octave)
+
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        if not self.capture:
+            self.counts["eager"] += 1
+            return self._step(self.prepare(batch))
+        main = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(self.prep_stream):
+            ready = self.prepare(batch)
+        main.wait_stream(self.prep_stream)
+        for t in _tensors(ready).values():
+            t.record_stream(main)  # made on the side stream, read on this one
+        key = shape_key(ready)
+        entry = self.graphs.get(key)
+        if entry is None:
+            t0 = time.perf_counter()
+            out = self._first(key, ready, main)
+            self.first_s += time.perf_counter() - t0
+            return out
+        for name, t in _tensors(ready).items():
+            getattr(entry.batch, name).copy_(t, non_blocking=True)
+        entry.graph.replay()
+        self.counts["replayed"] += 1
+        return {k: v.clone() for k, v in entry.out.items()}
+
+    def _first(self, key: tuple, ready, main: torch.cuda.Stream) -> dict[str, torch.Tensor]:
+        """The first batch of a shape: an eager step on the capture stream (it compiles and
+        warms whatever the shape needs), then the step captured for the shape."""
+        side = self.capture_stream
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            out = {k: v.clone() for k, v in self._step(ready).items()}
+        # the captured graph's inputs: this batch's tensors, kept (later batches are copied in)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
+            captured = self._step(ready)
+        main.wait_stream(side)
+        self.graphs[key] = _Captured(ready, graph, captured)
+        self.counts["eager"] += 1
+        self.counts["captured"] += 1
+        return out
+
+
+def make_adam(params, lr: float, device: torch.device, capture: bool) -> torch.optim.Adam:
+    """Adam for :class:`CapturedStep`: with ``capture``, fused and capturable with the
+    learning rate a tensor on ``device`` (a learning-rate schedule then reaches the
+    replays: ``torch.optim.lr_scheduler`` fills the tensor in place); otherwise plain."""
+    if capture:
+        return torch.optim.Adam(params, lr=torch.tensor(float(lr), device=device), fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=float(lr))
+
+
+def tensor_lr(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Every param group's learning rate a tensor on ``device``, in place: what a captured
+    Adam step reads at each replay (a resumed checkpoint brings it back as a CPU tensor)."""
+    for group in optimizer.param_groups:
+        lr = group["lr"]
+        if not torch.is_tensor(lr) or lr.device != device:
+            group["lr"] = torch.tensor(float(lr), device=device)

@@ -1,0 +1,202 @@
+"""A whole training step replayed as a CUDA graph (c2np.training.captured, train.capture):
+the padded, device-prepared batch gives the unpadded loss and gradients, the step (eager
+without CUDA) trains like the plain step, shapes name graphs, and on a GPU the replayed
+step equals the eager one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("pytorch_lightning")
+
+from c2np.models.graph import radius_edges
+from c2np.models.host_work import prepare_padded
+from c2np.models.padding import ladder, pad_spec, pad_task1
+from c2np.training.captured import CapturedStep, make_adam, shape_key
+from tests.test_padding import TERMS, drawn, loss_and_grads, rows_randn_like, tiny_cdvae
+
+
+def plain_steps(model, batches, clip=1.0):
+    """The step of ``c2np train`` without capture: zero, loss, backward, clip, Adam."""
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for b in batches:
+        opt.zero_grad(set_to_none=True)
+        model.loss(b)["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+
+
+def test_edge_ladder_bounds_the_padding():
+    sizes = list(range(1, 4_000_000, 9973))
+    slots = [ladder(e, 8, 256) for e in sizes]
+    assert all(s >= e and s % 256 == 0 for s, e in zip(slots, sizes))
+    big = [(s, e) for s, e in zip(slots, sizes) if e > 100_000]
+    assert max(s / e for s, e in big) < 2 ** (1 / 8) + 1e-3  # at most 9 % padding above the rounding
+    assert len({s for s, _ in big}) <= 8 * 6  # 8 per doubling over 100,000 .. 4,000,000 (5.3 doublings)
+
+
+def test_prepared_padded_batch_gives_the_unpadded_loss_and_gradients(records, monkeypatch):
+    """Both radius graphs made on the device for the real atoms and padded to one edge
+    capacity: every loss term and gradient equal the unpadded batch's (same draws), the
+    graphs are the cell list's, and the filler edges are self-loops on a padding atom."""
+    monkeypatch.setattr(torch, "randn_like", rows_randn_like)
+    model = tiny_cdvae()
+    plan = model.host_plan()
+    spec = pad_spec(records, batch_size=len(records) + 1, per_octave=4)
+    for k in (len(records), 2):
+        plain = drawn(model, [(r, -1, i) for i, r in enumerate(records[:k])])
+        ready = prepare_padded(pad_task1(plain, spec), plan, edges_per_octave=8)
+        n, slots = len(plain.pos), len(ready.pos)
+        clean = radius_edges(plain.pos, plain.ptr, plan.graph_cutoff)
+        e = clean.shape[1]
+        assert torch.equal(ready.edge_index[:, :e], clean)
+        assert (ready.edge_index[:, e:] == slots - 1).all() and slots - 1 >= n
+        assert ready.edge_index.shape == ready.score_edges.shape
+        assert ready.edge_index.shape[1] == ladder(max(e, int((ready.score_edges[0] != slots - 1).sum())), 8, 256)
+        want, want_grads = loss_and_grads(model, plain)
+        got, got_grads = loss_and_grads(model, ready)
+        for term in TERMS:
+            assert got[term] == pytest.approx(want[term], rel=1e-6, abs=1e-9), term
+        assert want_grads.keys() == got_grads.keys()
+        for name, g in want_grads.items():
+            torch.testing.assert_close(got_grads[name], g, rtol=0, atol=2e-6 * float(g.abs().max()) + 1e-12,
+                                       msg=name)
+
+
+def test_prepare_padded_draws_its_own_noise_and_checks_its_input(records):
+    model = tiny_cdvae()
+    spec = pad_spec(records, len(records))
+    from c2np.training.data import COLLATE
+
+    padded = pad_task1(COLLATE[1]([(r, -1) for r in records]), spec)
+    torch.manual_seed(0)
+    a = prepare_padded(padded, model.host_plan())
+    b = prepare_padded(padded, model.host_plan())
+    assert a.noise.shape == padded.pos.shape and a.noise_level.shape == (spec.graphs,)
+    assert not torch.equal(a.noise, b.noise)  # fresh draws each step
+    with pytest.raises(ValueError, match="padded batch"):
+        prepare_padded(COLLATE[1]([(r, -1) for r in records]), model.host_plan())
+
+
+def test_shape_key_names_shapes_not_contents(records):
+    model = tiny_cdvae()
+    spec = pad_spec(records, len(records))
+    batch = drawn(model, [(r, -1, i) for i, r in enumerate(records)])
+    ready = prepare_padded(pad_task1(batch, spec), model.host_plan())
+    moved = dataclasses.replace(ready, pos=ready.pos + 1.0, real_graphs=1, real_atoms=3)
+    assert shape_key(moved) == shape_key(ready)  # values and bookkeeping: the same graph
+    wider = dataclasses.replace(ready, edge_index=torch.cat([ready.edge_index, ready.edge_index], 1))
+    assert shape_key(wider) != shape_key(ready)
+    assert shape_key(dataclasses.replace(ready, score_cutoff=3.0)) != shape_key(ready)
+
+
+def test_uncaptured_step_trains_like_the_plain_step(records, monkeypatch):
+    """Without CUDA, CapturedStep runs the same preparation and step eagerly: three steps on
+    padded batches end at the plain steps' weights on the unpadded ones (same draws)."""
+    monkeypatch.setattr(torch, "randn_like", rows_randn_like)
+    spec = pad_spec(records, len(records))
+    want, got = tiny_cdvae(), tiny_cdvae()
+    items = [[(r, -1, i) for i, r in enumerate(records[:k])] for k in (len(records), 2, len(records))]
+    batches = [drawn(want, it) for it in items]
+    plain_steps(want, batches)
+    step = CapturedStep(got, make_adam(got.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
+                        got.host_plan())
+    assert not step.capture
+    outs = [step(pad_task1(b, spec)) for b in batches]
+    assert step.counts == {"eager": 3, "captured": 0, "replayed": 0}
+    assert all(torch.isfinite(o["loss"]) and set(TERMS) <= o.keys() for o in outs)
+    for (name, p), q in zip(want.named_parameters(), got.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
+    moved = any(not torch.equal(p, q) for p, q in zip(tiny_cdvae().parameters(), got.parameters()))
+    assert moved  # the steps changed the weights
+
+
+def test_capture_needs_cuda(records):
+    model = tiny_cdvae()
+    with pytest.raises(ValueError, match="CUDA"):
+        CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
+                     model.host_plan(), capture=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")
+def test_replayed_step_equals_the_eager_step(records, monkeypatch):
+    """On a GPU: the first batch of a shape is stepped eagerly and captured, later batches
+    of that shape are replayed, and after five steps (two shapes) the weights equal those
+    of plain eager steps on the unpadded batches with the same draws; the learning rate
+    set after capture reaches the replays."""
+    monkeypatch.setattr(torch, "randn_like",
+                        lambda t: torch.sin(1.3 * torch.arange(t.numel(), device=t.device, dtype=t.dtype)).view_as(t))
+    device = torch.device("cuda")
+    spec = pad_spec(records, len(records))
+    want, got = tiny_cdvae().to(device), tiny_cdvae().to(device)
+    full = [(r, -1, i) for i, r in enumerate(records)]
+    order = [full, full[:2], full, full, full[:2]]
+    batches = [drawn(want, it) for it in order]
+    plain_steps(want, [b.to(device) for b in batches])
+    opt = make_adam(got.parameters(), 1e-3, device, capture=True)
+    step = CapturedStep(got, opt, 1.0, got.host_plan())
+    outs = [float(step(pad_task1(b, spec))["loss"]) for b in batches]
+    torch.cuda.synchronize()
+    assert step.counts == {"eager": 2, "captured": 2, "replayed": 3}
+    assert all(map(torch.isfinite, torch.tensor(outs)))
+    for (name, p), q in zip(want.named_parameters(), got.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
+    # a schedule's change of the learning rate reaches the replayed graph
+    before = [p.detach().clone() for p in got.parameters()]
+    opt.param_groups[0]["lr"].fill_(0.0)
+    step(pad_task1(batches[0], spec))
+    torch.cuda.synchronize()
+    assert step.counts["replayed"] == 4
+    assert all(torch.equal(a, b) for a, b in zip(before, got.parameters()))
+
+
+def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store, tmp_path):
+    """c2np train with train.capture (on the CPU: the same padded step, uncaptured): Lightning's
+    automatic optimisation is off, so the run steps the learning-rate schedule itself (the
+    lr column decays by lr_decay per epoch) and resumes from its checkpoint; validation
+    batches are not padded."""
+    import csv
+    import json
+
+    from typer.testing import CliRunner
+
+    from c2np.cli import app
+    from tests.test_padding import _train_args
+
+    args = _train_args(small_store, tmp_path, "cdvae", "--set", "train.capture=true", "--set", "train.lr_decay=0.5")
+    res = CliRunner().invoke(app, [*args, "--set", "train.epochs=2"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(app, [*args, "--set", "train.epochs=3", "--resume"])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "cdvae-task1-seed0"
+    info = json.loads((run / "run.json").read_text())
+    assert info["config"]["train"]["capture"] is True and info["epochs"] == 3 and info["invocations"] == 2
+    assert np.isfinite(info["best_val_loss"]) and np.isfinite(info["final_train_loss"])
+    with (run / "metrics.csv").open() as f:
+        lrs = [float(r["lr"]) for r in csv.DictReader(f)]
+    assert lrs == pytest.approx([1e-4, 5e-5, 2.5e-5])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"host_work": True}, "host_work"),
+    ({"compile": "static"}, "captures the step itself"),
+    ({"cuda_graphs": True}, "captures the step itself"),
+    ({"precision": "bf16-mixed"}, "fp32 only"),
+    ({"edge_buckets": 0}, "edge_buckets"),
+])
+def test_capture_refuses_what_it_cannot_run(setting, message):
+    from c2np.errors import ConfigError
+    from c2np.models.registry import build_model
+    from c2np.training.run import _check_capture
+
+    with pytest.raises(ConfigError, match=message):
+        _check_capture(tiny_cdvae(), {"capture": True} | setting, 1)
+    with pytest.raises(ConfigError, match="one device"):
+        _check_capture(tiny_cdvae(), {"capture": True}, 2)
+    with pytest.raises(ConfigError, match="SyMatTask1 does not take padded batches"):
+        _check_capture(build_model("symat", 1, hidden=16), {"capture": True}, 1)
+    _check_capture(tiny_cdvae(), {"capture": True, "compile": "loss"}, 1)  # fine
