@@ -302,10 +302,12 @@ class RecordsData(pl.LightningDataModule):
     knows this process's rank (DDP deals every global batch out to the ranks)."""
 
     def __init__(self, task: int, split: ValidationSplit, batch_size: int, seed: int, workers: int = 0,
-                 plan: HostPlan | None = None, pad: PadSpec | None = None):
+                 plan: HostPlan | None = None, pad: PadSpec | None = None, pad_validation: bool = True):
         super().__init__()
         self.task, self.split, self.batch_size, self.seed, self.workers = task, split, batch_size, seed, workers
         self.plan, self.pad = plan, pad
+        # train.capture pads training batches only: validation runs the model's own loss
+        self.val_pad = pad if pad_validation else None
 
     def _where(self) -> tuple[int, int]:
         return self.trainer.global_rank, self.trainer.world_size
@@ -320,4 +322,4 @@ class RecordsData(pl.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return record_loader(self.task, self.split.val, [len(r.numbers) for r, _ in self.split.val],
                              self.batch_size, False, self.seed, *self._where(), self.workers, plan=self.plan,
-                             pad=self.pad)
+                             pad=self.val_pad)

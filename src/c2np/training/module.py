@@ -70,6 +70,10 @@ class BaselineModule(pl.LightningModule):
         self.save_hyperparameters()
         params = {k: v for k, v in model.items() if k not in ("name", "task")}
         self.model = build_model(model["name"], int(model["task"]), **params)
+        # train.capture: the whole step (loss, backward, clipping, Adam) replayed as CUDA
+        # graphs (c2np.training.captured), so Lightning's automatic optimisation is off
+        self.automatic_optimization = not train.get("capture")
+        self._captured = None
 
     def _setting(self, key: str):
         """``train[key]`` with ``"gpu"`` (the configs' default for ``compile`` and
@@ -97,11 +101,31 @@ class BaselineModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.hparams.train.get("cuda_graphs"):
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs are free to reuse
-        out = self.model.loss(batch)
+        out = self._captured_step()(batch) if self.hparams.train.get("capture") else self.model.loss(batch)
         for k, v in out.items():
             self.log(f"train_{k}", v.detach(), on_step=False, on_epoch=True, batch_size=_graphs(batch),
                      sync_dist=True, prog_bar=k == "loss")
         return out["loss"]
+
+    def _captured_step(self):
+        """The :class:`~c2np.training.captured.CapturedStep` of ``train.capture``, made at the
+        first step (after a resumed checkpoint restored the optimizer): it owns the
+        optimizer's step, gradient clipping included."""
+        if self._captured is None:
+            from c2np.training.captured import CapturedStep, tensor_lr
+            from c2np.training.run import edge_buckets
+
+            t = self.hparams.train
+            opt = self.optimizers().optimizer
+            if self.device.type == "cuda":
+                tensor_lr(opt, self.device)  # a checkpoint's learning rate comes back as a CPU tensor or float
+            self._captured = CapturedStep(self.model, opt, float(t["grad_clip"]) if t.get("grad_clip") else None,
+                                          self.model.host_plan(), edge_buckets(t))
+        return self._captured
+
+    def on_train_epoch_end(self) -> None:
+        if self.hparams.train.get("capture"):  # manual optimisation: the schedule is ours to step
+            self.lr_schedulers().step()
 
     def validation_step(self, batch, batch_idx):
         # the same noise draws every epoch, so epochs differ only by the weights
@@ -112,12 +136,19 @@ class BaselineModule(pl.LightningModule):
 
     def configure_optimizers(self):
         t = self.hparams.train
-        fused = True if self._setting("fused_adam") else None
-        opt = torch.optim.Adam(self.parameters(), lr=float(t["lr"]), fused=fused)
+        if t.get("capture"):
+            from c2np.training.captured import make_adam
+
+            opt = make_adam(self.parameters(), float(t["lr"]), self.device, self.device.type == "cuda")
+        else:
+            fused = True if self._setting("fused_adam") else None
+            opt = torch.optim.Adam(self.parameters(), lr=float(t["lr"]), fused=fused)
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=float(t["lr_decay"]))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        if self.hparams.train.get("capture") and self.trainer.training:
+            return batch  # the captured step copies it on its own stream, beside the running step
         return batch.to(device, non_blocking=True)
 
 
@@ -351,7 +382,8 @@ class RunMonitor(pl.Callback):
         if s["invocation_log"]:  # training and validation so far, so a paused call keeps its peak
             s["invocation_log"][-1]["peak_gb"] = peak_gpu_gb(module.device)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        if module.hparams.train.get("pad_buckets") and not math.isfinite(metrics.get("train_loss", 0.0)):
+        t = module.hparams.train
+        if t.get("pad_buckets") and not t.get("capture") and not math.isfinite(metrics.get("train_loss", 0.0)):
             # before any checkpoint of this epoch is written
             raise ConfigError(f"epoch {epoch}: training loss {metrics['train_loss']}: with train.pad_buckets "
                               "a radius graph may have overflowed its fixed edge buffer (c2np.models.padding)")
@@ -404,7 +436,10 @@ class RunMonitor(pl.Callback):
         s["best_val_loss"], s["best_epoch"], s["since_best"] = None, None, 0
         for opt in trainer.optimizers:  # a fresh schedule, as a separate run of the stage would have
             for group in opt.param_groups:
-                group["lr"] = float(module.hparams.train["lr"])
+                if torch.is_tensor(group["lr"]):  # train.capture: the replayed graphs read this tensor
+                    group["lr"].fill_(float(module.hparams.train["lr"]))
+                else:
+                    group["lr"] = float(module.hparams.train["lr"])
         return True
 
     # -- metrics.csv -------------------------------------------------------------------
@@ -432,7 +467,7 @@ class RunMonitor(pl.Callback):
         and the learning rate: the row tells what the epoch trained with and reached."""
         s = self.state
         row = {"epoch": epoch, "train_loss": metrics.get("train_loss"), "val_loss": metrics.get("val_loss"),
-               "best_val_loss": s["best_val_loss"], "lr": trainer.optimizers[0].param_groups[0]["lr"],
+               "best_val_loss": s["best_val_loss"], "lr": float(trainer.optimizers[0].param_groups[0]["lr"]),
                "epoch_s": round(s["epoch_seconds"][-1], 4) if s["epoch_seconds"] else None,
                "val_s": round(s["val_seconds"][-1], 4) if s["val_seconds"] else None,
                "elapsed_s": round(s["elapsed_s"], 3)}

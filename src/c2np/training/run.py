@@ -95,8 +95,9 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         module.model.fit_targets(torch.tensor(np.stack([r.lattice for r in split.train]), dtype=torch.float32),
                                  torch.tensor([r.spacegroup for r in split.train]))
     plan = module.model.host_plan() if t.get("host_work") else None
+    _check_capture(module.model, t, devices)
     data = RecordsData(task, split, int(t["batch_size"]), seed, int(t["workers"]), plan,
-                       _pad_spec(module.model, t, records))
+                       _pad_spec(module.model, t, records), pad_validation=not t.get("capture"))
     if not resume:
         if where.exists():
             shutil.rmtree(where)  # a run directory describes exactly one fit
@@ -109,7 +110,9 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     strategy = "ddp_find_unused_parameters_true" if staged and _many(devices) else "auto"
     trainer = pl.Trainer(
         max_epochs=int(t["epochs"]), accelerator="auto", devices=devices, strategy=strategy,
-        precision=str(t["precision"]), gradient_clip_val=float(t["grad_clip"]),
+        precision=str(t["precision"]),
+        # train.capture clips inside its captured step (Lightning clips only in automatic optimisation)
+        gradient_clip_val=None if t.get("capture") else float(t["grad_clip"]),
         logger=False, default_root_dir=where, num_sanity_val_steps=0, use_distributed_sampler=False,
         # enable_version_counter=False: a resumed fit must overwrite last.ckpt; Lightning's
         # default writes last-v1.ckpt beside it, and the next --resume would then go back to
@@ -187,9 +190,41 @@ def _check_compile(t: dict) -> None:
             raise ConfigError(f'train.compile = "triton": {cfconv_triton.unavailable_reason("cpu")}')
 
 
+#: atom sizes per doubling of ``train.capture`` when ``train.pad_buckets`` is 0 (about 9 % padding)
+CAPTURE_PAD_BUCKETS = 4
+
+
+def edge_buckets(t: dict) -> int:
+    """``train.edge_buckets`` (4 when a config predates it)."""
+    value = t.get("edge_buckets")
+    return 4 if value is None else int(value)
+
+
+def _check_capture(model, t: dict, devices) -> None:
+    """``train.capture`` (c2np.training.captured) can run this model and setting."""
+    if not t.get("capture"):
+        return
+    why = None
+    if not getattr(model, "pads", False) or not hasattr(model, "host_plan"):
+        why = f"{type(model).__name__} does not take padded batches (CDVAE Task 1 does)"
+    elif t.get("host_work"):
+        why = "it makes the graphs and noise draws itself; set train.host_work = false"
+    elif t.get("compile") in ("static", "triton") or t.get("cuda_graphs"):
+        why = 'it captures the step itself; use train.compile = "loss", "edges" or false and cuda_graphs = false'
+    elif _many(devices):
+        why = "one device only (a captured step has no DDP gradient reduction)"
+    elif str(t.get("precision", "32-true")) not in ("32", "32-true"):
+        why = "fp32 only (precision = \"32-true\")"
+    elif edge_buckets(t) < 1:
+        why = f"train.edge_buckets must be at least 1, got {t.get('edge_buckets')}"
+    if why:
+        raise ConfigError(f"train.capture: {why}")
+
+
 def _pad_spec(model, t: dict, records):
-    """The static shapes of ``train.pad_buckets`` (sizes per doubling; 0: unpadded)."""
-    per_octave = int(t.get("pad_buckets") or 0)
+    """The static shapes of ``train.pad_buckets`` (sizes per doubling; 0: unpadded;
+    ``train.capture`` pads with :data:`CAPTURE_PAD_BUCKETS` then)."""
+    per_octave = int(t.get("pad_buckets") or 0) or (CAPTURE_PAD_BUCKETS if t.get("capture") else 0)
     if not per_octave:
         if t.get("compile") == "static":
             raise ConfigError("train.compile = \"static\" needs train.pad_buckets (without it every batch "
