@@ -100,9 +100,7 @@ class CapturedStep:
         #: host seconds spent in the first steps of new shapes (eager step + capture)
         self.first_s = 0.0
         if self.capture:
-            # high priority: its kernels (the next batch's graphs) take the SMs as soon as the
-            # running step's kernels free them, so its waits for edge counts stay short
-            self.prep_stream = torch.cuda.Stream(self.device, priority=-1)
+            self.prep_stream = torch.cuda.Stream(self.device)
             self.capture_stream = torch.cuda.Stream(self.device)
             self.pool = torch.cuda.graph_pool_handle()
 
