@@ -657,11 +657,12 @@ def main() -> None:
     ap.add_argument("--compile-limit-s", type=int, default=120,
                     help="time limit of a compile, edges, static or triton variant (compilation included), seconds")
     ap.add_argument("--warn-warmup-s", type=float, default=30.0)
-    ap.add_argument("--pad-buckets", type=int, default=2, help="pad, static: atom bucket sizes per doubling")
+    ap.add_argument("--pad-buckets", type=int, default=2,
+                    help="pad, static, capture: atom bucket sizes per doubling (README's capture rows: 4)")
     ap.add_argument("--static-warmup-s", type=int, default=90,
                     help="static, graphs: stop compiling / capturing further buckets after this many seconds")
     ap.add_argument("--bucket-steps", type=int, default=4, help="static, graphs: timed steps per bucket")
-    ap.add_argument("--edge-buckets", type=int, default=8,
+    ap.add_argument("--edge-buckets", type=int, default=4,
                     help="capture: radius-graph edge capacities per doubling (at most 2 ** (1 / K) - 1 padding)")
     ap.add_argument("--capture-warmup-epochs", type=int, default=3,
                     help="capture: untimed whole epochs before the timed steps (their new shapes are captured)")

@@ -17,7 +17,7 @@ from c2np.models.graph import radius_edges
 from c2np.models.host_work import prepare_padded
 from c2np.models.padding import ladder, pad_spec, pad_task1
 from c2np.training.captured import CapturedStep, make_adam, shape_key
-from tests.test_padding import TERMS, drawn, loss_and_grads, rows_randn_like, tiny_cdvae
+from tests.test_padding import TERMS, assert_same_loss_and_grads, drawn, rows_randn_like, tiny_cdvae
 
 
 def plain_steps(model, batches, clip=1.0):
@@ -57,14 +57,7 @@ def test_prepared_padded_batch_gives_the_unpadded_loss_and_gradients(records, mo
         assert (ready.edge_index[:, e:] == slots - 1).all() and slots - 1 >= n
         assert ready.edge_index.shape == ready.score_edges.shape
         assert ready.edge_index.shape[1] == ladder(max(e, int((ready.score_edges[0] != slots - 1).sum())), 8, 256)
-        want, want_grads = loss_and_grads(model, plain)
-        got, got_grads = loss_and_grads(model, ready)
-        for term in TERMS:
-            assert got[term] == pytest.approx(want[term], rel=1e-6, abs=1e-9), term
-        assert want_grads.keys() == got_grads.keys()
-        for name, g in want_grads.items():
-            torch.testing.assert_close(got_grads[name], g, rtol=0, atol=2e-6 * float(g.abs().max()) + 1e-12,
-                                       msg=name)
+        assert_same_loss_and_grads(model, ready, plain)
 
 
 def test_prepare_padded_draws_its_own_noise_and_checks_its_input(records):

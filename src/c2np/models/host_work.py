@@ -111,7 +111,7 @@ def prepare_in_step(batch: ParticleBatch, plan: HostPlan) -> ParticleBatch:
     return dataclasses.replace(batch, **changes) if changes else batch
 
 
-def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int = 8) -> ParticleBatch:
+def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int = 4) -> ParticleBatch:
     """A padded batch (``c2np.models.padding``, on its device) with ``plan``'s fields made
     on that device, every shape a function of a few ladder sizes: what a step replayed as
     a CUDA graph (``c2np.training.captured``) needs.
