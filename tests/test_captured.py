@@ -193,3 +193,19 @@ def test_capture_refuses_what_it_cannot_run(setting, message):
     with pytest.raises(ConfigError, match="SyMatTask1 does not take padded batches"):
         _check_capture(build_model("symat", 1, hidden=16), {"capture": True}, 1)
     _check_capture(tiny_cdvae(), {"capture": True, "compile": "loss"}, 1)  # fine
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")
+def test_shapes_past_the_cap_are_stepped_eagerly(records):
+    """max_graphs bounds the captured shapes: a new shape past it is stepped eagerly each
+    time, and the captured ones are still replayed."""
+    device = torch.device("cuda")
+    spec = pad_spec(records, len(records))
+    model = tiny_cdvae().to(device)
+    step = CapturedStep(model, make_adam(model.parameters(), 1e-3, device, capture=True), 1.0, model.host_plan(),
+                        max_graphs=1)
+    full = [(r, -1, i) for i, r in enumerate(records)]
+    for items in (full, full[:2], full[:2], full):
+        assert torch.isfinite(step(pad_task1(drawn(model, items), spec))["loss"])
+    torch.cuda.synchronize()
+    assert step.counts == {"eager": 3, "captured": 1, "replayed": 1} and len(step.graphs) == 1

@@ -81,13 +81,16 @@ class CapturedStep:
     capturable=True)`` with a tensor learning rate on the device (:func:`make_adam`);
     ``clip``: the gradient-norm clip (``None``: none); ``plan``: ``model.host_plan()``.
     ``capture``: replay CUDA graphs (default: when the model is on a CUDA device).
-    ``counts`` says how many steps ran eagerly (first of their shape), were captured and
+    ``max_graphs``: shapes captured at most; a new shape beyond them is stepped eagerly
+    every time it comes (a long run keeps meeting a few new shapes, and each graph keeps
+    its input tensors and a share of the pool: the cap bounds the memory). ``counts`` says
+    how many steps ran eagerly (first of their shape, or past the cap), were captured and
     were replayed.
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip: float | None,
                  plan: HostPlan, edges_per_octave: int = 4, loss: Callable | None = None,
-                 capture: bool | None = None):
+                 capture: bool | None = None, max_graphs: int = 256):
         self.model, self.optimizer, self.clip, self.plan = model, optimizer, clip, plan
         self.edges_per_octave = int(edges_per_octave)
         self.loss = loss or model.loss
@@ -97,6 +100,7 @@ class CapturedStep:
         if self.capture and self.device.type != "cuda":
             raise ValueError("CapturedStep(capture=True) needs the model on a CUDA device")
         self.graphs: dict[tuple, _Captured] = {}
+        self.max_graphs = int(max_graphs)
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
         #: host seconds spent in the first steps of new shapes (eager step + capture)
         self.first_s = 0.0
@@ -154,13 +158,16 @@ class CapturedStep:
         side.wait_stream(main)
         with torch.cuda.stream(side):
             out = {k: v.clone() for k, v in self._step(ready).items()}
+        self.counts["eager"] += 1
+        if len(self.graphs) >= self.max_graphs:
+            main.wait_stream(side)
+            return out
         # the captured graph's inputs: this batch's tensors, kept (later batches are copied in)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, stream=side, capture_error_mode="thread_local"):
             captured = self._step(ready)
         main.wait_stream(side)
         self.graphs[key] = _Captured(ready, graph, captured)
-        self.counts["eager"] += 1
         self.counts["captured"] += 1
         return out
 
