@@ -658,7 +658,7 @@ def main() -> None:
                     help="time limit of a compile, edges, static or triton variant (compilation included), seconds")
     ap.add_argument("--warn-warmup-s", type=float, default=30.0)
     ap.add_argument("--pad-buckets", type=int, default=2,
-                    help="pad, static, capture: atom bucket sizes per doubling (README's capture rows: 4)")
+                    help="pad, static, capture: atom bucket sizes per doubling (README's capture rows: 4 on the H100, 2 on the H200)")
     ap.add_argument("--static-warmup-s", type=int, default=90,
                     help="static, graphs: stop compiling / capturing further buckets after this many seconds")
     ap.add_argument("--bucket-steps", type=int, default=4, help="static, graphs: timed steps per bucket")

@@ -98,12 +98,7 @@ def prepare_in_step(batch: ParticleBatch, plan: HostPlan) -> ParticleBatch:
                     "graph_cutoff": plan.graph_cutoff}
     if plan.levels is None:
         return dataclasses.replace(batch, **changes) if changes else batch
-    device = batch.pos.device
-    noise_level, eps = batch.noise_level, batch.noise
-    if eps is None or len(eps) != len(batch.pos):
-        noise_level = torch.randint(len(plan.levels), (batch.n_graphs,), device=device)
-        eps = torch.randn(len(batch.pos), 3, device=device)
-        changes |= {"noise_level": noise_level, "noise": eps}
+    noise_level, eps = _drawn(batch, plan, changes)
     if plan.score_cutoff is not None and prepared_score_edges(batch, plan.score_cutoff) is None:
         changes |= {"score_cutoff": plan.score_cutoff,
                     "score_edges": radius_edges(_perturbed(batch, plan, noise_level, eps), batch.ptr,
@@ -129,11 +124,7 @@ def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int =
         raise ValueError("prepare_padded takes a padded batch (c2np.models.padding.pad_task1)")
     device, slots = batch.pos.device, len(batch.pos)
     changes: dict = {}
-    noise_level, eps = batch.noise_level, batch.noise
-    if plan.levels is not None and (eps is None or len(eps) != slots):
-        noise_level = torch.randint(len(plan.levels), (batch.n_graphs,), device=device)
-        eps = torch.randn(slots, 3, device=device)
-        changes |= {"noise_level": noise_level, "noise": eps}
+    noise_level, eps = _drawn(batch, plan, changes) if plan.levels is not None else (None, None)
     ptr = batch.ptr[:g + 1]
     graphs = {}
     if plan.graph_cutoff is not None:
@@ -148,6 +139,18 @@ def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int =
             filler = torch.full((2, slots_e - edges.shape[1]), slots - 1, dtype=edges.dtype, device=device)
             changes[name] = torch.cat([edges, filler], 1)
     return dataclasses.replace(batch, **changes) if changes else batch
+
+
+def _drawn(batch: ParticleBatch, plan: HostPlan, changes: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's noise levels and perturbations: its own when it carries one per atom
+    (host-prepared), else drawn on its device from the global generator and added to
+    ``changes``."""
+    if batch.noise is not None and len(batch.noise) == len(batch.pos):
+        return batch.noise_level, batch.noise
+    noise_level = torch.randint(len(plan.levels), (batch.n_graphs,), device=batch.pos.device)
+    eps = torch.randn(len(batch.pos), 3, device=batch.pos.device)
+    changes |= {"noise_level": noise_level, "noise": eps}
+    return noise_level, eps
 
 
 def _perturbed(batch: ParticleBatch, plan: HostPlan, noise_level: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

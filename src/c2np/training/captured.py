@@ -172,6 +172,12 @@ class CapturedStep:
         return out
 
 
+def edge_buckets(train: dict) -> int:
+    """``train.edge_buckets`` of a config (4 for a config written before the setting)."""
+    value = train.get("edge_buckets")
+    return 4 if value is None else int(value)
+
+
 def make_adam(params, lr: float, device: torch.device, capture: bool) -> torch.optim.Adam:
     """Adam for :class:`CapturedStep`: with ``capture``, fused and capturable with the
     learning rate a tensor on ``device`` (a learning-rate schedule then reaches the

@@ -112,8 +112,7 @@ class BaselineModule(pl.LightningModule):
         first step (after a resumed checkpoint restored the optimizer): it owns the
         optimizer's step, gradient clipping included."""
         if self._captured is None:
-            from c2np.training.captured import CapturedStep, tensor_lr
-            from c2np.training.run import edge_buckets
+            from c2np.training.captured import CapturedStep, edge_buckets, tensor_lr
 
             t = self.hparams.train
             opt = self.optimizers().optimizer

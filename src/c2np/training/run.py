@@ -31,6 +31,7 @@ from c2np.config import objective_version, recorded_objective
 from c2np.errors import ConfigError
 from c2np.models.padding import pad_spec
 from c2np.store.dataset import Dataset, open_dataset
+from c2np.training.captured import edge_buckets
 from c2np.training.data import RecordsData, load_records, split_validation
 
 
@@ -192,12 +193,6 @@ def _check_compile(t: dict) -> None:
 
 #: atom sizes per doubling of ``train.capture`` when ``train.pad_buckets`` is 0 (about 9 % padding)
 CAPTURE_PAD_BUCKETS = 4
-
-
-def edge_buckets(t: dict) -> int:
-    """``train.edge_buckets`` (4 when a config predates it)."""
-    value = t.get("edge_buckets")
-    return 4 if value is None else int(value)
 
 
 def _check_capture(model, t: dict, devices) -> None:
