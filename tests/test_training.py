@@ -94,6 +94,46 @@ def test_bucketing_epochs_differ_and_indices_carry_the_epoch():
     assert [[i - 50 for i in b] for b in e1] != e0
 
 
+def test_lightning_advances_the_bucket_sampler_every_epoch():
+    """Lightning calls ``set_epoch`` on ``loader.sampler`` and ``loader.batch_sampler.sampler``,
+    never on the batch sampler itself: without a way in, every epoch of ``c2np train`` was
+    epoch 0 (the same batches, and Task 2 the same rotation of each record, every epoch)."""
+    import pytorch_lightning as pl
+
+    from c2np.training.data import record_loader
+
+    seen: list[list[int]] = []
+
+    class Recorder(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            seen[-1] += [int(i) for i in batch[2]]  # RecordDataset's item index: epoch * n + i
+            return (self.w - 1).square().sum()
+
+        def on_train_epoch_start(self):
+            seen.append([])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), 0.1)
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, index):
+            return None, -1, int(index)  # what RecordDataset yields: (record, rotation, index)
+
+    loader = record_loader(2, Items(), list(range(1, 41)), 4, True, 0, epoch_in_index=True)
+    loader.collate_fn = lambda items: (None, None, torch.tensor([i for _, _, i in items]))
+    pl.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False, accelerator="cpu").fit(Recorder(), loader)
+    assert [sorted(e) for e in seen] == [list(range(40 * k, 40 * (k + 1))) for k in range(3)]
+    assert [i % 40 for i in seen[0]] != [i % 40 for i in seen[1]]  # a new shuffle
+
+
 @pytest.fixture(scope="module")
 def ds(small_store):
     return open_dataset(small_store)

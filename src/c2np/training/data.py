@@ -178,6 +178,12 @@ class BucketBatchSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    @property
+    def sampler(self) -> BucketBatchSampler:
+        """Itself: Lightning calls ``set_epoch`` on a loader's ``batch_sampler.sampler``, never
+        on the batch sampler, so without this every epoch of a run would be epoch 0."""
+        return self
+
     def global_batches(self) -> list[np.ndarray]:
         """Every batch of the epoch, each sorted by atom count (the same on every rank)."""
         n = len(self.sizes)
