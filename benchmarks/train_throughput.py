@@ -60,6 +60,9 @@ Variants (``--variants``, comma-separated; tokens joined by ``+``):
   first epochs), the timed steps the following ones; the row counts the timed steps that
   met a new shape ("eager in timed steps": stepped eagerly and captured, inside the
   timing). Without CUDA the same path runs uncaptured;
+- ``thread``: with ``capture``, the batches are prepared by a background thread
+  (``CapturedStep.prefetch``, ``--prefetch-depth`` batches ahead) while the main thread
+  copies and replays: the same batches and draws, the host's two jobs side by side;
 - ``cpp``: with ``compile``, Inductor's C++ wrapper (``cpp_wrapper``): the compiled graphs
   launch their kernels from C++ instead of Python (ignored by ``--cpu-dry-run``);
 - ``pairs``: every SchNet filter computed once per unordered pair of atoms and used for
@@ -131,7 +134,7 @@ from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
 
 TOKENS = {"base", "before", "host", "fused", "compile", "edges", "tf32", "pad", "static", "graphs", "bf16", "triton",
-          "atomic", "pairs", "cpp", "capture"}
+          "atomic", "pairs", "cpp", "capture", "thread"}
 #: tokens whose variant builds kernels before it runs (compilation or Triton's JIT): a longer time limit
 BUILDING = {"compile", "edges", "static", "triton"}
 #: a step's host phases timed by the benchmark: waiting for the batch, issuing the loss (with
@@ -325,6 +328,8 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
     if "capture" in tokens and tokens & {"static", "graphs", "host", "pad", "cpp"}:
         raise ValueError(f"variant {variant!r}: capture pads and prepares its own batches and replays its own "
                          "CUDA graphs; it takes compile, pairs, edges, tf32, fused")
+    if "thread" in tokens and "capture" not in tokens:
+        raise ValueError(f"variant {variant!r}: thread prepares a captured step's batches; add +capture")
     if "cpp" in tokens and ("compile" not in tokens or "graphs" in tokens):
         raise ValueError(f"variant {variant!r}: cpp is a wrapper of the compiled loss; add +compile (not with graphs)")
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in tokens  # fp32 means fp32 in every other row
@@ -333,9 +338,11 @@ def run_variant(name: str, task: int, records, variant: str, args, device) -> di
 
 
 def real_size(batch) -> tuple[int, int]:
-    """(graphs, atoms) of a batch (on the CPU), without the padding of a padded one."""
+    """(graphs, atoms) of a batch, without the padding of a padded one (whose real sizes
+    are plain ints: a prefetched batch is already on the device)."""
     graphs = getattr(batch, "real_graphs", None) or batch.n_graphs
-    return graphs, int(batch.ptr[graphs])
+    atoms = getattr(batch, "real_atoms", None)
+    return graphs, int(batch.ptr[graphs]) if atoms is None else atoms
 
 
 def _run_variant(name: str, task: int, records, tokens: set, variant: str, args, device) -> dict:
@@ -406,6 +413,8 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
     else:
         opt = torch.optim.Adam(model.parameters(), lr=1e-4,
                                **({"fused": True} if "fused" in tokens else {"foreach": device.type == "cuda"}))
+    # thread: the batches prepared by the captured step's background thread, ahead of the step
+    feed = (lambda batches: captured.prefetch(batches, args.prefetch_depth)) if "thread" in tokens else iter
     workers = args.host_workers if plan else args.base_workers
     sizes = [len(r.numbers) for r in records]
     sampler = tdata.BucketBatchSampler(sizes, batch_size, True, 0)
@@ -464,7 +473,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
     if "static" in tokens or cuda_graphs:
         timing = _time_by_bucket(step, make_loader, sampler, sizes, spec, args, util, 3 if cuda_graphs else 1)
     else:
-        timing = _time_stream(step, make_loader(sampler), sampler, args, util,
+        timing = _time_stream(step, make_loader(sampler), sampler, args, util, feed,
                                     (lambda: dict(captured.counts, first_s=round(captured.first_s, 2))) if capture else None)
     if timing["warmup_s"] > args.warn_warmup_s:
         print(f"  warning: {name} task {task} {variant}: warm-up took {timing['warmup_s']:.0f} s "
@@ -474,7 +483,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
     if args.profile and not ("static" in tokens or cuda_graphs):
         # "_" for "+" in the name: the lent GPU machines return no file whose name has a "+"
         table = Path(args.profile) / f"{name}-task{task}-{variant.replace('+', '_')}.txt"
-        timing["kernel_ms_per_step"] = profile_steps(step, make_loader(sampler), args.profile_steps, table)
+        timing["kernel_ms_per_step"] = profile_steps(step, make_loader(sampler), args.profile_steps, table, feed)
     if bool(bad):
         raise RuntimeError("a training step's loss was not finite (padded: a radius graph overflowed its buffer?)")
     return {"label": args.label, "model": name, "task": task, "variant": variant, "workers": workers,
@@ -486,10 +495,10 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
             "grad_deviation": deviation}
 
 
-def _time_stream(step, loader, sampler, args, util, counts=None) -> dict:
-    """``--warmup`` steps, then ``--steps`` timed steps streaming from the loader; s/epoch
-    is the mean step times the steps of an epoch. ``counts``: a captured step's counters,
-    read before and after the timed steps."""
+def _time_stream(step, loader, sampler, args, util, feed=iter, counts=None) -> dict:
+    """``--warmup`` steps, then ``--steps`` timed steps streaming from the loader (through
+    ``feed``: a prefetching thread); s/epoch is the mean step times the steps of an epoch.
+    ``counts``: a captured step's counters, read before and after the timed steps."""
 
     def batches():
         epoch = 0
@@ -498,7 +507,7 @@ def _time_stream(step, loader, sampler, args, util, counts=None) -> dict:
             yield from loader
             epoch += 1
 
-    stream = batches()
+    stream = feed(batches())
     t0 = time.perf_counter()
     for _ in range(args.warmup):
         step(next(stream))
@@ -519,6 +528,8 @@ def _time_stream(step, loader, sampler, args, util, counts=None) -> dict:
             step(batch)
         sync()
         wall = time.perf_counter() - t0
+    if hasattr(stream, "close"):
+        stream.close()  # a prefetching thread stops here, not when the garbage collector finds it
     return {"warmup_s": warm, "graphs_warm": graphs_warm, "steps_timed": args.steps, "step_s": wall / args.steps,
             "epoch_s": wall / args.steps * len(sampler), "particles_per_s": graphs / wall, "atoms_per_s": atoms / wall,
             "steps_covered": 1.0, "host_ms": {k: round(1000 * v / args.steps, 2) for k, v in step.host.items()},
@@ -527,14 +538,14 @@ def _time_stream(step, loader, sampler, args, util, counts=None) -> dict:
                if counts else {})}
 
 
-def profile_steps(step, loader, steps: int, out: Path) -> float:
+def profile_steps(step, loader, steps: int, out: Path, feed=iter) -> float:
     """``steps`` more steps under ``torch.profiler`` (after the timed ones, so compiled and
     warm): the profiler's tables by device time and by the host's own time go to ``out``;
     returns the device's kernel time per step in ms (its busy time, whatever the host did
     meanwhile)."""
     from torch.profiler import ProfilerActivity, profile
 
-    stream = (batch for _ in itertools.count() for batch in loader)  # again and again: small dry runs
+    stream = feed(batch for _ in itertools.count() for batch in loader)  # again and again: small dry runs
     step(next(stream))  # the loader's first batch: its start-up is not a step's time
     sync()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
@@ -544,6 +555,8 @@ def profile_steps(step, loader, steps: int, out: Path) -> float:
             step(next(stream))
         sync()
         wall = time.perf_counter() - t0
+    if hasattr(stream, "close"):
+        stream.close()
     events = prof.key_averages()
     gpu = torch.cuda.is_available()
     # on a GPU the kernels' own rows (a CPU op's row holds its kernels' time too); on the CPU the ops
@@ -664,6 +677,8 @@ def main() -> None:
     ap.add_argument("--bucket-steps", type=int, default=4, help="static, graphs: timed steps per bucket")
     ap.add_argument("--edge-buckets", type=int, default=4,
                     help="capture: radius-graph edge capacities per doubling (at most 2 ** (1 / K) - 1 padding)")
+    ap.add_argument("--prefetch-depth", type=int, default=2,
+                    help="thread: batches the preparing thread may be ahead of the step")
     ap.add_argument("--capture-warmup-epochs", type=int, default=3,
                     help="capture: untimed whole epochs before the timed steps (their new shapes are captured)")
     ap.add_argument("--batch-timeout-s", type=int, default=60,

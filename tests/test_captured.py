@@ -108,6 +108,76 @@ def test_uncaptured_step_trains_like_the_plain_step(records, monkeypatch):
     assert moved  # the steps changed the weights
 
 
+def _undrawn_batches(records, spec):
+    """Padded loader batches without host draws: the step's generator draws their noise."""
+    from c2np.training.data import COLLATE
+
+    full = [(r, -1) for r in records]
+    return [pad_task1(COLLATE[1](items), spec) for items in (full, full[:2], full, full[1:3])]
+
+
+def test_prefetched_batches_are_the_one_thread_batches(records):
+    """prefetch prepares in a background thread what the step would prepare itself: the same
+    batches in the same order with the same draws (the step's own seeded generator)."""
+    model = tiny_cdvae()
+    spec = pad_spec(records, len(records))
+    batches = _undrawn_batches(records, spec)
+
+    def step():
+        return CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
+                            model.host_plan(), seed=7)
+
+    first = step()
+    inline = [first.prepare(b).batch for b in [*batches, *batches]]  # its generator goes on
+    one = step()
+    threaded = [item.batch for item in one.prefetch(iter([*batches, *batches]), depth=2)]
+    assert len(threaded) == len(inline) == 8
+    for a, b in zip(threaded, inline):
+        assert shape_key(a) == shape_key(b)
+        for f in ("noise", "noise_level", "edge_index", "score_edges", "pos"):
+            assert torch.equal(getattr(a, f), getattr(b, f)), f
+    assert not torch.equal(threaded[0].noise, threaded[4].noise)  # fresh draws for a batch seen again
+
+
+def test_prefetch_raises_the_loaders_error_and_stops_when_left(records):
+    import threading
+
+    model = tiny_cdvae()
+    spec = pad_spec(records, len(records))
+    batches = _undrawn_batches(records, spec)
+    step = CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
+                        model.host_plan())
+
+    def failing():
+        yield batches[0]
+        raise RuntimeError("worker died")
+
+    got = []
+    with pytest.raises(RuntimeError, match="worker died"):
+        for item in step.prefetch(failing()):
+            got.append(item)
+    assert len(got) == 1
+    endless = (batches[k % 4] for k in range(10 ** 9))
+    for k, _ in enumerate(step.prefetch(endless, depth=1)):
+        if k == 2:
+            break  # the generator's close stops and joins the thread
+    assert not any(t.name == "c2np-prepare" for t in threading.enumerate())
+
+
+def test_steps_on_prefetched_batches_equal_steps_on_the_loaders(records):
+    spec = pad_spec(records, len(records))
+    batches = _undrawn_batches(records, spec)
+    models = [tiny_cdvae(), tiny_cdvae()]
+    steps = [CapturedStep(m, make_adam(m.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
+                          m.host_plan(), seed=3) for m in models]
+    torch.manual_seed(0)
+    a = [float(steps[0](b)["loss"]) for b in batches]
+    torch.manual_seed(0)  # the latent's draws (global generator) alike too
+    b = [float(steps[1](item)["loss"]) for item in steps[1].prefetch(batches)]
+    assert a == b
+    assert all(torch.equal(p, q) for p, q in zip(*(m.parameters() for m in models)))
+
+
 def test_capture_needs_cuda(records):
     model = tiny_cdvae()
     with pytest.raises(ValueError, match="CUDA"):
@@ -116,11 +186,13 @@ def test_capture_needs_cuda(records):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")
-def test_replayed_step_equals_the_eager_step(records, monkeypatch):
+@pytest.mark.parametrize("threaded", [False, True])
+def test_replayed_step_equals_the_eager_step(records, monkeypatch, threaded):
     """On a GPU: the first batch of a shape is stepped eagerly and captured, later batches
     of that shape are replayed, and after five steps (two shapes) the weights equal those
     of plain eager steps on the unpadded batches with the same draws; the learning rate
-    set after capture reaches the replays."""
+    set after capture reaches the replays. ``threaded``: the batches prepared by
+    ``prefetch``'s thread on the side stream while the main thread replays."""
     monkeypatch.setattr(torch, "randn_like",
                         lambda t: torch.sin(1.3 * torch.arange(t.numel(), device=t.device, dtype=t.dtype)).view_as(t))
     device = torch.device("cuda")
@@ -132,7 +204,8 @@ def test_replayed_step_equals_the_eager_step(records, monkeypatch):
     plain_steps(want, [b.to(device) for b in batches])
     opt = make_adam(got.parameters(), 1e-3, device, capture=True)
     step = CapturedStep(got, opt, 1.0, got.host_plan())
-    outs = [float(step(pad_task1(b, spec))["loss"]) for b in batches]
+    padded = [pad_task1(b, spec) for b in batches]
+    outs = [float(step(b)["loss"]) for b in (step.prefetch(padded) if threaded else padded)]
     torch.cuda.synchronize()
     assert step.counts == {"eager": 2, "captured": 2, "replayed": 3}
     assert all(map(torch.isfinite, torch.tensor(outs)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 import pytest
 import torch
@@ -54,12 +55,21 @@ def test_cpu_dry_run_of_the_captured_step_reports_its_counts(tt, small_store, tm
     and its gradient matches the eager model on the unpadded batch."""
     out = tmp_path / "tp.jsonl"
     monkeypatch.setattr(sys, "argv", ["train_throughput.py", "--store", str(small_store), "--cpu-dry-run",
-                                      "--models", "cdvae:1", "--variants", "capture", "--json", str(out)])
+                                      "--models", "cdvae:1", "--variants", "capture,capture+thread",
+                                      "--json", str(out)])
     tt.main()
-    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
-    assert row["variant"] == "capture" and row["steps_timed"] == 3
-    assert row["capture_timed"]["eager"] == 3 and row["capture_total"]["captured"] == 0  # nothing captured on a CPU
-    assert row["grad_deviation"] < 1e-4 and row["loss"] > 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["variant"] for r in rows] == ["capture", "capture+thread"]
+    for row in rows:
+        assert row["steps_timed"] == 3
+        assert row["capture_timed"]["eager"] == 3 and row["capture_total"]["captured"] == 0  # nothing captured on a CPU
+        assert row["grad_deviation"] < 1e-4 and row["loss"] > 0
+    assert not any(t.name == "c2np-prepare" for t in threading.enumerate())  # the thread ended with its stream
+
+
+def test_thread_prepares_for_the_captured_step_only(tt):
+    with pytest.raises(ValueError, match="add \\+capture"):
+        tt.run_variant("cdvae", 1, [], "compile+thread", None, torch.device("cpu"))
 
 
 def test_capture_takes_no_other_static_path(tt):

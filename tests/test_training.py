@@ -55,6 +55,27 @@ def test_cell_list_radius_graph_equals_brute_force(cutoff):
     assert torch.equal(edges, radius_edges(pos, ptr, cutoff))  # deterministic
 
 
+@pytest.mark.parametrize("cutoff", [0.7, 4.0])
+def test_graphs_of_several_position_sets_are_each_sets_own(cutoff):
+    """radius_edges_sets: one cell list for a particle and its perturbed copies gives each
+    set's radius_edges, edge for edge and in order; also a copy spread so far that it has
+    no edges at all, and one that sits before the first set in space."""
+    from c2np.models.graph import radius_edges_sets
+
+    gen = torch.Generator().manual_seed(3)
+    parts = [torch.randn(300, 3, generator=gen) * 6, torch.rand(1, 3, generator=gen), torch.empty(0, 3),
+             torch.rand(120, 3, generator=gen) * 8 + 40]
+    pos = torch.cat(parts)
+    ptr = torch.tensor(np.cumsum([0] + [len(p) for p in parts]))
+    sets = [pos, pos + 0.3 * torch.randn(pos.shape, generator=gen), pos * 1000.0, pos - 500.0]
+    got = radius_edges_sets(sets, ptr, cutoff)
+    for edges, p in zip(got, sets):
+        assert torch.equal(edges, radius_edges(p, ptr, cutoff))
+    assert got[0].shape[1] > 0 and got[2].shape[1] == 0
+    spread = radius_edges_sets([pos * 1000.0, pos], ptr, cutoff)  # the first set without an edge
+    assert spread[0].shape[1] == 0 and torch.equal(spread[1], got[0])
+
+
 def test_radius_graph_of_nothing():
     assert radius_edges(torch.empty(0, 3), torch.tensor([0]), 4.0).shape == (2, 0)
     assert radius_edges(torch.zeros(1, 3), torch.tensor([0, 1]), 4.0).shape == (2, 0)

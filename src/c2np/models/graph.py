@@ -87,15 +87,51 @@ def radius_edges(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float) -> torch.T
     total = int(count.sum())
     if total == 0:
         return torch.empty(2, 0, dtype=torch.long, device=device)
-    tgt = torch.repeat_interleave(torch.arange(n, device=device).repeat_interleave(27), count,
+    src, tgt, keep = _within(p, order, start, count, total, cutoff)
+    # one boolean selection of both rows: one host wait, not one per row
+    return torch.stack([src, tgt])[:, keep]
+
+
+def _within(p: torch.Tensor, order: torch.Tensor, start: torch.Tensor, count: torch.Tensor, total: int,
+            cutoff: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``total`` candidate pairs of :func:`_candidates` as (source, target) and whether
+    each is an edge (inside the cutoff, not a self-loop), in :func:`radius_edges`' order."""
+    device = p.device
+    tgt = torch.repeat_interleave(torch.arange(len(p), device=device).repeat_interleave(27), count,
                                   output_size=total)
     first = torch.cumsum(count, 0) - count
     within = torch.arange(total, device=device) - torch.repeat_interleave(first, count, output_size=total)
     src = order[torch.repeat_interleave(start, count, output_size=total) + within]
     d2 = (p[src] - p[tgt]).square().sum(1)
-    keep = (d2 < cutoff * cutoff) & (src != tgt)
-    # one boolean selection of both rows: one host wait, not one per row
-    return torch.stack([src, tgt])[:, keep]
+    return src, tgt, (d2 < cutoff * cutoff) & (src != tgt)
+
+
+def radius_edges_sets(sets: list[torch.Tensor], ptr: torch.Tensor, cutoff: float) -> list[torch.Tensor]:
+    """``[radius_edges(pos, ptr, cutoff) for pos in sets]``: the graphs of several position
+    sets of the same atoms (a particle and its perturbed copy), the same edges in the same
+    order, from one cell list over all of them: two host waits in all instead of two per
+    set, and one set of kernels.
+
+    Why the same: each graph's voxels count from its own lowest corner, and the order
+    (target, neighbouring voxel in a fixed order, source index) does not depend on the
+    grid's size, which the sets share."""
+    k, n, device = len(sets), len(sets[0]), sets[0].device
+    if k == 0 or n == 0:
+        return [torch.empty(2, 0, dtype=torch.long, device=device) for _ in sets]
+    ptr = ptr.to(device)
+    every = torch.cat([ptr[:-1] + j * n for j in range(k)] + [ptr[-1:] + (k - 1) * n])
+    p, order, start, count = _candidates(torch.cat(sets), every, cutoff)
+    per_set = count.view(k, -1).sum(1)
+    total = int(per_set.sum())  # host wait 1
+    if total == 0:
+        return [torch.empty(2, 0, dtype=torch.long, device=device) for _ in sets]
+    src, tgt, keep = _within(p, order, start, count, total, cutoff)
+    # the candidates are grouped by target, so by set: each set's kept edges are a run
+    ends = torch.cumsum(per_set, 0)
+    # host wait 2: every set's edge count at once (a set without candidates ends where the last did)
+    kept = torch.cat([ends.new_zeros(1), torch.cumsum(keep, 0)])[ends].tolist()
+    edges = torch.stack([src, tgt])[:, torch.nonzero_static(keep, size=kept[-1]).view(-1)]
+    return [edges[:, a:b] - j * n for j, (a, b) in enumerate(zip([0] + kept[:-1], kept))]
 
 
 def radius_edges_static(pos: torch.Tensor, ptr: torch.Tensor, cutoff: float, active: torch.Tensor,

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from c2np.models.batches import ParticleBatch
-from c2np.models.graph import radius_edges, radius_edges_host
+from c2np.models.graph import radius_edges, radius_edges_host, radius_edges_sets
 from c2np.models.padding import ladder
 
 
@@ -106,33 +106,41 @@ def prepare_in_step(batch: ParticleBatch, plan: HostPlan) -> ParticleBatch:
     return dataclasses.replace(batch, **changes) if changes else batch
 
 
-def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int = 4) -> ParticleBatch:
+def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int = 4,
+                   generator: torch.Generator | None = None) -> ParticleBatch:
     """A padded batch (``c2np.models.padding``, on its device) with ``plan``'s fields made
     on that device, every shape a function of a few ladder sizes: what a step replayed as
     a CUDA graph (``c2np.training.captured``) needs.
 
-    The noise draws cover every atom slot (``torch.randint``, ``torch.randn`` on the global
-    generator; the padding atoms' draws are masked out of the loss); host-prepared draws
-    are kept. Both radius graphs are :func:`~c2np.models.graph.radius_edges` of the real
-    atoms (the first ``real_atoms``; the model's own edges in its order, so the loss is
-    the unpadded batch's at the same draws), then padded to one capacity, the ladder size
-    (``edges_per_octave`` sizes per doubling, multiples of 256) that holds the larger of
-    the two: the extra slots are self-loops on the last atom, a padding atom, as in
-    ``radius_edges_static``. Building the graphs waits for the device (their edge counts)."""
+    The noise draws cover every atom slot (``torch.randint``, ``torch.randn`` on
+    ``generator``, the global one when None; the padding atoms' draws are masked out of the
+    loss); host-prepared draws are kept. Both radius graphs are
+    :func:`~c2np.models.graph.radius_edges` of the real atoms (the first ``real_atoms``;
+    the model's own edges in its order, so the loss is the unpadded batch's at the same
+    draws), made by one cell list when their cutoffs agree (``radius_edges_sets``), then
+    padded to one capacity, the ladder size (``edges_per_octave`` sizes per doubling,
+    multiples of 256) that holds the larger of the two: the extra slots are self-loops on
+    the last atom, a padding atom, as in ``radius_edges_static``. Building the graphs
+    waits for the device twice (the candidates' and the edges' counts)."""
     n, g = batch.real_atoms, batch.real_graphs
     if n is None or g is None:
         raise ValueError("prepare_padded takes a padded batch (c2np.models.padding.pad_task1)")
     device, slots = batch.pos.device, len(batch.pos)
     changes: dict = {}
-    noise_level, eps = _drawn(batch, plan, changes) if plan.levels is not None else (None, None)
+    noise_level, eps = _drawn(batch, plan, changes, generator) if plan.levels is not None else (None, None)
     ptr = batch.ptr[:g + 1]
-    graphs = {}
+    wanted = {}  # field -> (positions of the real atoms, cutoff)
     if plan.graph_cutoff is not None:
-        graphs["edge_index"] = radius_edges(batch.pos[:n], ptr, plan.graph_cutoff)
+        wanted["edge_index"] = batch.pos[:n], plan.graph_cutoff
         changes["graph_cutoff"] = plan.graph_cutoff
     if plan.levels is not None and plan.score_cutoff is not None:
-        graphs["score_edges"] = radius_edges(_perturbed(batch, plan, noise_level, eps)[:n], ptr, plan.score_cutoff)
+        wanted["score_edges"] = _perturbed(batch, plan, noise_level, eps)[:n], plan.score_cutoff
         changes["score_cutoff"] = plan.score_cutoff
+    if len({cutoff for _, cutoff in wanted.values()}) == 1:
+        cutoff = next(iter(wanted.values()))[1]
+        graphs = dict(zip(wanted, radius_edges_sets([p for p, _ in wanted.values()], ptr, cutoff)))
+    else:
+        graphs = {name: radius_edges(p, ptr, cutoff) for name, (p, cutoff) in wanted.items()}
     if graphs:
         slots_e = ladder(max(e.shape[1] for e in graphs.values()), edges_per_octave, 256)
         for name, edges in graphs.items():
@@ -141,14 +149,16 @@ def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int =
     return dataclasses.replace(batch, **changes) if changes else batch
 
 
-def _drawn(batch: ParticleBatch, plan: HostPlan, changes: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def _drawn(batch: ParticleBatch, plan: HostPlan, changes: dict,
+           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's noise levels and perturbations: its own when it carries one per atom
-    (host-prepared), else drawn on its device from the global generator and added to
-    ``changes``."""
+    (host-prepared), else drawn on its device from ``generator`` (None: the global one)
+    and added to ``changes``."""
     if batch.noise is not None and len(batch.noise) == len(batch.pos):
         return batch.noise_level, batch.noise
-    noise_level = torch.randint(len(plan.levels), (batch.n_graphs,), device=batch.pos.device)
-    eps = torch.randn(len(batch.pos), 3, device=batch.pos.device)
+    device = batch.pos.device
+    noise_level = torch.randint(len(plan.levels), (batch.n_graphs,), device=device, generator=generator)
+    eps = torch.randn(len(batch.pos), 3, device=device, generator=generator)
     changes |= {"noise_level": noise_level, "noise": eps}
     return noise_level, eps
 

@@ -29,8 +29,17 @@ How, per step:
 All graphs share one memory pool (only one runs at a time) and the gradients and
 optimizer state live outside it, shared by every graph; a graph's outputs are copied
 out right after its replay. The loss of a batch is the unpadded batch's at the same
-draws (tests/test_captured.py); the draws come from the global CUDA generator, which
-CUDA graphs advance at each replay.
+draws (tests/test_captured.py). The preparation's draws (noise levels, perturbations)
+come from the step's own generator on the device, seeded once; the loss's own (the
+latent) from the global CUDA generator, which CUDA graphs advance at each replay.
+
+Preparation in a thread (:meth:`CapturedStep.prefetch`): issuing one replay holds the
+host for about 6 ms (a graph of about 900 kernels) and preparing the next batch for
+about as long again, one after the other in one thread. ``prefetch`` prepares the
+coming batches in a background thread instead, on the side stream, while the main
+thread copies and replays; the replay and the graphs' waits for the device release
+Python's lock, so the two overlap. The batches, their order and their draws are those
+of the one-thread path.
 
 Without CUDA (tests, a CPU) the same path runs uncaptured: padded batches, the same
 preparation, eager steps.
@@ -38,8 +47,10 @@ preparation, eager steps.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 
 import torch
@@ -67,6 +78,24 @@ def _tensors(batch) -> dict[str, torch.Tensor]:
 
 
 @dataclass
+class Prepared:
+    """A batch made ready on the device by :meth:`CapturedStep.prefetch`: pass it to the
+    step in place of the loader's batch. ``ready``: recorded on the side stream after its
+    last kernel (None without CUDA)."""
+
+    batch: object
+    ready: torch.cuda.Event | None = None
+
+    @property
+    def real_graphs(self) -> int:
+        return self.batch.real_graphs
+
+    @property
+    def real_atoms(self) -> int:
+        return self.batch.real_atoms
+
+
+@dataclass
 class _Captured:
     batch: object  # the graph's input tensors (a batch whose tensors are copied into)
     graph: torch.cuda.CUDAGraph
@@ -81,6 +110,7 @@ class CapturedStep:
     capturable=True)`` with a tensor learning rate on the device (:func:`make_adam`);
     ``clip``: the gradient-norm clip (``None``: none); ``plan``: ``model.host_plan()``.
     ``capture``: replay CUDA graphs (default: when the model is on a CUDA device).
+    ``seed``: of the preparation's generator (default ``torch.initial_seed()``, the run's seed).
     ``max_graphs``: shapes captured at most; a new shape beyond them is stepped eagerly
     every time it comes (a long run keeps meeting a few new shapes, and each graph keeps
     its input tensors and a share of the pool: the cap bounds the memory). ``counts`` says
@@ -90,7 +120,7 @@ class CapturedStep:
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, clip: float | None,
                  plan: HostPlan, edges_per_octave: int = 4, loss: Callable | None = None,
-                 capture: bool | None = None, max_graphs: int = 256):
+                 capture: bool | None = None, max_graphs: int = 256, seed: int | None = None):
         self.model, self.optimizer, self.clip, self.plan = model, optimizer, clip, plan
         self.edges_per_octave = int(edges_per_octave)
         self.loss = loss or model.loss
@@ -104,8 +134,14 @@ class CapturedStep:
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
         #: host seconds spent in the first steps of new shapes (eager step + capture)
         self.first_s = 0.0
+        # the preparation's own draws: a thread (prefetch) must not take them from the
+        # generator that the replays advance, or their order would depend on timing
+        self.generator = torch.Generator(self.device)
+        self.generator.manual_seed(torch.initial_seed() if seed is None else int(seed))
         if self.capture:
-            self.prep_stream = torch.cuda.Stream(self.device)
+            # high priority: the preparation's few small kernels go ahead of the running
+            # replay's queue, so that its waits for the edge counts end sooner
+            self.prep_stream = torch.cuda.Stream(self.device, priority=-1)
             self.capture_stream = torch.cuda.Stream(self.device)
             self.pool = torch.cuda.graph_pool_handle()
 
@@ -123,19 +159,66 @@ class CapturedStep:
         self.optimizer.step()
         return {k: v.detach() for k, v in out.items()}
 
-    def prepare(self, batch):
+    def prepare(self, batch) -> Prepared:
         """``batch`` (padded, on the CPU or the device) on the device with its noise draws
-        and padded radius graphs (:func:`~c2np.models.host_work.prepare_padded`)."""
-        return prepare_padded(batch.to(self.device, non_blocking=True), self.plan, self.edges_per_octave)
+        and padded radius graphs (:func:`~c2np.models.host_work.prepare_padded`), made on
+        the side stream when capturing."""
+        if not self.capture:
+            return Prepared(self._prepare(batch))
+        with torch.cuda.stream(self.prep_stream):
+            ready = Prepared(self._prepare(batch), torch.cuda.Event())
+            ready.ready.record(self.prep_stream)
+        return ready
+
+    def _prepare(self, batch):
+        return prepare_padded(batch.to(self.device, non_blocking=True), self.plan, self.edges_per_octave,
+                              self.generator)
+
+    def prefetch(self, batches: Iterable, depth: int = 2) -> Iterator[Prepared]:
+        """``batches`` (padded, from the loader) prepared by a background thread, at most
+        ``depth`` ahead of the step, in order: pass each to the step. An error in the
+        thread (the loader's too) is raised here; leaving the loop early stops the thread."""
+        out: queue.Queue = queue.Queue(max(1, int(depth)))
+        stop, end = threading.Event(), object()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                for batch in batches:
+                    if not put(self.prepare(batch)):
+                        return
+                put(end)
+            except BaseException as error:  # raised again in the consuming thread
+                put(error)
+
+        thread = threading.Thread(target=work, name="c2np-prepare", daemon=True)
+        thread.start()
+        try:
+            while (item := out.get()) is not end:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            thread.join()
 
     def __call__(self, batch) -> dict[str, torch.Tensor]:
+        """One step of ``batch``: the loader's (prepared here) or one from :meth:`prefetch`."""
+        item = batch if isinstance(batch, Prepared) else self.prepare(batch)
+        ready = item.batch
         if not self.capture:
             self.counts["eager"] += 1
-            return self._step(self.prepare(batch))
+            return self._step(ready)
         main = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self.prep_stream):
-            ready = self.prepare(batch)
-        main.wait_stream(self.prep_stream)
+        main.wait_event(item.ready)
         for t in _tensors(ready).values():
             t.record_stream(main)  # made on the side stream, read on this one
         key = shape_key(ready)
