@@ -220,19 +220,34 @@ def test_replayed_step_equals_the_eager_step(records, monkeypatch, threaded):
     assert all(torch.equal(a, b) for a, b in zip(before, got.parameters()))
 
 
-def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store, tmp_path):
+def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store, tmp_path, monkeypatch):
     """c2np train with train.capture (on the CPU: the same padded step, uncaptured): Lightning's
     automatic optimisation is off, so the run steps the learning-rate schedule itself (the
     lr column decays by lr_decay per epoch) and resumes from its checkpoint; validation
-    batches are not padded."""
+    batches are not padded; every training batch comes prepared by the step's thread, one
+    prefetch per epoch."""
     import csv
     import json
 
     from typer.testing import CliRunner
 
     from c2np.cli import app
+    from c2np.training import captured
     from tests.test_padding import _train_args
 
+    seen = {"prefetch": 0, "steps": []}
+    prefetch, call = captured.CapturedStep.prefetch, captured.CapturedStep.__call__
+
+    def spy_prefetch(self, batches, depth=2):
+        seen["prefetch"] += 1
+        return prefetch(self, batches, depth)
+
+    def spy_call(self, batch):
+        seen["steps"].append(type(batch).__name__)
+        return call(self, batch)
+
+    monkeypatch.setattr(captured.CapturedStep, "prefetch", spy_prefetch)
+    monkeypatch.setattr(captured.CapturedStep, "__call__", spy_call)
     args = _train_args(small_store, tmp_path, "cdvae", "--set", "train.capture=true", "--set", "train.lr_decay=0.5")
     res = CliRunner().invoke(app, [*args, "--set", "train.epochs=2"])
     assert res.exit_code == 0, res.output
@@ -245,6 +260,7 @@ def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store
     with (run / "metrics.csv").open() as f:
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
     assert lrs == pytest.approx([1e-4, 5e-5, 2.5e-5])
+    assert seen["prefetch"] == 3 and seen["steps"] and set(seen["steps"]) == {"Prepared"}
 
 
 @pytest.mark.parametrize("setting, message", [

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -308,22 +309,26 @@ class RecordsData(pl.LightningDataModule):
     knows this process's rank (DDP deals every global batch out to the ranks)."""
 
     def __init__(self, task: int, split: ValidationSplit, batch_size: int, seed: int, workers: int = 0,
-                 plan: HostPlan | None = None, pad: PadSpec | None = None, pad_validation: bool = True):
+                 plan: HostPlan | None = None, pad: PadSpec | None = None, pad_validation: bool = True,
+                 prefetch: Callable[[DataLoader], Iterable] | None = None):
         super().__init__()
         self.task, self.split, self.batch_size, self.seed, self.workers = task, split, batch_size, seed, workers
         self.plan, self.pad = plan, pad
+        # train.capture: the training batches come prepared by the captured step's thread
+        self.prefetch = prefetch
         # train.capture pads training batches only: validation runs the model's own loss
         self.val_pad = pad if pad_validation else None
 
     def _where(self) -> tuple[int, int]:
         return self.trainer.global_rank, self.trainer.world_size
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | Iterable:
         dataset = RecordDataset(self.split.train, rotate=self.task == 2, seed=self.seed,
                                 rotations=self.split.rotations)
-        return record_loader(self.task, dataset, [len(r.numbers) for r in self.split.train], self.batch_size,
-                             True, self.seed, *self._where(), self.workers, epoch_in_index=True,
-                             plan=self.plan, pad=self.pad)
+        loader = record_loader(self.task, dataset, [len(r.numbers) for r in self.split.train], self.batch_size,
+                               True, self.seed, *self._where(), self.workers, epoch_in_index=True,
+                               plan=self.plan, pad=self.pad)
+        return self.prefetch(loader) if self.prefetch else loader
 
     def val_dataloader(self) -> DataLoader:
         return record_loader(self.task, self.split.val, [len(r.numbers) for r, _ in self.split.val],

@@ -122,6 +122,12 @@ class BaselineModule(pl.LightningModule):
                                           self.model.host_plan(), edge_buckets(t))
         return self._captured
 
+    def prefetched(self, loader):
+        """``loader``'s batches prepared by the captured step's thread (``train.capture``)."""
+        from c2np.training.captured import PrefetchedLoader
+
+        return PrefetchedLoader(loader, self._captured_step)
+
     def on_train_epoch_end(self) -> None:
         if self.hparams.train.get("capture"):  # manual optimisation: the schedule is ours to step
             self.lr_schedulers().step()
@@ -147,7 +153,7 @@ class BaselineModule(pl.LightningModule):
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         if self.hparams.train.get("capture") and self.trainer.training:
-            return batch  # the captured step copies it on its own stream, beside the running step
+            return batch  # prepared on the device by the captured step's thread
         return batch.to(device, non_blocking=True)
 
 
@@ -362,7 +368,10 @@ class RunMonitor(pl.Callback):
             entry = self.state["invocation_log"][-1]
             entry["first_steps_s"].append(_round(self._now() - self._epoch_start))
             # batches are shuffled: a slow first step may be a large batch, not start-up
-            entry["first_steps_atoms"].append(int(batch.z.shape[0]) if hasattr(batch, "z") else None)
+            atoms = getattr(batch, "real_atoms", None)  # a padded or prefetched (captured) batch's own
+            if atoms is None and hasattr(batch, "z"):
+                atoms = int(batch.z.shape[0])
+            entry["first_steps_atoms"].append(atoms)
 
     def on_validation_start(self, trainer, module):
         if not trainer.sanity_checking:
