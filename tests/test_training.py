@@ -155,6 +155,32 @@ def test_lightning_advances_the_bucket_sampler_every_epoch():
     assert [i % 40 for i in seen[0]] != [i % 40 for i in seen[1]]  # a new shuffle
 
 
+def test_tf32_setting_holds_inside_the_fit_only(small_store, tmp_path, monkeypatch):
+    """train.tf32: PyTorch's tf32 flags are on while the model trains (Inductor reads them
+    when it compiles, inside the fit) and put back afterwards; the config records it."""
+    import pytorch_lightning as pl
+
+    seen = []
+    fit = pl.Trainer.fit
+
+    def spy(self, *args, **kwargs):
+        seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(pl.Trainer, "fit", spy)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    for on in (True, False):
+        res = CliRunner().invoke(app, ["train", "--task", "2", "--model", "cdvae", "--store", str(small_store),
+                                       "--out", str(tmp_path / str(on)), "-q", "--set", "train.epochs=1",
+                                       "--set", "train.limit=2", "--set", "model.hidden=8",
+                                       "--set", f"train.tf32={str(on).lower()}"])
+        assert res.exit_code == 0, res.output
+        info = json.loads((tmp_path / str(on) / "cdvae-task2-seed0" / "run.json").read_text())
+        assert info["config"]["train"]["tf32"] is on
+    assert seen == [(True, True), (False, False)]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
 @pytest.fixture(scope="module")
 def ds(small_store):
     return open_dataset(small_store)

@@ -16,6 +16,7 @@ from last.ckpt with the same epoch count, stopping state and clock.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import platform
@@ -122,7 +123,8 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
         callbacks=[monitor, ModelCheckpoint(dirpath=where, save_last=True, save_top_k=0,
                                             save_on_train_epoch_end=True, enable_version_counter=False)],
         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=1)
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if resume else None)
+    with tf32_matmuls(bool(t.get("tf32"))):
+        trainer.fit(module, datamodule=data, ckpt_path=str(ckpt) if resume else None)
     if not trainer.is_global_zero:
         return {}
     s = monitor.state
@@ -194,6 +196,20 @@ def _check_compile(t: dict) -> None:
 
 #: atom sizes per doubling of ``train.capture`` when ``train.pad_buckets`` is 0 (about 9 % padding)
 CAPTURE_PAD_BUCKETS = 4
+
+
+@contextlib.contextmanager
+def tf32_matmuls(on: bool):
+    """Within the block, fp32 matrix products (and cuDNN convolutions) on the tensor cores
+    when ``on`` (``train.tf32``): inputs rounded to a 10-bit mantissa, accumulation fp32.
+    Process-wide PyTorch flags, put back afterwards; the compiled loss reads them when it
+    compiles, inside the fit."""
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def _check_capture(model, t: dict, devices) -> None:
