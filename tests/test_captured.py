@@ -246,6 +246,7 @@ def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store
         seen["steps"].append(type(batch).__name__)
         return call(self, batch)
 
+    monkeypatch.setenv("C2NP_UNSAFE_CAPTURE", "1")  # on a GPU machine this runs on the GPU (it passed on an H100)
     monkeypatch.setattr(captured.CapturedStep, "prefetch", spy_prefetch)
     monkeypatch.setattr(captured.CapturedStep, "__call__", spy_call)
     args = _train_args(small_store, tmp_path, "cdvae", "--set", "train.capture=true", "--set", "train.lr_decay=0.5")
@@ -282,6 +283,18 @@ def test_capture_refuses_what_it_cannot_run(setting, message):
     with pytest.raises(ConfigError, match="SyMatTask1 does not take padded batches"):
         _check_capture(build_model("symat", 1, hidden=16), {"capture": True}, 1)
     _check_capture(tiny_cdvae(), {"capture": True, "compile": "loss"}, 1)  # fine
+
+
+def test_capture_is_refused_on_a_gpu_until_its_crash_is_understood(monkeypatch):
+    from c2np.errors import ConfigError
+    from c2np.training.run import UNSAFE_CAPTURE, _check_capture
+
+    monkeypatch.delenv(UNSAFE_CAPTURE, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match="illegal memory access.*C2NP_UNSAFE_CAPTURE=1"):
+        _check_capture(tiny_cdvae(), {"capture": True}, 1)
+    monkeypatch.setenv(UNSAFE_CAPTURE, "1")
+    _check_capture(tiny_cdvae(), {"capture": True}, 1)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")
