@@ -39,7 +39,8 @@ about as long again, one after the other in one thread. ``prefetch`` prepares th
 coming batches in a background thread instead, on the side stream, while the main
 thread copies and replays; the replay and the graphs' waits for the device release
 Python's lock, so the two overlap. The batches, their order and their draws are those
-of the one-thread path.
+of the one-thread path. (Measured on an H100 the step was by then bound by the GPU, and
+the thread moved it only from 17.8 to 17.6 ms: docs/models.md, "Throughput".)
 
 Without CUDA (tests, a CPU) the same path runs uncaptured: padded batches, the same
 preparation, eager steps.
@@ -113,7 +114,8 @@ class CapturedStep:
     ``seed``: of the preparation's generator (default ``torch.initial_seed()``, the run's seed).
     ``max_graphs``: shapes captured at most; a new shape beyond them is stepped eagerly
     every time it comes (a long run keeps meeting a few new shapes, and each graph keeps
-    its input tensors and a share of the pool: the cap bounds the memory). ``counts`` says
+    its input tensors and a share of the pool; a count bounds the memory only loosely:
+    captures of the eager loss filled 53.7 GiB inside one epoch). ``counts`` says
     how many steps ran eagerly (first of their shape, or past the cap), were captured and
     were replayed.
     """
@@ -229,7 +231,7 @@ class CapturedStep:
             self.first_s += time.perf_counter() - t0
             return out
         new = _tensors(ready)
-        # one call for every input (grouped by dtype inside): fewer launches than a copy each
+        # one call for every input instead of a Python call per copy
         torch._foreach_copy_([getattr(entry.batch, name) for name in new], list(new.values()), non_blocking=True)
         entry.graph.replay()
         self.counts["replayed"] += 1
@@ -261,7 +263,7 @@ class PrefetchedLoader:
     (:meth:`CapturedStep.prefetch`): what ``c2np train`` with ``train.capture`` hands
     Lightning in place of the DataLoader. Its length and samplers are the loader's, so
     Lightning counts the steps and sets the epoch as before; ``step`` gives the captured
-    step (made at the first epoch's start, after a resumed checkpoint is restored)."""
+    step (made at the first batch, after a resumed checkpoint is restored)."""
 
     def __init__(self, loader, step: Callable[[], CapturedStep], depth: int = 2):
         self.loader, self.step, self.depth = loader, step, depth
