@@ -30,6 +30,12 @@ def plain_steps(model, batches, clip=1.0):
         opt.step()
 
 
+def cpu_step(model, **kw) -> CapturedStep:
+    """The captured step without CUDA (uncaptured), with a plain Adam of lr 1e-3 and clip 1."""
+    return CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
+                        model.host_plan(), **kw)
+
+
 def test_edge_ladder_bounds_the_padding():
     sizes = list(range(1, 4_000_000, 9973))
     slots = [ladder(e, 8, 256) for e in sizes]
@@ -96,8 +102,7 @@ def test_uncaptured_step_trains_like_the_plain_step(records, monkeypatch):
     items = [[(r, -1, i) for i, r in enumerate(records[:k])] for k in (len(records), 2, len(records))]
     batches = [drawn(want, it) for it in items]
     plain_steps(want, batches)
-    step = CapturedStep(got, make_adam(got.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
-                        got.host_plan())
+    step = cpu_step(got)
     assert not step.capture
     outs = [step(pad_task1(b, spec)) for b in batches]
     assert step.counts == {"eager": 3, "captured": 0, "replayed": 0}
@@ -124,8 +129,7 @@ def test_prefetched_batches_are_the_one_thread_batches(records):
     batches = _undrawn_batches(records, spec)
 
     def step():
-        return CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
-                            model.host_plan(), seed=7)
+        return cpu_step(model, seed=7)
 
     first = step()
     inline = [first.prepare(b).batch for b in [*batches, *batches]]  # its generator goes on
@@ -145,8 +149,7 @@ def test_prefetch_raises_the_loaders_error_and_stops_when_left(records):
     model = tiny_cdvae()
     spec = pad_spec(records, len(records))
     batches = _undrawn_batches(records, spec)
-    step = CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
-                        model.host_plan())
+    step = cpu_step(model)
 
     def failing():
         yield batches[0]
@@ -168,8 +171,7 @@ def test_steps_on_prefetched_batches_equal_steps_on_the_loaders(records):
     spec = pad_spec(records, len(records))
     batches = _undrawn_batches(records, spec)
     models = [tiny_cdvae(), tiny_cdvae()]
-    steps = [CapturedStep(m, make_adam(m.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
-                          m.host_plan(), seed=3) for m in models]
+    steps = [cpu_step(m, seed=3) for m in models]
     torch.manual_seed(0)
     a = [float(steps[0](b)["loss"]) for b in batches]
     torch.manual_seed(0)  # the latent's draws (global generator) alike too
@@ -181,8 +183,7 @@ def test_steps_on_prefetched_batches_equal_steps_on_the_loaders(records):
 def test_capture_needs_cuda(records):
     model = tiny_cdvae()
     with pytest.raises(ValueError, match="CUDA"):
-        CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), 1.0,
-                     model.host_plan(), capture=True)
+        cpu_step(model, capture=True)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")

@@ -74,6 +74,7 @@ def test_graphs_of_several_position_sets_are_each_sets_own(cutoff):
     assert got[0].shape[1] > 0 and got[2].shape[1] == 0
     spread = radius_edges_sets([pos * 1000.0, pos], ptr, cutoff)  # the first set without an edge
     assert spread[0].shape[1] == 0 and torch.equal(spread[1], got[0])
+    assert radius_edges_sets([], ptr, cutoff) == []
 
 
 def test_radius_graph_of_nothing():

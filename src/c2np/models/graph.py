@@ -115,8 +115,10 @@ def radius_edges_sets(sets: list[torch.Tensor], ptr: torch.Tensor, cutoff: float
     Why the same: each graph's voxels count from its own lowest corner, and the order
     (target, neighbouring voxel in a fixed order, source index) does not depend on the
     grid's size, which the sets share."""
+    if not sets:
+        return []
     k, n, device = len(sets), len(sets[0]), sets[0].device
-    if k == 0 or n == 0:
+    if n == 0:
         return [torch.empty(2, 0, dtype=torch.long, device=device) for _ in sets]
     ptr = ptr.to(device)
     every = torch.cat([ptr[:-1] + j * n for j in range(k)] + [ptr[-1:] + (k - 1) * n])

@@ -221,7 +221,8 @@ class CapturedStep:
             return self._step(ready)
         main = torch.cuda.current_stream(self.device)
         main.wait_event(item.ready)
-        for t in _tensors(ready).values():
+        new = _tensors(ready)
+        for t in new.values():
             t.record_stream(main)  # made on the side stream, read on this one
         key = shape_key(ready)
         entry = self.graphs.get(key)
@@ -230,7 +231,6 @@ class CapturedStep:
             out = self._first(key, ready, main)
             self.first_s += time.perf_counter() - t0
             return out
-        new = _tensors(ready)
         # one call for every input instead of a Python call per copy
         torch._foreach_copy_([getattr(entry.batch, name) for name in new], list(new.values()), non_blocking=True)
         entry.graph.replay()
