@@ -6,6 +6,7 @@ step equals the eager one."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ pytest.importorskip("pytorch_lightning")
 
 from c2np.models.graph import radius_edges
 from c2np.models.host_work import prepare_padded
-from c2np.models.padding import ladder, pad_spec, pad_task1
+from c2np.models.padding import MIN_PADDING_ATOMS, ladder, pad_spec, pad_task1
 from c2np.training.captured import CapturedStep, make_adam, shape_key
 from tests.test_padding import TERMS, assert_same_loss_and_grads, drawn, rows_randn_like, tiny_cdvae
 
@@ -48,7 +49,8 @@ def test_edge_ladder_bounds_the_padding():
 def test_prepared_padded_batch_gives_the_unpadded_loss_and_gradients(records, monkeypatch):
     """Both radius graphs made on the device for the real atoms and padded to one edge
     capacity: every loss term and gradient equal the unpadded batch's (same draws), the
-    graphs are the cell list's, and the filler edges are self-loops on a padding atom."""
+    graphs are the cell list's, and the filler edges are self-loops on the padding atoms,
+    spread over them (at least MIN_PADDING_ATOMS)."""
     monkeypatch.setattr(torch, "randn_like", rows_randn_like)
     model = tiny_cdvae()
     plan = model.host_plan()
@@ -60,9 +62,11 @@ def test_prepared_padded_batch_gives_the_unpadded_loss_and_gradients(records, mo
         clean = radius_edges(plain.pos, plain.ptr, plan.graph_cutoff)
         e = clean.shape[1]
         assert torch.equal(ready.edge_index[:, :e], clean)
-        assert (ready.edge_index[:, e:] == slots - 1).all() and slots - 1 >= n
+        filler = ready.edge_index[:, e:]  # self-loops on the padding atoms, in turn
+        assert torch.equal(filler[0], filler[1]) and (filler >= n).all() and slots - n >= MIN_PADDING_ATOMS
+        assert int(torch.bincount(filler[1]).max()) == math.ceil(filler.shape[1] / (slots - n))
         assert ready.edge_index.shape == ready.score_edges.shape
-        assert ready.edge_index.shape[1] == ladder(max(e, int((ready.score_edges[0] != slots - 1).sum())), 8, 256)
+        assert ready.edge_index.shape[1] == ladder(max(e, int((ready.score_edges[0] < n).sum())), 8, 256)
         assert_same_loss_and_grads(model, ready, plain)
 
 

@@ -409,3 +409,17 @@ def test_compiled_interactions_do_not_recompile_after_warm_up(records):
     assert len(set(sizes)) == 5
     assert graphs[1] <= 2 and graphs[-1] == graphs[1], graphs
     assert sum(counters["graph_break"].values()) == 0
+
+
+def test_graph_minimum_is_the_scatter_minimum():
+    """The cell list's per-graph lowest corner (a segmented reduction) equals the
+    scatter minimum, with an empty graph (+inf) and graphs of one atom."""
+    from c2np.models.graph import graph_index, graph_minimum
+
+    gen = torch.Generator().manual_seed(4)
+    p = torch.randn(500, 3, generator=gen) * 7
+    ptr = torch.tensor([0, 1, 200, 200, 499, 500])
+    graph = graph_index(ptr, len(p))
+    want = torch.full((5, 3), float("inf")).scatter_reduce(0, graph.view(-1, 1).expand(-1, 3), p, "amin")
+    got = graph_minimum(p, graph, ptr)
+    assert torch.equal(got, want) and torch.isinf(got[2]).all()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -15,7 +16,13 @@ import torch
 pytest.importorskip("pytorch_lightning")
 
 from c2np.models.graph import radius_edges, radius_edges_static
-from c2np.models.padding import PaddedCollate, PadSpec, pad_spec, pad_task1
+from c2np.models.padding import (
+    MIN_PADDING_ATOMS,
+    PaddedCollate,
+    PadSpec,
+    pad_spec,
+    pad_task1,
+)
 from c2np.models.registry import build_model
 from c2np.training.configs import load_training_config
 from c2np.training.data import COLLATE, make_collate
@@ -77,17 +84,32 @@ def test_static_graph_is_the_cell_list_graph_in_a_fixed_buffer(cutoff):
     got, overflow = radius_edges_static(pos, ptr, cutoff, active, candidates=400 * len(pos), edges=e + 100)
     assert not overflow and e > 0
     assert torch.equal(got[:, :e], want)
-    assert (got[:, e:] == len(pos) - 1).all()  # the unused slots: self-loops on a padding atom
+    filler = got[:, e:]  # the unused slots: self-loops on the padding atoms, in turn
+    assert torch.equal(filler[0], filler[1]) and (filler >= n).all()
+    assert int(torch.bincount(filler[1]).max()) == math.ceil(filler.shape[1] / pad)
     _, overflow = radius_edges_static(pos, ptr, cutoff, active, candidates=400 * len(pos), edges=e - 1)
     assert overflow
     _, overflow = radius_edges_static(pos, ptr, cutoff, active, candidates=e, edges=e + 100)
     assert overflow
 
 
+def test_filler_edges_take_the_padding_atoms_in_turn():
+    """The same self-loops whether the padding count is known on the host or a tensor on
+    the device; each padding atom gets at most one more than the others; none is real."""
+    from c2np.models.graph import filler_edges
+
+    got = filler_edges(1000, 300, 37)
+    assert torch.equal(got, filler_edges(1000, 300, torch.tensor(37)))
+    assert torch.equal(got[0], got[1]) and int(got.min()) == 300 - 37 and int(got.max()) == 299
+    counts = torch.bincount(got[0])[300 - 37:]
+    assert int(counts.max()) - int(counts.min()) <= 1 and int(counts.sum()) == 1000
+    assert torch.equal(filler_edges(5, 10, 0), torch.full((2, 5), 9))  # no padding count: the last atom
+
+
 def test_bucket_ladder():
     spec = PadSpec(graphs=9, cell_atoms=10, cell_pairs=10, species=3, per_octave=4)
     sizes = [spec.atoms(n) for n in range(1, 70000, 37)]
-    assert all(s > n for s, n in zip(sizes, range(1, 70000, 37)))
+    assert all(s - n >= MIN_PADDING_ATOMS for s, n in zip(sizes, range(1, 70000, 37)))
     assert all(s % 64 == 0 for s in sizes) and sizes == sorted(sizes)
     ladder = sorted(set(sizes))
     # four sizes per doubling over 64 .. 70,000 (10 doublings; multiples of 64 merge a few small ones)

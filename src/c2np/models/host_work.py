@@ -38,7 +38,12 @@ import numpy as np
 import torch
 
 from c2np.models.batches import ParticleBatch
-from c2np.models.graph import radius_edges, radius_edges_host, radius_edges_sets
+from c2np.models.graph import (
+    filler_edges,
+    radius_edges,
+    radius_edges_host,
+    radius_edges_sets,
+)
 from c2np.models.padding import ladder
 
 
@@ -120,8 +125,9 @@ def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int =
     draws), made by one cell list when their cutoffs agree (``radius_edges_sets``), then
     padded to one capacity, the ladder size (``edges_per_octave`` sizes per doubling,
     multiples of 256) that holds the larger of the two: the extra slots are self-loops on
-    the last atom, a padding atom, as in ``radius_edges_static``. Building the graphs
-    waits for the device twice (the candidates' and the edges' counts)."""
+    the padding atoms in turn (:func:`~c2np.models.graph.filler_edges`), as in
+    ``radius_edges_static``. Building the graphs waits for the device twice (the
+    candidates' and the edges' counts)."""
     n, g = batch.real_atoms, batch.real_graphs
     if n is None or g is None:
         raise ValueError("prepare_padded takes a padded batch (c2np.models.padding.pad_task1)")
@@ -144,7 +150,7 @@ def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int =
     if graphs:
         slots_e = ladder(max(e.shape[1] for e in graphs.values()), edges_per_octave, 256)
         for name, edges in graphs.items():
-            filler = torch.full((2, slots_e - edges.shape[1]), slots - 1, dtype=edges.dtype, device=device)
+            filler = filler_edges(slots_e - edges.shape[1], slots, slots - n, device)
             changes[name] = torch.cat([edges, filler], 1)
     return dataclasses.replace(batch, **changes) if changes else batch
 
