@@ -75,3 +75,16 @@ def test_thread_prepares_for_the_captured_step_only(tt):
 def test_capture_takes_no_other_static_path(tt):
     with pytest.raises(ValueError, match="capture pads and prepares its own batches"):
         tt.run_variant("cdvae", 1, [], "capture+static", None, torch.device("cpu"))
+
+
+def test_atomic_contention_script_times_both_hot_spots(monkeypatch, capsys):
+    """benchmarks/atomic_contention.py (meant for a GPU) runs anywhere and prints a row
+    per hot spot with both timings."""
+    script = load_benchmark("atomic_contention")
+    monkeypatch.setattr(sys, "argv", ["atomic_contention.py", "--atoms", "600", "--padding", "70",
+                                      "--graphs", "3", "--features", "8", "--repeats", "2"])
+    script.main()
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("| filler", "| per-graph"))]
+    assert [r[0].strip() for r in rows] == ["filler edges: message sum, fwd + bwd", "per-graph minimum"]
+    assert all(float(before) > 0 and float(after) > 0 for _, before, after, _ in rows)
