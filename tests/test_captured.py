@@ -225,12 +225,14 @@ def test_replayed_step_equals_the_eager_step(records, monkeypatch, threaded):
     assert all(torch.equal(a, b) for a, b in zip(before, got.parameters()))
 
 
-def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store, tmp_path, monkeypatch):
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store, tmp_path, monkeypatch, prefetch):
     """c2np train with train.capture (on the CPU: the same padded step, uncaptured): Lightning's
     automatic optimisation is off, so the run steps the learning-rate schedule itself (the
     lr column decays by lr_decay per epoch) and resumes from its checkpoint; validation
     batches are not padded; every training batch comes prepared by the step's thread, one
-    prefetch per epoch."""
+    prefetch per epoch, or with train.prefetch = false the loader's padded batches go to
+    the step, which prepares them itself."""
     import csv
     import json
 
@@ -254,7 +256,8 @@ def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store
     monkeypatch.setenv("C2NP_UNSAFE_CAPTURE", "1")  # on a GPU machine this runs on the GPU (it passed on an H100)
     monkeypatch.setattr(captured.CapturedStep, "prefetch", spy_prefetch)
     monkeypatch.setattr(captured.CapturedStep, "__call__", spy_call)
-    args = _train_args(small_store, tmp_path, "cdvae", "--set", "train.capture=true", "--set", "train.lr_decay=0.5")
+    args = _train_args(small_store, tmp_path, "cdvae", "--set", "train.capture=true", "--set", "train.lr_decay=0.5",
+                       "--set", f"train.prefetch={str(prefetch).lower()}")
     res = CliRunner().invoke(app, [*args, "--set", "train.epochs=2"])
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(app, [*args, "--set", "train.epochs=3", "--resume"])
@@ -266,7 +269,10 @@ def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store
     with (run / "metrics.csv").open() as f:
         lrs = [float(r["lr"]) for r in csv.DictReader(f)]
     assert lrs == pytest.approx([1e-4, 5e-5, 2.5e-5])
-    assert seen["prefetch"] == 3 and seen["steps"] and set(seen["steps"]) == {"Prepared"}
+    if prefetch:
+        assert seen["prefetch"] == 3 and seen["steps"] and set(seen["steps"]) == {"Prepared"}
+    else:
+        assert seen["prefetch"] == 0 and seen["steps"] and set(seen["steps"]) == {"Task1Batch"}
 
 
 @pytest.mark.parametrize("setting, message", [

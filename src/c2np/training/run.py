@@ -101,7 +101,7 @@ def train(cfg: dict, store: str | Path | Dataset, out: Path, seed: int, progress
     _check_capture(module.model, t, devices)
     data = RecordsData(task, split, int(t["batch_size"]), seed, int(t["workers"]), plan,
                        _pad_spec(module.model, t, records), pad_validation=not t.get("capture"),
-                       prefetch=module.prefetched if t.get("capture") else None)
+                       prefetch=module.prefetched if t.get("capture") and t.get("prefetch", True) else None)
     if not resume:
         if where.exists():
             shutil.rmtree(where)  # a run directory describes exactly one fit
