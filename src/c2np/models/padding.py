@@ -11,17 +11,18 @@ its kernels one by one.
 How, exactly (the loss and its gradients are the unpadded ones, tests/test_padding.py):
 
 - atoms are padded to the next size of a geometric ladder (``per_octave`` sizes per
-  doubling) at least ``MIN_PADDING_ATOMS`` above the real count; the padding atoms sit at the origin of one
-  extra graph slot (the last of ``graphs``), have no radius-graph edges and are masked
-  out of every mean (``atom_mask``), so no real atom or graph sees them;
+  doubling) at least ``MIN_PADDING_ATOMS`` above the real count; the padding atoms sit
+  at the origin of one extra graph slot (the last of ``graphs``), have no radius-graph
+  edges and are masked out of every mean (``atom_mask``), so no real atom or graph sees
+  them;
 - graphs, cell atoms, cell pairs and species columns are padded to fixed widths from
   the training set (:func:`pad_spec`); empty graph slots get benign values (identity
   lattice, R = 10 A) and are masked out of the per-graph means (``graph_mask``);
 - each radius graph is built into a buffer of ``edges_per_atom`` x padded atoms
   (``radius_edges_static``): the unused slots are self-loops on the padding atoms in
-  turn (``graph.filler_edges``). A graph
-  that does not fit makes the loss NaN (never a silent, inexact step); the capacities
-  come from the training set with a margin (:func:`pad_spec`).
+  turn (``graph.filler_edges``). A graph that does not fit makes the loss NaN (never a
+  silent, inexact step); the capacities come from the training set with a margin
+  (:func:`pad_spec`).
 """
 
 from __future__ import annotations
