@@ -198,10 +198,11 @@ def filler_edges(count: int, n: int, padding: int | torch.Tensor,
     stays symmetric (``undirected_pairs``).
     ``padding``: an int, or a 0-d tensor on the device (then the edges are made there)."""
     if torch.is_tensor(padding):
-        slot = torch.arange(count, device=padding.device)
-        atom = n - 1 - slot % padding.clamp_min(1)
-    else:  # made on ``device``: a copy from the host would wait for it
-        atom = n - 1 - torch.arange(count, device=device) % max(int(padding), 1)
+        device, padding = padding.device, padding.clamp_min(1)
+    else:
+        padding = max(int(padding), 1)
+    # made on the device: a copy from the host would wait for it
+    atom = n - 1 - torch.arange(count, device=device) % padding
     return atom.view(1, -1).expand(2, -1)
 
 
