@@ -295,6 +295,34 @@ def test_undirected_pairs_join_each_edge_with_its_reverse():
     assert torch.equal(ends[:, real].sort(0).values, padded[:, real].sort(0).values)
 
 
+def test_undirected_pairs_sort_int32_keys_in_the_same_order(monkeypatch):
+    """The pair keys are int32 while n_nodes ** 2 fits: the same pairs as int64 keys,
+    which larger batches still take."""
+    from c2np.models import graph
+    from c2np.models.graph import undirected_pairs
+
+    gen = torch.Generator().manual_seed(6)
+    pos = torch.rand(500, 3, generator=gen) * 14
+    edges = radius_edges(pos, torch.tensor([0, 500]), 3.0)
+    keys = []
+    real_argsort = torch.argsort
+    monkeypatch.setattr(torch, "argsort", lambda key, **kw: keys.append(key.dtype) or real_argsort(key, **kw))
+    narrow = undirected_pairs(edges, len(pos))
+    bound = graph._INT32_KEYS
+    monkeypatch.setattr(graph, "_INT32_KEYS", len(pos) ** 2 - 1)  # one node too many for int32
+    wide = undirected_pairs(edges, len(pos))
+    monkeypatch.setattr(graph, "_INT32_KEYS", bound)
+    assert keys == [torch.int32, torch.int64]
+    assert all(torch.equal(a, b) for a, b in zip(narrow, wide, strict=True))
+    assert narrow[0].dtype == narrow[1].dtype == torch.int64  # indices, whatever the keys
+    # at the bound: the largest keys of 46,340 nodes fit int32, of 46,341 they do not
+    for n, dtype in ((46340, torch.int32), (46341, torch.int64)):
+        ends = torch.tensor([[n - 1, n - 2, 0, n - 1], [n - 2, n - 1, n - 1, 0]])
+        first, pair = undirected_pairs(ends, n)
+        assert keys[-1] == dtype and torch.equal(pair, torch.tensor([1, 1, 0, 0])), n
+        assert torch.equal(first, torch.tensor([2, 0])), n  # the stable order: the pair of node 0 first
+
+
 def test_filters_once_per_pair_give_the_same_encoder():
     """SchNetEncoder.pair_filters: each filter computed for one direction of its pair gives
     the same atom features and gradients to float rounding (a matrix product over half the
