@@ -251,7 +251,9 @@ def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store
 
     def spy_call(self, batch):
         seen["steps"].append(type(batch).__name__)
-        return call(self, batch)
+        out = call(self, batch)
+        seen.setdefault("grads", []).append([p.grad for p in self.params])  # the tensors, kept
+        return out
 
     monkeypatch.setenv("C2NP_UNSAFE_CAPTURE", "1")  # on a GPU machine this runs on the GPU (it passed on an H100)
     monkeypatch.setattr(captured.CapturedStep, "prefetch", spy_prefetch)
@@ -260,6 +262,10 @@ def test_c2np_train_with_capture_runs_steps_the_schedule_and_resumes(small_store
                        "--set", f"train.prefetch={str(prefetch).lower()}")
     res = CliRunner().invoke(app, [*args, "--set", "train.epochs=2"])
     assert res.exit_code == 0, res.output
+    # every step of both epochs wrote the same gradient tensors: the validation between
+    # them (Lightning drops p.grad before it) did not replace those the graphs write
+    first = seen["grads"][0]
+    assert len(seen["grads"]) >= 2 and all(all(a is b for a, b in zip(g, first, strict=True)) for g in seen["grads"])
     res = CliRunner().invoke(app, [*args, "--set", "train.epochs=3", "--resume"])
     assert res.exit_code == 0, res.output
     run = tmp_path / "cdvae-task1-seed0"
@@ -309,6 +315,38 @@ def test_capture_is_refused_on_a_gpu_until_its_crash_is_understood(monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")
+def test_replays_write_only_their_own_gradients_after_lightning_drops_them(records, monkeypatch):
+    """Lightning sets every ``p.grad`` to None before each validation. A captured graph
+    keeps writing the gradient tensors it was captured with: they must still belong to the
+    step, not to whatever the allocator hands the freed memory to next (the crash of the
+    first GPU runs of ``c2np train``). Tensors made right after the drop, on both streams,
+    keep their values through a replay; the weights still equal plain eager steps'."""
+    monkeypatch.setattr(torch, "randn_like",
+                        lambda t: torch.sin(1.3 * torch.arange(t.numel(), device=t.device, dtype=t.dtype)).view_as(t))
+    device = torch.device("cuda")
+    spec = pad_spec(records, len(records))
+    want, got = tiny_cdvae().to(device), tiny_cdvae().to(device)
+    full = [(r, -1, i) for i, r in enumerate(records)]
+    batches = [drawn(want, full) for _ in range(3)]
+    plain_steps(want, [b.to(device) for b in batches])
+    step = CapturedStep(got, make_adam(got.parameters(), 1e-3, device, capture=True), 1.0, got.host_plan())
+    step(pad_task1(batches[0], spec))  # eager, then captured
+    for b in batches[1:]:
+        got.zero_grad(set_to_none=True)  # on_validation_model_zero_grad
+        torch.cuda.synchronize()
+        bystanders = [torch.full_like(p, 7.0) for p in got.parameters()]
+        with torch.cuda.stream(step.capture_stream):
+            bystanders += [torch.full_like(p, 7.0) for p in got.parameters()]
+        torch.cuda.synchronize()
+        step(pad_task1(b, spec))  # replayed
+        torch.cuda.synchronize()
+        assert all(bool((t == 7.0).all()) for t in bystanders)
+    assert step.counts == {"eager": 1, "captured": 1, "replayed": 2}
+    for (name, p), q in zip(want.named_parameters(), got.parameters()):
+        torch.testing.assert_close(q, p, rtol=0, atol=1e-5, msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")
 def test_shapes_past_the_cap_are_stepped_eagerly(records):
     """max_graphs bounds the captured shapes: a new shape past it is stepped eagerly each
     time, and the captured ones are still replayed."""
@@ -322,3 +360,36 @@ def test_shapes_past_the_cap_are_stepped_eagerly(records):
         assert torch.isfinite(step(pad_task1(drawn(model, items), spec))["loss"])
     torch.cuda.synchronize()
     assert step.counts == {"eager": 3, "captured": 1, "replayed": 1} and len(step.graphs) == 1
+
+
+def test_step_gradients_are_the_steps_own_in_tensors_that_stay_put(records):
+    """Each step's gradients are that step's alone (not added to the last step's), copied
+    into gradient tensors made once and held by the step, which every captured graph
+    writes: also after the parameters' ``grad`` was set to None, as Lightning does before
+    each validation (on a GPU the graphs then wrote freed memory)."""
+    spec = pad_spec(records, len(records))
+    model = tiny_cdvae()
+    step = CapturedStep(model, make_adam(model.parameters(), 1e-3, torch.device("cpu"), capture=False), None,
+                        model.host_plan())
+    held = [p.grad for p in model.parameters()]
+    assert all(g is not None and not g.any() for g in held)  # made, zero, before any step
+    batches = _undrawn_batches(records, spec)[:2]
+    step(batches[0])
+    model.zero_grad(set_to_none=True)  # Lightning's on_validation_model_zero_grad
+    seeded = torch.Generator().manual_seed(0)
+    step.generator.set_state(seeded.get_state())
+    # the same batch and draws again, gradients taken by hand on the weights now
+    ready = step._prepare(batches[1])
+    with torch.random.fork_rng():
+        want = torch.autograd.grad(model.loss(ready)["loss"], list(model.parameters()), allow_unused=True)
+    step.generator.set_state(seeded.get_state())
+    step(batches[1])
+    assert all(p.grad is g for p, g in zip(model.parameters(), held))  # the same tensors
+    moved = 0
+    for (name, p), w in zip(model.named_parameters(), want):
+        if w is None:
+            assert not p.grad.any(), name
+            continue
+        torch.testing.assert_close(p.grad, w, rtol=1e-5, atol=1e-7, msg=name)
+        moved += bool(w.any())
+    assert moved > 10

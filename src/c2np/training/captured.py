@@ -22,8 +22,8 @@ How, per step:
    shape is stepped eagerly on the capture stream (a real step: it also compiles and
    warms what the shape needs), then the step is captured for it (recording only,
    nothing runs). Later batches of that shape are copied into the captured step's input
-   tensors and the graph is replayed: zeroing the gradients, the loss, the backward,
-   gradient clipping and Adam (``fused``, ``capturable``, learning rate a tensor, so that
+   tensors and the graph is replayed: the loss, its gradients (copied into the
+   parameters' gradient tensors), gradient clipping and Adam (``fused``, ``capturable``, learning rate a tensor, so that
    the schedule reaches the replays).
 
 All graphs share one memory pool (only one runs at a time) and the gradients and
@@ -131,6 +131,14 @@ class CapturedStep:
         self.capture = self.device.type == "cuda" if capture is None else bool(capture)
         if self.capture and self.device.type != "cuda":
             raise ValueError("CapturedStep(capture=True) needs the model on a CUDA device")
+        # the gradients, made here, outside any graph's pool, and held here: every graph
+        # copies its step's gradients into these tensors, also after someone else dropped
+        # ``p.grad`` (Lightning sets it to None before each validation). Held by the
+        # parameters only, they were freed there while the graphs kept writing them: the
+        # illegal memory access of the first GPU runs of ``c2np train``
+        self.grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
+        for p, held in zip(self.params, self.grads):
+            p.grad = held
         self.graphs: dict[tuple, _Captured] = {}
         self.max_graphs = int(max_graphs)
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
@@ -149,13 +157,20 @@ class CapturedStep:
 
     # -- the step itself -----------------------------------------------------------------
     def _step(self, batch) -> dict[str, torch.Tensor]:
-        """Zero the gradients in place (their tensors stay put: every graph writes the
-        same ones), loss, backward, clipping, optimizer."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if grads:
-            torch._foreach_zero_(grads)
+        """Loss, its gradients copied into the parameters' own (their tensors stay put:
+        every graph writes the same ones), clipping, optimizer."""
+        for p, held in zip(self.params, self.grads):
+            p.grad = held  # for clipping and the optimizer
         out = self.loss(batch)
-        out["loss"].backward()
+        # autograd.grad and one copy, not zero + backward: backward adds into existing
+        # gradients with one kernel per parameter (141 for CDVAE Task 1, about 2 us each)
+        new = torch.autograd.grad(out["loss"], self.params, allow_unused=True)
+        used = [(held, g) for held, g in zip(self.grads, new) if g is not None]
+        if used:
+            torch._foreach_copy_([held for held, _ in used], [g for _, g in used])
+        unused = [held for held, g in zip(self.grads, new) if g is None]
+        if unused:  # as a zeroed gradient that the backward left alone
+            torch._foreach_zero_(unused)
         if self.clip is not None:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=self.device.type == "cuda")
         self.optimizer.step()
