@@ -137,8 +137,7 @@ class CapturedStep:
         # parameters only, they were freed there while the graphs kept writing them: the
         # illegal memory access of the first GPU runs of ``c2np train``
         self.grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
-        for p, held in zip(self.params, self.grads):
-            p.grad = held
+        self._hold_grads()
         self.graphs: dict[tuple, _Captured] = {}
         self.max_graphs = int(max_graphs)
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
@@ -159,8 +158,7 @@ class CapturedStep:
     def _step(self, batch) -> dict[str, torch.Tensor]:
         """Loss, its gradients copied into the parameters' own (their tensors stay put:
         every graph writes the same ones), clipping, optimizer."""
-        for p, held in zip(self.params, self.grads):
-            p.grad = held  # for clipping and the optimizer
+        self._hold_grads()  # for clipping and the optimizer
         out = self.loss(batch)
         # autograd.grad and one copy, not zero + backward: backward adds into existing
         # gradients with one kernel per parameter (141 for CDVAE Task 1, about 2 us each)
@@ -175,6 +173,13 @@ class CapturedStep:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=self.device.type == "cuda")
         self.optimizer.step()
         return {k: v.detach() for k, v in out.items()}
+
+    def _hold_grads(self) -> None:
+        """Every ``p.grad`` is the step's held gradient tensor again (Lightning drops them
+        before each validation): after a step, the gradients are that step's."""
+        if any(p.grad is not held for p, held in zip(self.params, self.grads)):
+            for p, held in zip(self.params, self.grads):
+                p.grad = held
 
     def prepare(self, batch) -> Prepared:
         """``batch`` (padded, on the CPU or the device) on the device with its noise draws
@@ -250,6 +255,7 @@ class CapturedStep:
         torch._foreach_copy_([getattr(entry.batch, name) for name in new], list(new.values()), non_blocking=True)
         entry.graph.replay()
         self.counts["replayed"] += 1
+        self._hold_grads()
         return {k: v.clone() for k, v in entry.out.items()}
 
     def _first(self, key: tuple, ready, main: torch.cuda.Stream) -> dict[str, torch.Tensor]:

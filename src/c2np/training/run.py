@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import platform
 import shutil
 import time
@@ -230,16 +229,8 @@ def _check_capture(model, t: dict, devices) -> None:
         why = "fp32 only (precision = \"32-true\")"
     elif edge_buckets(t) < 1:
         why = f"train.edge_buckets must be at least 1, got {t.get('edge_buckets')}"
-    elif torch.cuda.is_available() and os.environ.get(UNSAFE_CAPTURE) != "1":
-        why = ("not on a GPU yet: its first GPU run (H100, 2026-11-28) stopped with a CUDA illegal memory access "
-               "in its 4th epoch, cause not found (docs/models.md, \"Throughput\"); "
-               f"{UNSAFE_CAPTURE}=1 runs it anyway, to debug it")
     if why:
         raise ConfigError(f"train.capture: {why}")
-
-
-#: environment variable that lets ``train.capture`` run on a GPU despite its open crash
-UNSAFE_CAPTURE = "C2NP_UNSAFE_CAPTURE"
 
 
 def _pad_spec(model, t: dict, records):
