@@ -273,3 +273,25 @@ def test_pad_buckets_needs_a_model_that_pads(records):
     with pytest.raises(ConfigError, match="needs train.pad_buckets"):
         _pad_spec(tiny_cdvae(), {"pad_buckets": 0, "batch_size": 8, "compile": "static"}, records)
     assert _pad_spec(tiny_cdvae(), {"pad_buckets": 2, "batch_size": 8}, records).graphs == 9
+
+
+def test_capture_ladder_table_pads_less_with_more_sizes(small_store):
+    """benchmarks/pad_buckets.py --capture: the ladders of 8 sizes per doubling contain
+    those of 4, so they pad no more."""
+    from benchmark_scripts import load_benchmark
+
+    from c2np.models.generation import sigmas
+    from c2np.store.dataset import open_dataset
+    from c2np.training import data as tdata
+
+    bench = load_benchmark("pad_buckets")
+    records = tdata.load_records(open_dataset(small_store), "train")
+    rows = {(r["atoms_per_octave"], r["edges_per_octave"]): r
+            for r in bench.capture_ladders(records, 4, 4.0, sigmas(1.5, 0.02, 20), epochs=2,
+                                           atom_steps=(4, 8), edge_steps=(4, 8))}
+    assert set(rows) == {(4, 4), (4, 8), (8, 4), (8, 8)}
+    for r in rows.values():
+        assert r["shapes"] >= 1 and 0 < r["padded_atoms"] < 1 and 0 <= r["padded_edges"] < 1
+    assert rows[8, 8]["padded_atoms"] <= rows[4, 8]["padded_atoms"]
+    assert rows[8, 8]["padded_edges"] <= rows[8, 4]["padded_edges"]
+    assert rows[4, 4]["padded_atoms"] == rows[4, 8]["padded_atoms"]  # the atoms' ladder alone
