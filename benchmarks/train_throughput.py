@@ -474,7 +474,8 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         timing = _time_by_bucket(step, make_loader, sampler, sizes, spec, args, util, 3 if cuda_graphs else 1)
     else:
         timing = _time_stream(step, make_loader(sampler), sampler, args, util, feed,
-                                    (lambda: dict(captured.counts, first_s=round(captured.first_s, 2))) if capture else None)
+                                    (lambda: dict(captured.counts, first_s=round(captured.first_s, 2), prepared=captured.prepared,
+                                                 prepare_s=round(captured.prepare_s, 3))) if capture else None)
     if timing["warmup_s"] > args.warn_warmup_s:
         print(f"  warning: {name} task {task} {variant}: warm-up took {timing['warmup_s']:.0f} s "
               f"({'compilation' if tokens & BUILDING else 'loader start and first kernels'})",
@@ -752,7 +753,8 @@ def main() -> None:
                 timed, total = r["capture_timed"], r["capture_total"]
                 kernel += (f" [eager in timed steps: {timed['eager']} ({timed['first_s']:.1f} s), replayed "
                            f"{timed['replayed']}; shapes {total['captured']}, reserved "
-                           f"{r['gpu_reserved_gb'] or float('nan'):.1f} GB]")
+                           f"{r['gpu_reserved_gb'] or float('nan'):.1f} GB; preparing a batch "
+                           f"{1000 * timed['prepare_s'] / max(timed['prepared'], 1):.1f} ms of host time]")
             if "host_ms" in r:
                 kernel += " [host: " + ", ".join(f"{k} {v:.1f}" for k, v in r["host_ms"].items()) + "]"
             print(f"| {name} | {task} | {variant} | {r['workers']} | {r['epoch_s']:.2f} | {1000 * r['step_s']:.1f}{kernel} | "

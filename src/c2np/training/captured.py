@@ -143,6 +143,9 @@ class CapturedStep:
         self.counts = {"eager": 0, "captured": 0, "replayed": 0}
         #: host seconds spent in the first steps of new shapes (eager step + capture)
         self.first_s = 0.0
+        #: batches prepared and the host seconds that took (its two waits for the device
+        #: included): with ``prefetch``, a preparation slower than a replay sets the pace
+        self.prepared, self.prepare_s = 0, 0.0
         # the preparation's own draws: a thread (prefetch) must not take them from the
         # generator that the replays advance, or their order would depend on timing
         self.generator = torch.Generator(self.device)
@@ -193,8 +196,11 @@ class CapturedStep:
         return ready
 
     def _prepare(self, batch):
-        return prepare_padded(batch.to(self.device, non_blocking=True), self.plan, self.edges_per_octave,
-                              self.generator)
+        t0 = time.perf_counter()
+        ready = prepare_padded(batch.to(self.device, non_blocking=True), self.plan, self.edges_per_octave,
+                               self.generator)
+        self.prepared, self.prepare_s = self.prepared + 1, self.prepare_s + time.perf_counter() - t0
+        return ready
 
     def prefetch(self, batches: Iterable, depth: int = 2) -> Iterator[Prepared]:
         """``batches`` (padded, from the loader) prepared by a background thread, at most
