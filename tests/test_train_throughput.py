@@ -90,3 +90,24 @@ def test_atomic_contention_script_times_both_hot_spots(monkeypatch, capsys):
             if line.startswith(("| filler", "| per-graph"))]
     assert [r[0].strip() for r in rows] == ["filler edges: message sum, fwd + bwd", "per-graph minimum"]
     assert all(float(before) > 0 and float(after) > 0 for _, before, after, _ in rows)
+
+
+def test_precision_curves_compares_fp32_and_tf32_runs(small_store, tmp_path, monkeypatch, capsys):
+    """benchmarks/precision_curves.py on the CPU: one fp32 and one tf32 run, their curves
+    side by side; tf32 changes nothing on a CPU, so the two agree exactly and the
+    difference is 0, which is what shows the script reads the right runs."""
+    pc = load_benchmark("precision_curves")
+    out = tmp_path / "curves"
+    monkeypatch.setattr(sys, "argv", [
+        "precision_curves.py", "--store", str(small_store), "--out", str(out), "--epochs", "2", "--seeds", "0",
+        "--json", str(tmp_path / "s.json"),
+        *[a for s in ("model.hidden=16", "model.interactions=1", "model.gaussians=8", "model.n_sigmas=2",
+                      "model.langevin_steps=1", "train.val_radii=[9]", "train.workers=0")
+          for a in ("--set", s)]])
+    pc.main()
+    res = json.loads((tmp_path / "s.json").read_text())
+    assert res["fp32"]["tf32"] == [False] and res["tf32"]["tf32"] == [True]  # the runs' own configs
+    assert res["fp32"]["best_val_loss"] == res["tf32"]["best_val_loss"] and res["difference"] == 0.0
+    text = capsys.readouterr().out
+    assert "| epoch | fp32 seed 0 | tf32 seed 0 |" in text and "| 1 |" in text
+    assert len(pc.curves(out / "fp32" / "cdvae-task1-seed0")) == 2
