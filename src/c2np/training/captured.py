@@ -23,24 +23,27 @@ How, per step:
    warms what the shape needs), then the step is captured for it (recording only,
    nothing runs). Later batches of that shape are copied into the captured step's input
    tensors and the graph is replayed: the loss, its gradients (copied into the
-   parameters' gradient tensors), gradient clipping and Adam (``fused``, ``capturable``, learning rate a tensor, so that
-   the schedule reaches the replays).
+   parameters' gradient tensors), gradient clipping and Adam (``fused``, ``capturable``,
+   learning rate a tensor, so that the schedule reaches the replays).
 
-All graphs share one memory pool (only one runs at a time) and the gradients and
-optimizer state live outside it, shared by every graph; a graph's outputs are copied
-out right after its replay. The loss of a batch is the unpadded batch's at the same
-draws (tests/test_captured.py). The preparation's draws (noise levels, perturbations)
-come from the step's own generator on the device, seeded once; the loss's own (the
-latent) from the global CUDA generator, which CUDA graphs advance at each replay.
+All graphs share one memory pool (only one runs at a time) and the gradients (held by
+the step, whoever drops ``p.grad``) and optimizer state live outside it, shared by every
+graph; a graph's outputs are copied out right after its replay. The loss of a batch is
+the unpadded batch's at the same draws (tests/test_captured.py). The preparation's draws
+(noise levels, perturbations) come from the step's own generator on the device, seeded
+once; the loss's own (the latent) from the global CUDA generator, which CUDA graphs
+advance at each replay.
 
 Preparation in a thread (:meth:`CapturedStep.prefetch`): issuing one replay holds the
-host for about 6 ms (a graph of about 900 kernels) and preparing the next batch for
+host for about 6 ms (a graph of about 900 kernels at the time) and preparing the next batch for
 about as long again, one after the other in one thread. ``prefetch`` prepares the
 coming batches in a background thread instead, on the side stream, while the main
 thread copies and replays; the replay and the graphs' waits for the device release
 Python's lock, so the two overlap. The batches, their order and their draws are those
 of the one-thread path. (Measured on an H100 the step was by then bound by the GPU, and
-the thread moved it only from 17.8 to 17.6 ms: docs/models.md, "Throughput".)
+the thread moved it only from 17.8 to 17.6 ms. On a later H100 host the step waited
+9-10 ms for the thread instead: there the preparation set the pace. The benchmark
+reports it from ``prepared`` and ``prepare_s``. docs/models.md, "Throughput".)
 
 Without CUDA (tests, a CPU) the same path runs uncaptured: padded batches, the same
 preparation, eager steps.
@@ -135,7 +138,8 @@ class CapturedStep:
         # copies its step's gradients into these tensors, also after someone else dropped
         # ``p.grad`` (Lightning sets it to None before each validation). Held by the
         # parameters only, they were freed there while the graphs kept writing them: the
-        # illegal memory access of the first GPU runs of ``c2np train``
+        # illegal memory access of the first GPU runs of ``c2np train`` (shown on a GPU by
+        # tests/test_captured.py, docs/models.md "The capture crash found and fixed")
         self.grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in self.params]
         self._hold_grads()
         self.graphs: dict[tuple, _Captured] = {}
