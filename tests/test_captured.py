@@ -190,6 +190,17 @@ def test_capture_needs_cuda(records):
         cpu_step(model, capture=True)
 
 
+def _on_gpu(records, monkeypatch):
+    """The GPU tests' set-up: a stand-in for the latent's draw that does not depend on a
+    generator (the plain steps and the replays draw from different ones), the padding
+    spec, two equal tiny CDVAE models on the GPU and the items of one whole batch."""
+    monkeypatch.setattr(torch, "randn_like",
+                        lambda t: torch.sin(1.3 * torch.arange(t.numel(), device=t.device, dtype=t.dtype)).view_as(t))
+    device = torch.device("cuda")
+    return (device, pad_spec(records, len(records)), tiny_cdvae().to(device), tiny_cdvae().to(device),
+            [(r, -1, i) for i, r in enumerate(records)])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="GPU only: CUDA graphs")
 @pytest.mark.parametrize("threaded", [False, True])
 def test_replayed_step_equals_the_eager_step(records, monkeypatch, threaded):
@@ -198,12 +209,7 @@ def test_replayed_step_equals_the_eager_step(records, monkeypatch, threaded):
     of plain eager steps on the unpadded batches with the same draws; the learning rate
     set after capture reaches the replays. ``threaded``: the batches prepared by
     ``prefetch``'s thread on the side stream while the main thread replays."""
-    monkeypatch.setattr(torch, "randn_like",
-                        lambda t: torch.sin(1.3 * torch.arange(t.numel(), device=t.device, dtype=t.dtype)).view_as(t))
-    device = torch.device("cuda")
-    spec = pad_spec(records, len(records))
-    want, got = tiny_cdvae().to(device), tiny_cdvae().to(device)
-    full = [(r, -1, i) for i, r in enumerate(records)]
+    device, spec, want, got, full = _on_gpu(records, monkeypatch)
     order = [full, full[:2], full, full, full[:2]]
     batches = [drawn(want, it) for it in order]
     plain_steps(want, [b.to(device) for b in batches])
@@ -308,12 +314,7 @@ def test_replays_write_only_their_own_gradients_after_lightning_drops_them(recor
     step, not to whatever the allocator hands the freed memory to next (the crash of the
     first GPU runs of ``c2np train``). Tensors made right after the drop, on both streams,
     keep their values through a replay; the weights still equal plain eager steps'."""
-    monkeypatch.setattr(torch, "randn_like",
-                        lambda t: torch.sin(1.3 * torch.arange(t.numel(), device=t.device, dtype=t.dtype)).view_as(t))
-    device = torch.device("cuda")
-    spec = pad_spec(records, len(records))
-    want, got = tiny_cdvae().to(device), tiny_cdvae().to(device)
-    full = [(r, -1, i) for i, r in enumerate(records)]
+    device, spec, want, got, full = _on_gpu(records, monkeypatch)
     batches = [drawn(want, full) for _ in range(3)]
     plain_steps(want, [b.to(device) for b in batches])
     step = CapturedStep(got, make_adam(got.parameters(), 1e-3, device, capture=True), 1.0, got.host_plan())
