@@ -474,8 +474,7 @@ def _run_variant(name: str, task: int, records, tokens: set, variant: str, args,
         timing = _time_by_bucket(step, make_loader, sampler, sizes, spec, args, util, 3 if cuda_graphs else 1)
     else:
         timing = _time_stream(step, make_loader(sampler), sampler, args, util, feed,
-                                    (lambda: dict(captured.counts, first_s=round(captured.first_s, 2), prepared=captured.prepared,
-                                                 prepare_s=round(captured.prepare_s, 3))) if capture else None)
+                              captured.stats if capture else None)
     if timing["warmup_s"] > args.warn_warmup_s:
         print(f"  warning: {name} task {task} {variant}: warm-up took {timing['warmup_s']:.0f} s "
               f"({'compilation' if tokens & BUILDING else 'loader start and first kernels'})",

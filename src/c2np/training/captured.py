@@ -35,15 +35,15 @@ once; the loss's own (the latent) from the global CUDA generator, which CUDA gra
 advance at each replay.
 
 Preparation in a thread (:meth:`CapturedStep.prefetch`): issuing one replay holds the
-host for about 6 ms (a graph of about 900 kernels at the time) and preparing the next batch for
-about as long again, one after the other in one thread. ``prefetch`` prepares the
+host for about 6 ms (a graph of about 900 kernels at the time) and preparing the next
+batch for about as long again, one after the other in one thread. ``prefetch`` prepares the
 coming batches in a background thread instead, on the side stream, while the main
 thread copies and replays; the replay and the graphs' waits for the device release
 Python's lock, so the two overlap. The batches, their order and their draws are those
 of the one-thread path. (Measured on an H100 the step was by then bound by the GPU, and
 the thread moved it only from 17.8 to 17.6 ms. On a later H100 host the step waited
 9-10 ms for the thread instead: there the preparation set the pace. The benchmark
-reports it from ``prepared`` and ``prepare_s``. docs/models.md, "Throughput".)
+reports it from :meth:`CapturedStep.stats`. docs/models.md, "Throughput".)
 
 Without CUDA (tests, a CPU) the same path runs uncaptured: padded batches, the same
 preparation, eager steps.
@@ -180,6 +180,12 @@ class CapturedStep:
             torch.nn.utils.clip_grad_norm_(self.params, self.clip, foreach=self.device.type == "cuda")
         self.optimizer.step()
         return {k: v.detach() for k, v in out.items()}
+
+    def stats(self) -> dict:
+        """The step's counters so far: ``counts``, ``first_s``, and the batches prepared
+        with their host seconds (``prepared``, ``prepare_s``)."""
+        return dict(self.counts, first_s=round(self.first_s, 2), prepared=self.prepared,
+                    prepare_s=round(self.prepare_s, 3))
 
     def _hold_grads(self) -> None:
         """Every ``p.grad`` is the step's held gradient tensor again (Lightning drops them
