@@ -16,6 +16,17 @@ the CPU. There tf32 changes nothing: both curves must agree, which checks the sc
 What it decides: nothing by itself. It prints the difference of the mean best validation
 losses (tf32 - fp32) beside the fp32 seeds' range; a difference inside that range is
 what "does not hurt the loss" can mean with these few seeds.
+
+Converged runs (``--compare FP32_WORK TF32_WORK``): the work folders of two
+``benchmarks/train_baselines.py`` runs of the same plan, one with ``--set train.tf32=true``,
+each trained to the convergence rule and scored on the whole test sets. Nothing is
+trained; it prints every run (its stop, best validation loss, the Loss column and the
+metrics of each split) and, for each of those numbers, the two precisions' means, their
+difference, the fp32 seeds' range and whether the difference lies inside it. A run that
+did not converge, or a split not yet scored, is named in the table and left out of the
+means; ``--json`` writes the same numbers.
+
+    python benchmarks/precision_curves.py --compare W-fp32 W-tf32 --json cmp.json
 """
 
 from __future__ import annotations
@@ -28,6 +39,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from c2np.metrics import METRICS
 
 PRECISIONS = ("fp32", "tf32")
 
@@ -105,10 +118,117 @@ def summary(folders: dict[tuple[str, int], Path]) -> dict:
     return out
 
 
+def work_runs(work: Path, model: str, task: int) -> dict[int, Path]:
+    """The run folders of ``model`` on ``task`` in a train_baselines work folder, by seed."""
+    runs = {}
+    for folder in sorted((Path(work) / "runs").glob(f"{model}-task{task}-seed*")):
+        seed = folder.name.rsplit("seed", 1)[1]
+        if seed.isdigit() and (folder / "run.json").exists():
+            runs[int(seed)] = folder
+    return runs
+
+
+def run_numbers(folder: Path, results: Path) -> dict:
+    """One converged-and-scored run: its stop, best validation loss, and per test split
+    the Loss column and the scored metrics (``{split}/loss``, ``{split}/rmsd``, ...).
+    Splits without a result file are missing from the numbers."""
+    info = json.loads((folder / "run.json").read_text())
+    numbers = {"best_val_loss": info["best_val_loss"]}
+    name = folder.name  # MODEL-taskT-seedS
+    prefix, seed = name.rsplit("-seed", 1)
+    for result in sorted(Path(results).glob(f"{prefix}-*-seed{seed}.json")):
+        split = result.name[len(prefix) + 1:-len(f"-seed{seed}.json")]
+        if result.name.endswith(".partial.json") or not split:
+            continue
+        data = json.loads(result.read_text())
+        if data.get("loss") is not None:
+            numbers[f"{split}/loss"] = data["loss"]
+        numbers |= {f"{split}/{k}": v for k, v in data["metrics"].items() if isinstance(v, (int, float))}
+    return {"converged": bool(info.get("converged")), "stop_reason": info.get("stop_reason"),
+            "epochs": info.get("epochs"), "best_epoch": info.get("best_epoch"),
+            "tf32": info["config"]["train"].get("tf32"), "device": info.get("device"), "numbers": numbers}
+
+
+def better_when(quantity: str) -> str | None:
+    """"lower" or "higher" for a quantity of :func:`run_numbers` (``best_val_loss``,
+    ``id/loss``, ``ood/rmsd``, ...), from the metric registry; None for one without a
+    direction (the volume ratio)."""
+    name = quantity.split("/")[-1]
+    if name in ("best_val_loss", "loss"):
+        return "lower"
+    info = METRICS.get(name)
+    if info is None or name == "volume_ratio":
+        return None
+    return "lower" if info.lower_is_better else "higher"
+
+
+def compare(works: dict[str, Path], model: str, task: int) -> dict:
+    """fp32 against tf32 over converged, scored runs: per run its numbers; per quantity the
+    means of each precision (converged runs only), tf32 - fp32, the fp32 seeds' range,
+    whether the difference lies within it and whether tf32 is worse by more than it (in
+    the quantity's own direction, :func:`better_when`)."""
+    runs = {p: {s: run_numbers(f, Path(works[p]) / "results") for s, f in work_runs(works[p], model, task).items()}
+            for p in PRECISIONS}
+    for p, want in zip(PRECISIONS, (False, True)):
+        if not runs[p]:
+            raise SystemExit(f"no {model} task {task} runs in {works[p]}/runs")
+        wrong = [s for s, r in runs[p].items() if bool(r["tf32"]) != want]
+        if wrong:
+            raise SystemExit(f"{works[p]}: seeds {wrong} were trained with tf32={not want}, not as {p}")
+    quantities = sorted({q for p in PRECISIONS for r in runs[p].values() for q in r["numbers"]},
+                        key=lambda q: (q != "best_val_loss", q.split("/")[0], q != q.split("/")[0] + "/loss", q))
+    table = {}
+    for q in quantities:
+        vals = {p: [r["numbers"][q] for r in runs[p].values() if r["converged"] and q in r["numbers"]]
+                for p in PRECISIONS}
+        if not all(vals.values()):
+            continue
+        mean = {p: sum(v) / len(v) for p, v in vals.items()}
+        spread = max(vals["fp32"]) - min(vals["fp32"])
+        diff = mean["tf32"] - mean["fp32"]
+        judged = len(vals["fp32"]) > 1
+        direction = better_when(q)
+        worse = {"lower": diff > spread, "higher": -diff > spread, None: None}[direction]
+        table[q] = {"fp32": vals["fp32"], "tf32": vals["tf32"], "fp32_mean": mean["fp32"],
+                    "tf32_mean": mean["tf32"], "difference": diff, "fp32_range": spread,
+                    "better": direction, "within_range": abs(diff) <= spread if judged else None,
+                    "worse_beyond_range": worse if judged else None}
+    return {"model": model, "task": task, "works": {p: str(w) for p, w in works.items()}, "runs": runs,
+            "quantities": table}
+
+
+def print_compare(res: dict) -> None:
+    """The runs, then one row per quantity."""
+    print("| precision | seed | stop | epochs | best val. loss (epoch) | device |")
+    print("|---|---|---|---|---|---|")
+    for p in PRECISIONS:
+        for seed, r in sorted(res["runs"][p].items()):
+            print(f"| {p} | {seed} | {r['stop_reason']} | {r['epochs']} | "
+                  f"{r['numbers']['best_val_loss']:.4f} ({r['best_epoch']}) | {r['device']} |")
+    print("\n| quantity | better | fp32 (each seed) | tf32 (each seed) | tf32 - fp32 (means) | fp32 seeds' range "
+          "| inside the range | tf32 worse beyond it |")
+    print("|---|---|---|---|---|---|---|---|")
+    word = {True: "yes", False: "no", None: "-"}
+    for q, row in res["quantities"].items():
+        worse = "**yes**" if row["worse_beyond_range"] else word[row["worse_beyond_range"]]
+        print(f"| {q} | {row['better'] or '-'} | {', '.join(f'{v:.4g}' for v in row['fp32'])} | "
+              f"{', '.join(f'{v:.4g}' for v in row['tf32'])} | {row['difference']:+.3g} | {row['fp32_range']:.3g} | "
+              f"{word[row['within_range']]} | {worse} |")
+    rows = list(res["quantities"].values())
+    judged = [r for r in rows if r["within_range"] is not None]
+    directed = [r for r in judged if r["worse_beyond_range"] is not None]
+    print(f"\n{sum(r['within_range'] for r in judged)} of {len(judged)} differences lie inside the fp32 seeds' "
+          f"range; tf32 is worse by more than that range in {sum(r['worse_beyond_range'] for r in directed)} of "
+          f"{len(directed)} with a direction"
+          + (f"; {len(rows) - len(judged)} not judged (one fp32 seed)" if len(judged) < len(rows) else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--compare", nargs=2, type=Path, metavar=("FP32_WORK", "TF32_WORK"),
+                    help="compare converged, scored runs of two train_baselines.py work folders; trains nothing")
     ap.add_argument("--store", default="c2np-store")
-    ap.add_argument("--out", required=True, help="folder of the runs (OUT/fp32, OUT/tf32) and their logs")
+    ap.add_argument("--out", help="folder of the runs (OUT/fp32, OUT/tf32) and their logs")
     ap.add_argument("--model", default="cdvae")
     ap.add_argument("--task", type=int, default=1)
     ap.add_argument("--epochs", type=int, default=40)
@@ -118,6 +238,14 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=5, help="table rows: every N-th epoch and the last")
     ap.add_argument("--json", help="write the summary here")
     args = ap.parse_args()
+    if args.compare:
+        res = compare(dict(zip(PRECISIONS, args.compare)), args.model, args.task)
+        print_compare(res)
+        if args.json:
+            Path(args.json).write_text(json.dumps(res, indent=1))
+        return
+    if not args.out:
+        ap.error("--out is required unless --compare is given")
     t0, cpu0 = time.perf_counter(), time.process_time()
     folders = run_all(args)
     table = {k: curves(v) for k, v in sorted(folders.items())}

@@ -111,3 +111,58 @@ def test_precision_curves_compares_fp32_and_tf32_runs(small_store, tmp_path, mon
     text = capsys.readouterr().out
     assert "| epoch | fp32 seed 0 | tf32 seed 0 |" in text and "| 1 |" in text
     assert len(pc.curves(out / "fp32" / "cdvae-task1-seed0")) == 2
+
+
+def _converged_work(work, precision: str, seeds: dict[int, dict]) -> None:
+    """A train_baselines work folder as the runner leaves it: per seed a run.json and the
+    scored results of both test splits (``numbers``: best_val_loss, id/loss, id/rmsd, ...)."""
+    for seed, numbers in seeds.items():
+        run = work / "runs" / f"cdvae-task1-seed{seed}"
+        run.mkdir(parents=True)
+        run.joinpath("run.json").write_text(json.dumps({
+            "best_val_loss": numbers["best_val_loss"], "best_epoch": 9, "epochs": 20, "device": "cpu",
+            "converged": numbers.get("converged", True), "stop_reason": "converged" if numbers.get("converged", True)
+            else "max_time", "config": {"train": {"tf32": precision == "tf32"}}}))
+        for split in ("id", "ood"):
+            (work / "results").mkdir(exist_ok=True)
+            (work / "results" / f"cdvae-task1-{split}-seed{seed}.json").write_text(json.dumps({
+                "loss": numbers[f"{split}/loss"], "metrics": {"rmsd": numbers[f"{split}/rmsd"], "volume_ratio": 0.8}}))
+        # a scoring cut off at a deadline leaves this beside the results: not a split
+        (work / "results" / f"cdvae-task1-id-seed{seed}.partial.json").write_text("{}")
+
+
+def test_precision_compare_reads_converged_runs_and_judges_each_quantity_in_its_direction(tmp_path, capsys):
+    pc = load_benchmark("precision_curves")
+    one = {"best_val_loss": 1.0, "id/loss": 1.4, "id/rmsd": 2.0, "ood/loss": 1.5, "ood/rmsd": 2.0}
+    _converged_work(tmp_path / "fp32", "fp32", {0: one, 1: one | {"best_val_loss": 1.2, "id/loss": 1.5,
+                                                                  "ood/rmsd": 2.1}})
+    # tf32: best validation loss inside the fp32 range; ID loss worse by more than it (0.1);
+    # OOD RMSD better by more than it; the third seed did not converge and counts nowhere
+    _converged_work(tmp_path / "tf32", "tf32", {0: one | {"best_val_loss": 1.05, "id/loss": 1.6, "ood/rmsd": 1.8},
+                                                1: one | {"best_val_loss": 1.15, "id/loss": 1.7, "ood/rmsd": 1.8},
+                                                2: one | {"best_val_loss": 9.0, "converged": False}})
+    res = pc.compare({"fp32": tmp_path / "fp32", "tf32": tmp_path / "tf32"}, "cdvae", 1)
+    q = res["quantities"]
+    assert set(q) == {"best_val_loss", "id/loss", "id/rmsd", "id/volume_ratio", "ood/loss", "ood/rmsd",
+                      "ood/volume_ratio"}
+    assert q["best_val_loss"]["tf32"] == [1.05, 1.15] and q["best_val_loss"]["within_range"]
+    assert not q["best_val_loss"]["worse_beyond_range"]
+    assert q["id/loss"]["difference"] == pytest.approx(0.2) and q["id/loss"]["worse_beyond_range"]
+    assert q["ood/rmsd"]["better"] == "lower" and not q["ood/rmsd"]["within_range"]
+    assert not q["ood/rmsd"]["worse_beyond_range"]  # outside the range, but better
+    assert q["id/volume_ratio"]["better"] is None and q["id/volume_ratio"]["worse_beyond_range"] is None
+    pc.print_compare(res)
+    text = capsys.readouterr().out
+    assert "| tf32 | 2 | max_time | 20 | 9.0000 (9) | cpu |" in text
+    assert "tf32 is worse by more than that range in 1 of 5 with a direction" in text
+
+
+def test_precision_compare_refuses_works_given_in_the_wrong_order(tmp_path):
+    pc = load_benchmark("precision_curves")
+    one = {"best_val_loss": 1.0, "id/loss": 1.4, "id/rmsd": 2.0, "ood/loss": 1.5, "ood/rmsd": 2.0}
+    _converged_work(tmp_path / "a", "tf32", {0: one})
+    _converged_work(tmp_path / "b", "fp32", {0: one})
+    with pytest.raises(SystemExit, match="trained with tf32=True, not as fp32"):
+        pc.compare({"fp32": tmp_path / "a", "tf32": tmp_path / "b"}, "cdvae", 1)
+    with pytest.raises(SystemExit, match="no cdvae task 2 runs"):
+        pc.compare({"fp32": tmp_path / "b", "tf32": tmp_path / "a"}, "cdvae", 2)
