@@ -30,6 +30,8 @@ W until it prints "all done"; W holds everything (runs with checkpoints, predict
 results, logs, a status table).
 ``--pack OUT`` tars W into 15 MiB parts (the lent GPU machines return files of at most
 16 MiB; a larger one is silently lost): unpack with ``cat OUT/W.tgz.part-* | tar xzf -``.
+It prints the pack's size, and a warning when the pack alone is more than such a machine
+returns (8 files, 64 MiB together): then score the complete predictions first.
 Scored runs leave their checkpoints and predictions out of the pack unless ``--keep-ckpt``;
 the batches of unfinished predictions go into it, those of finished ones do not.
 """
@@ -399,9 +401,14 @@ def status_table(pipe: Pipeline, jobs: list[Job]) -> str:
     return "\n".join(rows)
 
 
-def pack(work: Path, out: Path, pipe: Pipeline, jobs: list[Job], keep_ckpt: bool) -> None:
+#: what a lent GPU machine brings back from $OUT: at most 8 files, 64 MiB together
+RETURN_FILES, RETURN_MIB = 8, 64
+
+
+def pack(work: Path, out: Path, pipe: Pipeline, jobs: list[Job], keep_ckpt: bool) -> list[Path]:
     """W as 15 MiB tar parts; scored runs without checkpoints and predictions, unfinished
-    predictions with the batches they have done, no temporaries of killed writes."""
+    predictions with the batches they have done, no temporaries of killed writes. Returns
+    the parts."""
     out.mkdir(parents=True, exist_ok=True)
     exclude = []
     if not keep_ckpt:
@@ -416,6 +423,25 @@ def pack(work: Path, out: Path, pipe: Pipeline, jobs: list[Job], keep_ckpt: bool
     tar = subprocess.Popen(["tar", "czf", "-", "-C", str(work), *exclude, "."], stdout=subprocess.PIPE)
     subprocess.run(["split", "-b", "15M", "-", str(out / f"{work.name}.tgz.part-")], stdin=tar.stdout, check=True)
     tar.wait()
+    return sorted(out.glob(f"{work.name}.tgz.part-*"))
+
+
+def pack_summary(parts: list[Path], pipe: Pipeline, jobs: list[Job]) -> str:
+    """One line on the pack's size, and a warning when it alone is more than a lent
+    machine returns (:data:`RETURN_FILES`, :data:`RETURN_MIB`): a call in session s32 lost
+    a whole pack so, 8 parts beside another runner's 5. The bulk of a large pack is the
+    complete predictions of runs not yet scored; scoring them on the machine first
+    (``--score-only``) leaves them out."""
+    mib = sum(p.stat().st_size for p in parts) / 2 ** 20
+    line = (f"packed {len(parts)} part(s), {mib:.1f} MiB (a lent machine returns at most {RETURN_FILES} files "
+            f"and {RETURN_MIB} MiB from $OUT, the other files there included)")
+    if len(parts) <= RETURN_FILES and mib <= RETURN_MIB:
+        return line
+    unscored = [pipe.pred(j, s) for j in jobs if not pipe.scored(j) for s in pipe.splits if pipe.pred(j, s).exists()]
+    heavy = sum(f.stat().st_size for f in unscored) / 2 ** 20
+    return (f"WARNING: {line}: this pack will not come back whole. "
+            f"{len(unscored)} complete prediction(s) of runs not yet scored hold {heavy:.1f} MiB before compression: "
+            f"score them here first (--score-only), or pack fewer runs")
 
 
 def set_aside_superseded(pipe: Pipeline, jobs: list[Job], say=print) -> None:
@@ -553,7 +579,7 @@ def main() -> None:
         subprocess.run(c2np + ["report", *map(str, results), "--out", str(a.work / "report")],
                        stdout=subprocess.DEVNULL, check=False)
     if a.pack:
-        pack(a.work, a.pack, pipe, jobs, a.keep_ckpt)
+        print(pack_summary(pack(a.work, a.pack, pipe, jobs, a.keep_ckpt), pipe, jobs))
     if all(pipe.scored(j) for j in jobs):
         print(f"all done: {a.work / 'report'}")
 

@@ -5,6 +5,7 @@ for training, prediction and scoring."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -491,3 +492,22 @@ def test_a_prediction_with_every_batch_on_disk_but_no_file_is_joined(tb, tmp_pat
     runner.run([job])
     assert pipe.scored(job) and not tb.chunk_dir(out).exists()
     assert not any(c.startswith("batch") for c in (tmp_path / "calls.log").read_text().splitlines())
+
+
+def test_a_pack_larger_than_a_machine_returns_is_announced_with_its_cause(tb, tmp_path, monkeypatch):
+    # s32: a call returned one runner's 5 parts and silently dropped the other's 8, whose
+    # bulk was complete predictions not yet scored
+    pipe = tb.Pipeline(tmp_path / "W", tmp_path / "store", ["id", "ood"])
+    job = tb.Job("cdvae", 1, 0)
+    pred = pipe.pred(job, "id")
+    pred.write_bytes(os.urandom(3 * 2 ** 20))  # incompressible
+    parts = tb.pack(pipe.work, tmp_path / "out", pipe, [job], keep_ckpt=False)
+    assert parts and all(p.exists() for p in parts)
+    fits = tb.pack_summary(parts, pipe, [job])
+    assert fits.startswith("packed 1 part(s), 3.0 MiB") and "WARNING" not in fits
+    monkeypatch.setattr(tb, "RETURN_MIB", 2)
+    warning = tb.pack_summary(parts, pipe, [job])
+    assert warning.startswith("WARNING") and "1 complete prediction(s) of runs not yet scored hold 3.0 MiB" in warning
+    monkeypatch.setattr(tb, "RETURN_MIB", 64)
+    monkeypatch.setattr(tb, "RETURN_FILES", 0)  # too many parts warns as well
+    assert tb.pack_summary(parts, pipe, [job]).startswith("WARNING")
