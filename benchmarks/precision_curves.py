@@ -20,11 +20,12 @@ what "does not hurt the loss" can mean with these few seeds.
 Converged runs (``--compare FP32_WORK TF32_WORK``): the work folders of two
 ``benchmarks/train_baselines.py`` runs of the same plan, one with ``--set train.tf32=true``,
 each trained to the convergence rule and scored on the whole test sets. Nothing is
-trained; it prints every run (its stop, best validation loss, the Loss column and the
-metrics of each split) and, for each of those numbers, the two precisions' means, their
-difference, the fp32 seeds' range and whether the difference lies inside it. A run that
-did not converge, or a split not yet scored, is named in the table and left out of the
-means; ``--json`` writes the same numbers.
+trained. It prints every run (its stop, epochs, best validation loss), then one row per
+quantity (the best validation loss, and per split the Loss column and every metric): each
+seed's value, the difference of the two precisions' means, the fp32 seeds' range, whether
+the difference lies inside it, and whether tf32 is worse than fp32 by more than it in the
+metric's own direction. A run that did not converge is listed and left out of every row;
+a split without a result counts nowhere. ``--json`` writes the same numbers.
 
     python benchmarks/precision_curves.py --compare W-fp32 W-tf32 --json cmp.json
 """
