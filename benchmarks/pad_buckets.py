@@ -14,7 +14,7 @@ the share of each edge buffer that is padding.
 
 ``--capture``: instead, the shapes of the captured step (``train.capture``): for every
 batch of ``--epochs`` epochs, its atoms padded to ``train.pad_buckets`` sizes per doubling
-(at least ``MIN_PADDING_ATOMS`` more) and its two radius graphs (clean, and perturbed as
+(at least ``padding.MIN_PADDING_ATOMS`` more) and its two radius graphs (clean, and perturbed as
 in training) to one of ``train.edge_buckets`` capacities per doubling; for several of
 each, the shapes the epochs meet (each one captured graph) and the padded shares of the
 atoms and the edges. Fewer padded rows are less GPU work; more shapes are more
@@ -30,7 +30,7 @@ import torch
 
 from c2np.models.generation import sigmas
 from c2np.models.graph import _candidates, radius_edges
-from c2np.models.padding import MIN_PADDING_ATOMS, PadSpec, ladder, pad_spec
+from c2np.models.padding import PadSpec, atom_slots, edge_slots, pad_spec
 from c2np.store.dataset import open_dataset
 from c2np.training import data as tdata
 from c2np.training.configs import load_training_config
@@ -131,7 +131,7 @@ def capture_ladders(records, batch_size: int, cutoff: float, levels, epochs: int
         for qe in edge_steps:
             shapes, real_a, slots_a, real_e, slots_e = set(), 0, 0, 0, 0
             for n, both, most in counts:
-                a, s = ladder(n + MIN_PADDING_ATOMS, qa, 64), ladder(most, qe, 256)
+                a, s = atom_slots(n, qa), edge_slots(most, qe)
                 shapes.add((a, s))
                 real_a, slots_a, real_e, slots_e = real_a + n, slots_a + a, real_e + both, slots_e + 2 * s
             rows.append({"atoms_per_octave": qa, "edges_per_octave": qe, "shapes": len(shapes),

@@ -44,7 +44,7 @@ from c2np.models.graph import (
     radius_edges_host,
     radius_edges_sets,
 )
-from c2np.models.padding import ladder
+from c2np.models.padding import edge_slots
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ def prepare_padded(batch: ParticleBatch, plan: HostPlan, edges_per_octave: int =
     else:
         graphs = {name: radius_edges(p, ptr, cutoff) for name, (p, cutoff) in wanted.items()}
     if graphs:
-        slots_e = ladder(max(e.shape[1] for e in graphs.values()), edges_per_octave, 256)
+        slots_e = edge_slots(max(e.shape[1] for e in graphs.values()), edges_per_octave)
         for name, edges in graphs.items():
             filler = filler_edges(slots_e - edges.shape[1], slots, slots - n, device)
             changes[name] = torch.cat([edges, filler], 1)

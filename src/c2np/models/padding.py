@@ -61,10 +61,8 @@ class PadSpec:
     candidates_per_atom: float = CANDIDATES_PER_ATOM
 
     def atoms(self, n: int) -> int:
-        """The bucket of a batch of ``n`` atoms: the smallest ladder size (rounded up to a
-        multiple of 64, at least 64) that leaves at least :data:`MIN_PADDING_ATOMS`
-        padding atoms."""
-        return ladder(n + MIN_PADDING_ATOMS, self.per_octave, 64)
+        """The bucket of a batch of ``n`` atoms (:func:`atom_slots`)."""
+        return atom_slots(n, self.per_octave)
 
     def capacities(self, atoms: int) -> tuple[int, int]:
         """(candidate pairs, edges) of each radius graph of a bucket of ``atoms``."""
@@ -82,6 +80,20 @@ def ladder(n: int, per_octave: int, quantum: int) -> int:
         if size >= n:
             return size
         k += 1
+
+
+def atom_slots(n: int, per_octave: int) -> int:
+    """The atom slots of a padded batch of ``n`` atoms: the smallest ladder size
+    (``per_octave`` sizes per doubling, rounded up to a multiple of 64, at least 64) that
+    leaves at least :data:`MIN_PADDING_ATOMS` padding atoms."""
+    return ladder(n + MIN_PADDING_ATOMS, per_octave, 64)
+
+
+def edge_slots(n_edges: int, per_octave: int) -> int:
+    """The edge slots of a captured step's radius graphs holding ``n_edges`` edges
+    (``host_work.prepare_padded``): a ladder size, ``per_octave`` per doubling, rounded up
+    to a multiple of 256."""
+    return ladder(n_edges, per_octave, 256)
 
 
 def pad_spec(records, batch_size: int, per_octave: int = 2, edges_per_atom: float = EDGES_PER_ATOM,
